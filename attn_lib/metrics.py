@@ -1,0 +1,102 @@
+"""Metrics of attention maps, per row and averaged.
+
+Every per-row metric takes ``weights (..., Tq, Tk)`` and returns ``(..., Tq)``;
+``mask`` (broadcastable to the weights, True where allowed) says which keys a row
+may see. :func:`summary` averages them over rows.
+"""
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.special import entr
+from jax.typing import ArrayLike
+
+from attn_lib.attention import compute_dtype
+from attn_lib.perturb import Modification
+
+
+def _allowed(weights: jax.Array, mask: ArrayLike | None) -> jax.Array:
+    return jnp.ones(weights.shape, bool) if mask is None else jnp.broadcast_to(mask, weights.shape)
+
+
+def normalised_entropy(weights: ArrayLike, mask: ArrayLike | None = None) -> jax.Array:
+    """``H_i / log n_i`` with ``H_i = −Σ_j A_ij log A_ij`` and ``n_i`` the number of keys
+    row ``i`` may see: 1 for uniform attention, 0 for one-hot. A row that sees
+    a single key has no choice to make and scores 0."""
+    weights = jnp.asarray(weights)
+    n = jnp.sum(_allowed(weights, mask), axis=-1, dtype=weights.dtype)
+    entropy = jnp.sum(entr(weights), axis=-1)
+    return jnp.where(n > 1, entropy / jnp.log(jnp.maximum(n, 2)), 0.0)
+
+
+def diagonal_mass(weights: ArrayLike) -> jax.Array:
+    """``A_ii``: the weight a token puts on its own position (square maps)."""
+    return jnp.diagonal(jnp.asarray(weights), axis1=-2, axis2=-1)
+
+
+def sink_mass(weights: ArrayLike) -> jax.Array:
+    """``A_i0``: the weight on the first position."""
+    return jnp.asarray(weights)[..., 0]
+
+
+def previous_token_mass(weights: ArrayLike) -> jax.Array:
+    """``A_i,i−1``: the weight on the previous position; 0 for row 0, which has none."""
+    weights = jnp.asarray(weights)
+    below = jnp.diagonal(weights, offset=-1, axis1=-2, axis2=-1)
+    return jnp.concatenate([jnp.zeros_like(below[..., :1]), below], axis=-1)
+
+
+def total_variation(weights: ArrayLike, other: ArrayLike) -> jax.Array:
+    """``½ Σ_j |A_ij − B_ij|``: 0 for equal rows, 1 for rows with disjoint support."""
+    return 0.5 * jnp.sum(jnp.abs(jnp.asarray(weights) - jnp.asarray(other)), axis=-1)
+
+
+def uniform(weights: ArrayLike, mask: ArrayLike | None = None) -> jax.Array:
+    """Uniform attention over the allowed keys, ``1/n_i`` on each, shaped like ``weights``."""
+    weights = jnp.asarray(weights)
+    allowed = _allowed(weights, mask)
+    n = jnp.sum(allowed, axis=-1, keepdims=True, dtype=compute_dtype(weights))
+    return jnp.where(allowed, 1.0 / jnp.maximum(n, 1), 0.0)
+
+
+def distance_to_uniform(weights: ArrayLike, mask: ArrayLike | None = None) -> jax.Array:
+    """``TV(A_i, U_i)``, ``U_i`` uniform over the keys row ``i`` may see."""
+    return total_variation(weights, uniform(weights, mask))
+
+
+def summary(
+    weights: ArrayLike, mask: ArrayLike | None = None, reference: ArrayLike | None = None
+) -> dict[str, jax.Array]:
+    """Every metric averaged over rows (the last axis of the per-row metric).
+
+    Previous-token mass is averaged over rows 1…T−1 only. With ``reference`` (e.g.
+    the unmodified map) the total-variation distance to it is included.
+    """
+    averages = {
+        "entropy": normalised_entropy(weights, mask).mean(-1),
+        "diagonal": diagonal_mass(weights).mean(-1),
+        "sink": sink_mass(weights).mean(-1),
+        "previous": previous_token_mass(weights)[..., 1:].mean(-1),
+        "distance_to_uniform": distance_to_uniform(weights, mask).mean(-1),
+    }
+    if reference is not None:
+        averages["distance_to_reference"] = total_variation(weights, reference).mean(-1)
+    return averages
+
+
+@partial(jax.jit, static_argnames=("modify_layer",))
+def sensitivity(
+    source, modification: Modification, *, modify_layer: int
+) -> tuple[jax.Array, jax.Array]:
+    """The weights ``A(ε)`` and their derivative ``dA/dε`` at ``modification.epsilon``.
+
+    Forward-mode (``jax.jvp``) through the whole source: one pass gives both.
+    Returns two arrays ``(layers, heads, T, T)``.
+    """
+
+    def weights_at(epsilon):
+        return source.weights(modification.with_epsilon(epsilon), modify_layer=modify_layer)
+
+    epsilon = jnp.asarray(modification.epsilon, jnp.float32)
+    return jax.jvp(weights_at, (epsilon,), (jnp.ones_like(epsilon),))

@@ -1,0 +1,168 @@
+"""Modifications of Query, Key or Value by a magnitude ε, as pure functions.
+
+Each kind is a function ``(x, eps, *, rng=None) -> x'`` on an array ``(..., T, d)``
+(``T`` the sequence axis), registered once in :data:`KINDS`. ε is an ordinary
+argument, so one compilation serves every ε and ``jax.vmap`` over ε works.
+
+Numerics: a modification computes in float32 or wider. A float16 or bfloat16 input
+is promoted, never rounded back, because float16 cannot hold ε = 1e-10 (it rounds
+to 0, and x/ε would be NaN). The result's dtype is ``compute_dtype(x)``.
+"""
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.typing import ArrayLike
+
+from attn_lib.attention import compute_dtype
+
+COMPONENTS = ("query", "key", "value")
+
+
+class Kind(NamedTuple):
+    """A registered modification kind.
+
+    Attributes:
+      fn: ``(x, eps, *, rng) -> x'``.
+      formula: the map, as shown on figures and in errors.
+      zero_allowed: whether ε = 0 is meaningful (False for kinds that divide by ε).
+      needs_rng: whether the kind draws random numbers.
+    """
+
+    fn: Callable[..., jax.Array]
+    formula: str
+    zero_allowed: bool
+    needs_rng: bool
+
+
+KINDS: dict[str, Kind] = {}
+
+
+def _register(formula: str, *, zero_allowed: bool = True, needs_rng: bool = False):
+    def register(fn):
+        KINDS[fn.__name__] = Kind(fn, formula, zero_allowed, needs_rng)
+        return fn
+
+    return register
+
+
+def _promote(x: ArrayLike, eps: ArrayLike) -> tuple[jax.Array, jax.Array]:
+    dtype = compute_dtype(x)
+    return jnp.asarray(x, dtype), jnp.asarray(eps, dtype)
+
+
+@_register("x → ε·x")
+def scale(x: ArrayLike, eps: ArrayLike, *, rng: jax.Array | None = None) -> jax.Array:
+    """``x → ε·x``. As ε → 0 the scores vanish and attention becomes uniform."""
+    x, eps = _promote(x, eps)
+    return eps * x
+
+
+@_register("x → x/ε", zero_allowed=False)
+def inverse(x: ArrayLike, eps: ArrayLike, *, rng: jax.Array | None = None) -> jax.Array:
+    """``x → x/ε``: a temperature ε on the scores; as ε → 0 attention becomes an argmax."""
+    x, eps = _promote(x, eps)
+    return x / eps
+
+
+@_register("x → x + ε·rms(x)·z", needs_rng=True)
+def noise(x: ArrayLike, eps: ArrayLike, *, rng: jax.Array | None = None) -> jax.Array:
+    """``x → x + ε·rms(x)·z`` with ``z ~ N(0, 1)`` drawn from ``rng``.
+
+    ``rms(x)`` is taken per token, over the feature axis, so every token is disturbed
+    in proportion to its own size. The same ``rng`` gives the same result.
+    """
+    if rng is None:
+        raise ValueError("rng: the 'noise' kind needs a PRNG key, e.g. rng=jax.random.key(0)")
+    x, eps = _promote(x, eps)
+    rms = jnp.sqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True))
+    return x + eps * rms * jax.random.normal(rng, x.shape, x.dtype)
+
+
+@_register("x → x̄ + ε·(x − x̄)")
+def mean(x: ArrayLike, eps: ArrayLike, *, rng: jax.Array | None = None) -> jax.Array:
+    """``x → x̄ + ε·(x − x̄)``, ``x̄`` the mean over the sequence axis (-2).
+
+    ε = 0 replaces every token by the mean token; ε = 1 is the identity.
+    """
+    x, eps = _promote(x, eps)
+    centre = jnp.mean(x, axis=-2, keepdims=True)
+    return centre + eps * (x - centre)
+
+
+def _allowed(name: str, value: object, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+
+
+def check_epsilon(kind: str, epsilon: object) -> float:
+    """Validate ε for ``kind`` and return it as a float.
+
+    ε must be a real, finite number ≥ 0, and > 0 for a kind that divides by it.
+    """
+    _allowed("kind", kind, tuple(KINDS))
+    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float, np.integer, np.floating)):
+        raise ValueError(f"epsilon must be a number, got {epsilon!r} ({type(epsilon).__name__})")
+    epsilon = float(epsilon)
+    if not math.isfinite(epsilon) or epsilon < 0:
+        raise ValueError(f"epsilon must be a finite number >= 0, got {epsilon!r}")
+    if epsilon == 0 and not KINDS[kind].zero_allowed:
+        raise ValueError(
+            f"epsilon must be > 0 for kind {kind!r} ({KINDS[kind].formula} divides by ε); got 0"
+        )
+    return epsilon
+
+
+def perturb(x: ArrayLike, kind: str, eps: ArrayLike, *, rng: jax.Array | None = None) -> jax.Array:
+    """Apply the modification ``kind`` of magnitude ``eps`` to ``x (..., T, d)``."""
+    _allowed("kind", kind, tuple(KINDS))
+    return KINDS[kind].fn(x, eps, rng=rng)
+
+
+@dataclasses.dataclass(frozen=True)
+class Modification:
+    """What to modify and how: the one spec that notebooks, runner and sources share.
+
+    ``component`` and ``kind`` are static; ``epsilon`` is a pytree leaf, so a
+    function jitted over a ``Modification`` compiles once for every ε, and
+    ``jax.vmap`` can map over ``epsilon``. ``seed`` feeds the PRNG of random kinds.
+
+    A concrete ε is validated on construction (:func:`check_epsilon`); a traced one
+    (inside ``jit`` or ``vmap``) is not, which is why sweeps validate first.
+    """
+
+    component: str
+    kind: str
+    epsilon: ArrayLike
+    seed: int = 0
+
+    def __post_init__(self):
+        _allowed("component", self.component, COMPONENTS)
+        _allowed("kind", self.kind, tuple(KINDS))
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+        if isinstance(self.epsilon, (int, float, np.integer, np.floating)):
+            object.__setattr__(self, "epsilon", check_epsilon(self.kind, self.epsilon))
+
+    def with_epsilon(self, epsilon: ArrayLike) -> "Modification":
+        """The same modification at another ε."""
+        return dataclasses.replace(self, epsilon=epsilon)
+
+    def apply(self, x: ArrayLike) -> jax.Array:
+        """``x`` modified: ``perturb(x, kind, epsilon, rng=key(seed))``."""
+        rng = jax.random.key(self.seed) if KINDS[self.kind].needs_rng else None
+        return perturb(x, self.kind, self.epsilon, rng=rng)
+
+    @property
+    def formula(self) -> str:
+        return KINDS[self.kind].formula
+
+
+jax.tree_util.register_dataclass(
+    Modification, data_fields=["epsilon"], meta_fields=["component", "kind", "seed"]
+)

@@ -1,0 +1,151 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from attn_lib import KINDS, Modification, attention_weights, check_epsilon, perturb
+
+X = jnp.array([[1.0, -2.0], [3.0, 4.0], [-5.0, 0.5]])
+
+
+def test_scale_and_inverse_by_hand():
+    np.testing.assert_array_equal(perturb(X, "scale", 2.0), 2.0 * np.asarray(X))
+    np.testing.assert_array_equal(perturb(X, "inverse", 4.0), np.asarray(X) / 4.0)
+
+
+def test_mean_by_hand():
+    x = jnp.array([[1.0], [3.0]])
+    np.testing.assert_array_equal(perturb(x, "mean", 0.0), [[2.0], [2.0]])
+    np.testing.assert_array_equal(perturb(x, "mean", 0.5), [[1.5], [2.5]])
+
+
+def test_mean_is_over_the_sequence_axis():
+    x = jax.random.normal(jax.random.key(0), (2, 3, 5, 4))  # (batch, heads, T, d)
+    out = perturb(x, "mean", 0.0)
+    np.testing.assert_allclose(
+        out, np.broadcast_to(np.mean(x, axis=-2, keepdims=True), x.shape), rtol=1e-6
+    )
+
+
+@pytest.mark.parametrize("kind", ["scale", "inverse", "mean"])
+def test_epsilon_one_is_the_identity(kind):
+    np.testing.assert_array_equal(perturb(X, kind, 1.0), X)
+
+
+def test_noise_by_hand():
+    rng = jax.random.key(3)
+    rms = np.sqrt(np.mean(np.square(X), axis=-1, keepdims=True))
+    z = jax.random.normal(rng, X.shape)
+    np.testing.assert_allclose(perturb(X, "noise", 0.1, rng=rng), X + 0.1 * rms * z, rtol=1e-6)
+    np.testing.assert_array_equal(perturb(X, "noise", 0.0, rng=rng), X)
+
+
+def test_noise_is_reproducible_from_its_key():
+    a = perturb(X, "noise", 0.5, rng=jax.random.key(1))
+    np.testing.assert_array_equal(a, perturb(X, "noise", 0.5, rng=jax.random.key(1)))
+    assert not np.array_equal(a, perturb(X, "noise", 0.5, rng=jax.random.key(2)))
+
+
+def test_noise_needs_a_key():
+    with pytest.raises(ValueError, match="rng"):
+        perturb(X, "noise", 0.5)
+
+
+def test_unknown_kind():
+    with pytest.raises(ValueError, match="kind must be one of 'scale', 'inverse', 'noise', 'mean'"):
+        perturb(X, "shift", 0.5)
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+def test_low_precision_input_is_promoted_not_rounded(kind, dtype):
+    # float16 rounds 1e-10 to 0: x/ε would be NaN and ε·x exactly 0.
+    x = X.astype(dtype)
+    out = perturb(x, kind, 1e-10, rng=jax.random.key(0))
+    assert out.dtype == jnp.float32
+    assert np.all(np.isfinite(out))
+    if kind == "inverse":
+        np.testing.assert_allclose(out, np.asarray(x, np.float32) * 1e10, rtol=1e-6)
+    if kind == "scale":
+        np.testing.assert_allclose(out, np.asarray(x, np.float32) * 1e-10, rtol=1e-6)
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_one_compilation_serves_every_epsilon_and_vmap_works(kind):
+    traces = []
+
+    @jax.jit
+    def modified(eps):
+        traces.append(eps)
+        return perturb(X, kind, eps, rng=jax.random.key(0))
+
+    epsilons = jnp.array([0.5, 1e-3, 1e-10])
+    for eps in epsilons:
+        modified(eps)
+    assert len(traces) == 1
+    np.testing.assert_array_equal(jax.vmap(modified)(epsilons)[1], modified(epsilons[1]))
+
+
+@pytest.mark.parametrize(
+    ("kind", "epsilon", "message"),
+    [
+        ("scale", -1.0, "finite number >= 0"),
+        ("scale", float("nan"), "finite number >= 0"),
+        ("mean", float("inf"), "finite number >= 0"),
+        ("scale", "0.5", "must be a number"),
+        ("scale", True, "must be a number"),
+        ("inverse", 0.0, "must be > 0 for kind 'inverse'"),
+        ("tilt", 0.5, "kind must be one of"),
+    ],
+)
+def test_check_epsilon_rejects(kind, epsilon, message):
+    with pytest.raises(ValueError, match=message):
+        check_epsilon(kind, epsilon)
+
+
+@pytest.mark.parametrize("kind", ["scale", "noise", "mean"])
+def test_zero_is_allowed_where_nothing_divides_by_it(kind):
+    assert check_epsilon(kind, 0) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"component": "output"}, "component must be one of 'query', 'key', 'value'"),
+        ({"kind": "rotate"}, "kind must be one of"),
+        ({"epsilon": -0.5}, "epsilon must be a finite number >= 0"),
+        ({"kind": "inverse", "epsilon": 0}, "epsilon must be > 0"),
+        ({"seed": 1.5}, "seed must be an integer"),
+    ],
+)
+def test_modification_validates_its_fields(fields, message):
+    with pytest.raises(ValueError, match=message):
+        Modification(**{"component": "query", "kind": "scale", "epsilon": 0.5, **fields})
+
+
+def test_modification_is_a_pytree_with_epsilon_as_its_only_leaf():
+    spec = Modification("key", "noise", 0.25, seed=7)
+    leaves, treedef = jax.tree_util.tree_flatten(spec)
+    assert leaves == [0.25]
+    assert jax.tree_util.tree_unflatten(treedef, [0.5]) == spec.with_epsilon(0.5)
+    np.testing.assert_array_equal(spec.apply(X), perturb(X, "noise", 0.25, rng=jax.random.key(7)))
+
+
+@settings(deadline=None, max_examples=60)
+@given(
+    kind=st.sampled_from(sorted(KINDS)),
+    t=st.integers(1, 12),
+    d=st.integers(1, 16),
+    log_eps=st.floats(-30, 30),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_any_epsilon_gives_finite_normalised_weights(kind, t, d, log_eps, seed):
+    kq, kk, kn = jax.random.split(jax.random.key(seed), 3)
+    query = jax.random.normal(kq, (t, d))
+    key = jax.random.normal(kk, (t, d))
+    modified = perturb(query, kind, 10.0**log_eps, rng=kn)
+    weights = attention_weights(modified, key)
+    assert np.all(np.isfinite(weights))
+    np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-5)

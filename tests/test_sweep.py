@@ -1,0 +1,61 @@
+import numpy as np
+import pytest
+
+from attn_lib import Modification, all_weights, metrics, sweep
+from attn_lib.sweep import _sweep
+
+EPSILONS = np.logspace(-10, 1, 7)
+
+
+@pytest.mark.parametrize("component", ["query", "value"])
+@pytest.mark.parametrize("batch_size", [1, 3, 32])
+def test_sweep_equals_one_call_per_epsilon(synthetic, component, batch_size):
+    spec = Modification(component, "inverse", 1.0)
+    swept = sweep(synthetic, spec, EPSILONS, modify_layer=0, batch_size=batch_size)
+    assert swept.shape == (7, 2, 2, 10, 10)
+    for i, eps in enumerate(EPSILONS):
+        np.testing.assert_allclose(
+            swept[i], all_weights(synthetic, spec.with_epsilon(eps), modify_layer=0), atol=1e-5
+        )
+
+
+def test_one_compilation_serves_every_sweep(synthetic):
+    spec = Modification("key", "mean", 1.0)
+    sweep(synthetic, spec, EPSILONS, modify_layer=0)
+    compiled = _sweep._cache_size()
+    sweep(synthetic, spec, EPSILONS * 0.5, modify_layer=0)
+    assert _sweep._cache_size() == compiled
+
+
+def _diagonal(weights):
+    return metrics.diagonal_mass(weights).mean(-1)
+
+
+def test_reduce_keeps_only_its_result(synthetic):
+    spec = Modification("query", "scale", 1.0)
+    reduced = sweep(synthetic, spec, EPSILONS, modify_layer=0, reduce=_diagonal)
+    assert reduced.shape == (7, 2, 2)
+    full = sweep(synthetic, spec, EPSILONS, modify_layer=0)
+    np.testing.assert_allclose(reduced, _diagonal(full), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("kind", "epsilons", "message"),
+    [
+        ("inverse", [0.5, 0.0], "epsilon must be > 0"),
+        ("scale", [0.5, -1e-3], "finite number >= 0"),
+        ("scale", [np.nan], "finite number >= 0"),
+        ("scale", [], "non-empty 1-D"),
+        ("scale", [[0.5]], "non-empty 1-D"),
+    ],
+)
+def test_sweep_validates_before_work(synthetic, kind, epsilons, message):
+    with pytest.raises(ValueError, match=message):
+        sweep(synthetic, Modification("query", kind, 1.0), epsilons, modify_layer=0)
+
+
+def test_sweep_rejects_bad_batch_size(synthetic):
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
+        sweep(
+            synthetic, Modification("query", "scale", 1.0), EPSILONS, modify_layer=0, batch_size=0
+        )
