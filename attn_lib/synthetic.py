@@ -27,6 +27,9 @@ from flax import struct
 from attn_lib.attention import attention, causal_mask
 from attn_lib.perturb import Modification
 
+LAYERS = 2
+HEADS = 2
+
 
 def positional_inputs(
     seq_len: int, heads: int, head_dim: int, *, sink: bool = False, sink_strength: float = 4.0
@@ -155,8 +158,8 @@ class Synthetic:
         cls,
         seq_len: int = 10,
         *,
-        layers: int = 2,
-        heads: int = 2,
+        layers: int = LAYERS,
+        heads: int = HEADS,
         head_dim: int = 8,
         causal: bool = False,
         sink: bool = False,
