@@ -11,7 +11,6 @@ import dataclasses
 import json
 import os
 import re
-import subprocess
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -297,15 +296,14 @@ class SerialStartKernelManager(AsyncKernelManager):
     Kernels started at the same moment can pick the same free ZMQ ports (papermill
     issue 511). All our kernels start from threads of this one process, where
     jupyter_client's ``LocalPortCache`` never hands out a port twice; the lock makes
-    that cache safe across threads. The kernel's own stderr (a warning per start
-    about unencrypted TCP on localhost) is dropped: cell errors reach the notebook.
+    that cache safe across threads.
     """
 
     _lock = threading.Lock()
 
     async def _async_start_kernel(self, **kw):
         with self._lock:
-            await super()._async_start_kernel(stderr=subprocess.DEVNULL, **kw)
+            await super()._async_start_kernel(**kw)
 
 
 def _execute(job: Job, build: Path) -> None:
