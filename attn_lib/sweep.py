@@ -1,9 +1,9 @@
 """Weights of a source under a modification, for one ε or a whole vector of ε.
 
-A source is a pytree (its arrays are leaves, its configuration static) with a
-method ``weights(modification, *, modify_layer) -> (layers, heads, T, T)``. Both
-entry points here are jitted over the source and the modification, so one
-compilation serves every ε and every source of the same shape.
+A source is a :class:`attn_lib.layered.Layered` pytree. Both entry points here are
+jitted over the source and the modification, so one compilation serves every ε and
+every source of the same shape. A sweep runs the layers below the modified one
+once, not once per ε.
 """
 
 from collections.abc import Callable
@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from attn_lib.layered import stack_layers
 from attn_lib.perturb import Modification, check_epsilon
 
 
@@ -28,11 +29,14 @@ def all_weights(source, modification: Modification | None, *, modify_layer: int)
 
 @partial(jax.jit, static_argnames=("modify_layer", "batch_size", "reduce"))
 def _sweep(source, modification, epsilons, *, modify_layer, batch_size, reduce):
-    def one(epsilon):
-        weights = source.weights(modification.with_epsilon(epsilon), modify_layer=modify_layer)
-        return weights if reduce is None else reduce(weights)
+    h, below = source.below(modify_layer)  # independent of ε: computed once
 
-    return jax.lax.map(one, epsilons, batch_size=batch_size)
+    def one(epsilon):
+        _, above = source.above(h, modification.with_epsilon(epsilon), modify_layer=modify_layer)
+        return above if reduce is None else reduce(stack_layers(below, above))
+
+    mapped = jax.lax.map(one, epsilons, batch_size=batch_size)
+    return mapped if reduce is not None else stack_layers(below, mapped, axis=1)
 
 
 def sweep(

@@ -25,6 +25,7 @@ import numpy as np
 from flax import struct
 
 from attn_lib.attention import attention, causal_mask
+from attn_lib.layered import Layered
 from attn_lib.perturb import Modification
 
 LAYERS = 2
@@ -65,7 +66,7 @@ def _rotation(rng: np.random.Generator, n: int) -> np.ndarray:
 def stack_params(
     layers: int, heads: int, head_dim: int, *, gain: float, key_jitter: float, seed: int
 ) -> dict:
-    """Deterministic parameters for :class:`SelfAttentionStack`, from ``seed``.
+    """Deterministic parameters for :class:`Synthetic`'s layers, from ``seed``.
 
     Per layer and head: query kernel ``gain·Eₕ Rₕ`` (``Eₕ`` selects the head's
     block, ``Rₕ`` a random rotation), key kernel the same plus ``key_jitter``-sized
@@ -106,43 +107,19 @@ def modified_attention(
         for name, x in (("query", query), ("key", key), ("value", value))
     }
     if modification is not None:
-        qkv[modification.component] = modification.apply(qkv[modification.component])
+        qkv[modification.component] = modification.apply_heads(qkv[modification.component])
     output, weights = attention(qkv["query"], qkv["key"], qkv["value"], mask=mask)
     module.sow("intermediates", "weights", weights)
     return jnp.swapaxes(output, -3, -2)
 
 
-class SelfAttentionStack(nn.Module):
-    """``layers`` residual self-attention layers, ``h ← h + MHA(h)``, no normalisation."""
-
-    layers: int
-    heads: int
-    head_dim: int
-
-    @nn.compact
-    def __call__(self, x, mask, modification: Modification | None, modify_layer: int):
-        for layer in range(self.layers):
-            attend = nn.MultiHeadDotProductAttention(
-                num_heads=self.heads,
-                qkv_features=self.heads * self.head_dim,
-                out_features=x.shape[-1],
-                use_bias=False,
-                attention_fn=partial(
-                    modified_attention,
-                    modification=modification if layer == modify_layer else None,
-                ),
-                name=f"layer_{layer}",
-            )
-            x = x + attend(x, mask=mask, sow_weights=True)
-        return x
-
-
 @struct.dataclass
-class Synthetic:
+class Synthetic(Layered):
     """The synthetic source: the stack, its parameters and its input, as one pytree.
 
-    Build it with :meth:`create`. ``weights(modification, modify_layer=l)`` gives
-    the softmax weights of every layer, ``(layers, heads, T, T)``.
+    Layers are ``h ← h + MultiHeadDotProductAttention(h)`` (Flax linen), no
+    normalisation. Build it with :meth:`create`; ``weights(modification,
+    modify_layer=l)`` gives the softmax weights of every layer, ``(layers, heads, T, T)``.
     """
 
     params: dict
@@ -202,33 +179,26 @@ class Synthetic:
             tokens=tokens,
         )
 
-    def weights(self, modification: Modification | None, *, modify_layer: int) -> jax.Array:
-        """Weights of every layer, ``(layers, heads, T, T)``, with ``modification``
-        applied after the projections of layer ``modify_layer`` only."""
-        check_layer("modify_layer", modify_layer, self.layers)
-        stack = SelfAttentionStack(self.layers, self.heads, self.head_dim)
-        _, state = stack.apply(
-            {"params": self.params},
-            self.inputs,
-            self.mask,
-            modification,
-            modify_layer,
+    def embed(self) -> jax.Array:
+        return self.inputs
+
+    def layer(self, i: int, h: jax.Array, modification: Modification | None):
+        attend = nn.MultiHeadDotProductAttention(
+            num_heads=self.heads,
+            qkv_features=self.heads * self.head_dim,
+            out_features=h.shape[-1],
+            use_bias=False,
+            attention_fn=partial(modified_attention, modification=modification),
+        )
+        out, state = attend.apply(
+            {"params": self.params[f"layer_{i}"]},
+            h,
+            mask=self.mask,
+            sow_weights=True,
             mutable=["intermediates"],
         )
-        layers = state["intermediates"]
-        return jnp.stack([layers[f"layer_{i}"]["weights"][0] for i in range(self.layers)])
+        return h + out, state["intermediates"]["weights"][0]
 
     @property
     def seq_len(self) -> int:
         return len(self.tokens)
-
-
-def check_layer(name: str, layer: int, layers: int) -> int:
-    """Validate a layer index in ``[0, layers)``."""
-    if (
-        isinstance(layer, bool)
-        or not isinstance(layer, (int, np.integer))
-        or not 0 <= layer < layers
-    ):
-        raise ValueError(f"{name} must be an integer in [0, {layers - 1}], got {layer!r}")
-    return int(layer)

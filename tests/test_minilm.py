@@ -1,0 +1,110 @@
+"""all-MiniLM-L6-v2 in JAX against Hugging Face transformers (PyTorch), and its errors."""
+
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+import attn_lib
+from attn_lib import minilm
+
+# ./run.sh test sets ATTN_LIB_REQUIRE_MINILM=1: there a missing package fails, not skips.
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec(minilm.PACKAGE) is None
+    and not os.environ.get("ATTN_LIB_REQUIRE_MINILM"),
+    reason=f"the MiniLM weights package is not installed ({minilm.INSTALL})",
+)
+REFERENCE = Path(__file__).parent / "reference" / "minilm_reference.npz"
+
+
+@pytest.fixture(scope="module")
+def reference():
+    with np.load(REFERENCE) as data:
+        return {key: data[key] for key in data.files}
+
+
+@pytest.fixture(scope="module")
+def sentence():
+    return minilm.MiniLM.create("The cat sat on the mat.")
+
+
+def test_tokens_and_padding_match_transformers(reference):
+    source = minilm.MiniLM.create(reference["sentences"].tolist())
+    np.testing.assert_array_equal(source.ids, reference["input_ids"])
+    np.testing.assert_array_equal(source.mask[:, 0, 0, :], reference["attention_mask"] == 1)
+
+
+def test_weights_and_hidden_states_match_transformers(reference):
+    source = minilm.MiniLM.create(reference["sentences"].tolist())
+    hidden, weights = jax.jit(lambda s: s.run(None, modify_layer=0))(source)
+    assert weights.shape == reference["weights"].shape == (6, 2, 12, 18, 18)
+    np.testing.assert_allclose(weights, reference["weights"], rtol=0, atol=1e-5)
+    valid = reference["attention_mask"] == 1  # padded positions' states are meaningless
+    np.testing.assert_allclose(
+        np.asarray(hidden)[valid], reference["last_hidden_state"][valid], rtol=0, atol=1e-4
+    )
+    assert np.all(np.asarray(weights)[:, 0, :, :, ~valid[0]] == 0), "padding keys get 0"
+
+
+def test_one_text_gives_the_same_weights_as_its_padded_batch_row(reference, sentence):
+    batch = minilm.MiniLM.create(reference["sentences"].tolist())
+    t = sentence.seq_len
+    single = attn_lib.all_weights(sentence, None, modify_layer=0)
+    padded = attn_lib.all_weights(batch, None, modify_layer=0)[:, 0, :, :t, :t]
+    np.testing.assert_allclose(single, padded, atol=1e-6)
+    assert sentence.tokens == ("[CLS]", "the", "cat", "sat", "on", "the", "mat", ".", "[SEP]")
+
+
+def test_a_modification_stays_in_its_layer_and_head(sentence):
+    base = attn_lib.all_weights(sentence, None, modify_layer=2)
+    spec = attn_lib.Modification("query", "inverse", 1e-3, head=5)
+    modified = attn_lib.all_weights(sentence, spec, modify_layer=2)
+    np.testing.assert_array_equal(modified[:2], base[:2])  # layers below: untouched
+    others = [h for h in range(12) if h != 5]
+    np.testing.assert_array_equal(modified[2, others], base[2, others])
+    assert not np.allclose(modified[2, 5], base[2, 5])
+    assert not np.allclose(modified[3], base[3])  # the residual stream carries it on
+    value = attn_lib.Modification("value", "inverse", 1e-3)
+    np.testing.assert_array_equal(attn_lib.all_weights(sentence, value, modify_layer=2)[2], base[2])
+
+
+def test_sweep_equals_single_calls_and_reuses_the_layers_below(sentence):
+    spec = attn_lib.Modification("key", "scale", 1.0)
+    epsilons = np.array([0.5, 1e-3, 1e-10])
+    swept = attn_lib.sweep(sentence, spec, epsilons, modify_layer=3)
+    for eps, weights in zip(epsilons, swept, strict=True):
+        single = attn_lib.all_weights(sentence, spec.with_epsilon(float(eps)), modify_layer=3)
+        np.testing.assert_allclose(weights, single, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "text must be a non-empty string"),
+        ("   ", "text must be a non-empty string"),
+        ("word " * 600, "text must fit the model's 512 positions; it has 602 tokens"),
+    ],
+)
+def test_bad_text_is_refused(text, message):
+    with pytest.raises(ValueError, match=message):
+        minilm.MiniLM.create(text)
+
+
+def test_a_folder_missing_a_file_or_with_other_weights_is_refused(tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(minilm.package_folder(), folder)
+    (folder / "vocab.txt").unlink()
+    with pytest.raises(ValueError, match=r"lacks \['vocab.txt'\]"):
+        minilm.check_folder(folder)
+    shutil.copy(minilm.package_folder() / "vocab.txt", folder)
+    with open(folder / "model.safetensors", "r+b") as f:
+        f.seek(-1, 2)
+        f.write(b"\0")
+    with pytest.raises(ValueError, match=r"model.safetensors has sha256 \w+, expected 53aa5117"):
+        minilm.check_folder(folder)
+    with pytest.raises(ValueError, match="is not a directory"):
+        minilm.check_folder(tmp_path / "nowhere")

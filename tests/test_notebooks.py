@@ -1,0 +1,47 @@
+"""The committed notebooks are executed, clean and reproducible as nbval sees them."""
+
+import ast
+
+import nbformat
+import pytest
+
+from attn_lib.spec import NOTEBOOKS
+
+NOTEBOOK_PATHS = sorted(NOTEBOOKS.glob("*.ipynb"))
+
+
+def _shows_output(source: str) -> bool:
+    """Whether a cell must show something: it prints, or ends in a bare expression that
+    is not a call (a call may return None and show nothing)."""
+    tree = ast.parse(source)
+    prints = any(
+        isinstance(node, ast.Call) and getattr(node.func, "id", None) == "print"
+        for node in ast.walk(tree)
+    )
+    last = tree.body[-1] if tree.body else None
+    return prints or (isinstance(last, ast.Expr) and not isinstance(last.value, ast.Call))
+
+
+@pytest.mark.parametrize("path", NOTEBOOK_PATHS, ids=lambda p: p.name)
+def test_notebook_is_committed_executed_and_clean(path):
+    notebook = nbformat.read(path, as_version=4)
+    nbformat.validate(notebook)
+    assert "papermill" not in notebook.metadata, f"{path.name}: papermill metadata"
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    counts = [cell.execution_count for cell in code]
+    assert counts == list(range(1, len(code) + 1)), f"{path.name}: not run top to bottom"
+    for number, cell in enumerate(code, 1):
+        where = f"{path.name}, code cell {number}"
+        assert not {"papermill", "execution"} & set(cell.metadata), f"{where}: run metadata"
+        for output in cell.outputs:
+            assert output.output_type != "error", f"{where}: an error"
+            assert output.get("name") != "stderr", f"{where}: stderr: {output.text[:200]}"
+        if _shows_output(cell.source):
+            assert cell.outputs, f"{where}: no output where one is expected"
+
+
+def test_the_check_sees_missing_outputs():
+    assert _shows_output("x = 1\nx")
+    assert _shows_output("print('hello')")
+    assert not _shows_output("x = f(1)")
+    assert not _shows_output("save(x)")

@@ -1,0 +1,115 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import yaml
+
+from attn_lib import runner
+from attn_lib.spec import NOTEBOOKS
+
+PANEL = NOTEBOOKS / "panel.ipynb"
+
+
+def test_injection_refuses_undeclared_names_and_non_scalars():
+    with pytest.raises(ValueError, match=r"'os' is not declared by panel\.ipynb"):
+        runner.check_injection(PANEL, {"os": 1})
+    with pytest.raises(ValueError, match="is not declared"):
+        runner.check_injection(PANEL, {"x; import os": 1})
+    with pytest.raises(ValueError, match="must be a JSON scalar"):
+        runner.check_injection(PANEL, {"epsilon": [0.5]})
+
+
+def _tiny_spec(tmp_path, columns):
+    spec = {
+        "tiny": {
+            "caption": "tiny",
+            "panel": {"kind": "scale", "seq_len": 4},
+            "rows": [{"name": "query", "component": "query"}, {"name": "key", "component": "key"}],
+            "columns": columns,
+        }
+    }
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_runner_reports_a_broken_job_and_finishes_the_others(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(runner, "BUILD", tmp_path / "build")
+    spec = _tiny_spec(
+        tmp_path, [{"name": "good", "epsilon": 0.5}, {"name": "bad", "epsilon": -1.0}]
+    )
+    assert runner.run(spec, out=tmp_path / "out", jobs=2) == 1
+    err = capsys.readouterr().err
+    assert "FAILED tiny/query_bad: ValueError: epsilon must be a finite number >= 0" in err
+    assert "FAILED tiny/grid: skipped: panels failed" in err
+    for name in ("query_good", "key_good"):
+        for suffix in (".npz", ".png", ".pdf", ".json"):
+            assert (tmp_path / "out" / "tiny" / f"{name}{suffix}").exists()
+    assert (tmp_path / "build" / "notebooks" / "tiny" / "query_bad.ipynb").exists()
+
+
+def _files(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_runner_is_deterministic_caches_and_kernels_do_not_collide(tmp_path, monkeypatch):
+    # Four panels on four kernels at once, twice (papermill issue 511), then a no-op.
+    monkeypatch.setattr(runner, "BUILD", tmp_path / "build")
+    spec = _tiny_spec(tmp_path, [{"name": "a", "epsilon": 0.5}, {"name": "b", "epsilon": 0.1}])
+    out = tmp_path / "out"
+    runs = []
+    for _ in range(2):
+        assert runner.run(spec, out=out, jobs=4, force=True) == 0
+        runs.append(_files(out))
+    assert {"tiny.png", "tiny.svg", "tiny/query_a.npz", "tiny/key_b.png"} <= set(runs[0])
+    assert runs[0] == runs[1], "two runs give byte-identical files"
+
+    def no_kernel(job, build):
+        raise AssertionError(f"{job.name} ran although it is up to date")
+
+    monkeypatch.setattr(runner, "_execute", no_kernel)
+    assert runner.run(spec, out=out, jobs=4) == 0
+    assert _files(out) == runs[0]
+    record = json.loads((out / "tiny" / "query_a.json").read_text())
+    assert record["library"] == runner.library_hash()
+
+
+def _read_whole(path):
+    """Read an output completely; a truncated file raises."""
+    if path.suffix == ".npz":
+        with np.load(path) as data:
+            [data[key] for key in data.files]
+    elif path.suffix == ".png":
+        plt.imread(path)
+    elif path.suffix == ".json":
+        json.loads(path.read_text())
+    else:
+        end = {".pdf": b"%%EOF", ".svg": b"</svg>"}[path.suffix]
+        assert path.read_bytes().rstrip().endswith(end), path
+
+
+def test_an_interrupted_run_leaves_no_truncated_file_and_resumes(tmp_path):
+    columns = [{"name": f"e{i}", "epsilon": 10.0**-i} for i in range(3)]
+    spec, out = _tiny_spec(tmp_path, columns), tmp_path / "out"
+    command = [sys.executable, "-m", "attn_lib", "figures", "--spec", str(spec), "--out", str(out)]
+    process = subprocess.Popen(command, start_new_session=True, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list(out.glob("tiny/*.json")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)  # the runner and its kernels, mid-run
+    process.wait()
+    done = {p.stem for p in out.glob("tiny/*.json")}
+    assert done, "no panel finished before the kill"
+    assert len(done) < 6, "the run finished before the kill"
+    for path in out.rglob("*"):
+        if path.is_file() and not path.name.startswith("."):  # a final name is a whole file
+            _read_whole(path)
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    assert f"{len(done)} up to date" in result.stdout, result.stdout
+    assert not [p for p in out.rglob(".*") if p.is_file()], "temporary files were cleaned up"
