@@ -1,0 +1,145 @@
+"""The state and widgets behind ``notebooks/explore.ipynb``.
+
+An :class:`Explorer` keeps each source it has built and reuses the compiled
+attention: moving ε never recompiles (ε is a traced leaf of the modification), and
+every other choice compiles once, the first time it is made. An update recomputes
+the weights and metrics and changes the drawn heatmap in place.
+"""
+
+import shlex
+
+import numpy as np
+
+from attn_lib import metrics, pipeline, plot
+from attn_lib.perturb import COMPONENTS, KINDS
+from attn_lib.sweep import all_weights
+
+DEFAULT_TEXT = "The quick brown fox jumps over the lazy dog."
+EPSILON_RANGE = (-12, 2)  # log10 of the slider's ends
+
+
+class Explorer:
+    """Panel parameters in, weights, metrics and a heatmap out, fast enough to follow a
+    slider. ``defaults`` are the panel notebook's parameters (see ``papermill
+    --help-notebook notebooks/panel.ipynb``)."""
+
+    def __init__(self, defaults: dict):
+        self.notebook_defaults = defaults
+        self.defaults = {**defaults, "text": defaults["text"] or DEFAULT_TEXT}
+        self._sources: dict[tuple, object] = {}
+        self._unmodified: dict[tuple, np.ndarray] = {}
+        self.params = pipeline.validate_panel_parameters(self.defaults)
+        self.panel = None
+        self.figure = None
+
+    @staticmethod
+    def _key(params: dict) -> tuple:
+        if params["source"] == "minilm":
+            return ("minilm", params["text"])
+        return ("synthetic", params["seq_len"], params["causal"], params["sink"], params["seed"])
+
+    def _source(self, params: dict):
+        key = self._key(params)
+        if key not in self._sources:
+            self._sources[key] = pipeline.make_source(params)
+        return self._sources[key]
+
+    def update(self, **changes) -> dict:
+        """Apply ``changes`` to the parameters (validated first), recompute, redraw.
+
+        Returns the metrics of the drawn map, averaged over its rows.
+        """
+        params = pipeline.validate_panel_parameters({**self.params, **changes})
+        panel = pipeline.compute_panel(params, self._source(params))
+        shape = None if self.panel is None else self.panel["weights"].shape
+        if self.figure is None or shape != panel["weights"].shape:
+            self.figure = plot.panel_figure(panel["weights"], panel["tokens"], panel["title"])
+        else:  # same grid of cells: change the colours and the title only
+            heatmap_ax = self.figure.axes[0]
+            heatmap_ax.collections[0].set_array(panel["weights"].ravel())
+            heatmap_ax.set_title(panel["title"])
+        self.params, self.panel = params, panel
+        return self.metrics()
+
+    def metrics(self) -> dict[str, float]:
+        """Row-averaged metrics of the drawn map, and its distance to the unmodified map."""
+        params = self.params
+        key = self._key(params)
+        if key not in self._unmodified:
+            self._unmodified[key] = np.asarray(
+                all_weights(self._source(params), None, modify_layer=0)
+            )
+        base = self._unmodified[key][params["observe_layer"], params["head"]]
+        summary = metrics.summary(self.panel["weights"], reference=base)
+        return {name: float(value) for name, value in summary.items()}
+
+    def save(self, output_dir: str = "build/explore", name: str = "explore") -> str:
+        """Save the current view as a panel (PNG, PDF and npz with its parameters, as
+        the panel notebook would) and return the papermill command that re-makes it."""
+        params = pipeline.validate_panel_parameters(
+            {**self.params, "output_dir": output_dir, "name": name}
+        )
+        panel = pipeline.compute_panel(params, self._source(params))
+        fig = plot.panel_figure(panel["weights"], panel["tokens"], panel["title"])
+        pipeline.save_panel(panel, fig, output_dir, name)
+        changed = [
+            f"-p {key} {shlex.quote(str(value))}"
+            for key, value in params.items()
+            if value != self.notebook_defaults[key]
+            and not (key == "text" and params["source"] != "minilm")
+        ]
+        return " ".join(["papermill notebooks/panel.ipynb", f"{output_dir}/{name}.ipynb", *changed])
+
+    def widget(self):
+        """The controls and the live heatmap, as one ipywidgets box."""
+        import ipywidgets as w
+        from IPython.display import display
+
+        layers, heads = pipeline.SOURCES[self.params["source"]]
+        controls = {
+            "epsilon": w.FloatLogSlider(
+                value=self.params["epsilon"], base=10, min=EPSILON_RANGE[0],
+                max=EPSILON_RANGE[1], step=0.1, description="ε", readout_format=".1e",
+            ),
+            "component": w.Dropdown(options=COMPONENTS, value=self.params["component"]),
+            "kind": w.Dropdown(options=list(KINDS), value=self.params["kind"]),
+            "source": w.Dropdown(options=list(pipeline.SOURCES), value=self.params["source"]),
+            "causal": w.Dropdown(options=[False, True], value=self.params["causal"]),
+            "modify_layer": w.Dropdown(options=range(layers), value=self.params["modify_layer"]),
+            "observe_layer": w.Dropdown(options=range(layers), value=self.params["observe_layer"]),
+            "head": w.Dropdown(options=range(heads), value=self.params["head"]),
+        }  # fmt: skip
+        for name, control in controls.items():
+            control.description = control.description or name.replace("_", " ")
+        view, readout, save = w.Output(), w.HTML(), w.Button(description="Save this view")
+
+        def show(values):
+            readout.value = " · ".join(f"{k}: {v:.3f}" for k, v in values.items())
+            with view:
+                view.clear_output(wait=True)
+                display(self.figure)
+
+        def on_change(change):
+            source = controls["source"].value
+            if change["owner"] is controls["source"]:  # other layer and head counts
+                layers, heads = pipeline.SOURCES[source]
+                for name, count in (("modify_layer", layers), ("observe_layer", layers),
+                                    ("head", heads)):  # fmt: skip
+                    controls[name].options = range(count)
+                    controls[name].value = 0
+                controls["causal"].value = False
+            try:
+                show(self.update(**{name: c.value for name, c in controls.items()}))
+            except ValueError as error:  # e.g. ε = 0 for inverse: say so, keep the view
+                readout.value = f"<b>{error}</b>"
+
+        def on_save(_):
+            with view:
+                print(self.save())
+
+        for control in controls.values():
+            control.observe(on_change, names="value")
+        save.on_click(on_save)
+        show(self.update())
+        return w.VBox([w.HBox(list(controls.values())[:4]), w.HBox(list(controls.values())[4:]),
+                       w.HBox([save, readout]), view])  # fmt: skip
