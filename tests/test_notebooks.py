@@ -4,6 +4,7 @@ import ast
 
 import nbformat
 import pytest
+from IPython.core.inputtransformer2 import TransformerManager
 
 from attn_lib.spec import NOTEBOOKS
 
@@ -13,7 +14,7 @@ NOTEBOOK_PATHS = sorted(NOTEBOOKS.glob("*.ipynb"))
 def _shows_output(source: str) -> bool:
     """Whether a cell must show something: it prints, or ends in a bare expression that
     is not a call (a call may return None and show nothing)."""
-    tree = ast.parse(source)
+    tree = ast.parse(TransformerManager().transform_cell(source))  # magics become calls
     prints = any(
         isinstance(node, ast.Call) and getattr(node.func, "id", None) == "print"
         for node in ast.walk(tree)
@@ -45,3 +46,4 @@ def test_the_check_sees_missing_outputs():
     assert _shows_output("print('hello')")
     assert not _shows_output("x = f(1)")
     assert not _shows_output("save(x)")
+    assert not _shows_output("%matplotlib inline\nx = 1")
