@@ -108,3 +108,14 @@ def test_a_folder_missing_a_file_or_with_other_weights_is_refused(tmp_path):
         minilm.check_folder(folder)
     with pytest.raises(ValueError, match="is not a directory"):
         minilm.check_folder(tmp_path / "nowhere")
+
+
+def test_a_folder_of_your_own_with_the_same_files_works(tmp_path, sentence):
+    for name in minilm.FILES:
+        (tmp_path / name).symlink_to(minilm.package_folder() / name)
+    own = minilm.MiniLM.create("The cat sat on the mat.", folder=tmp_path)
+    np.testing.assert_array_equal(own.ids, sentence.ids)
+    np.testing.assert_array_equal(
+        attn_lib.all_weights(own, None, modify_layer=0),
+        attn_lib.all_weights(sentence, None, modify_layer=0),
+    )
