@@ -1,28 +1,41 @@
 """attn_lib: softmax attention under modifications of its Query, Key or Value.
 
-The core (attention, perturb, synthetic source, sweep, metrics) imports JAX and
-Flax only; drawing and the notebook pipeline live in modules imported on demand.
+The core (``attention``, ``modification``, ``synthetic``, ``compute``, ``metrics``)
+needs JAX and Flax only; drawing and the notebook pipeline live in modules of their
+own. The names below load on first use, so that ``python -m attn_lib figures`` can
+find that nothing needs re-running without importing JAX.
 """
 
-from attn_lib import metrics
-from attn_lib.attention import attention, attention_weights, causal_mask
-from attn_lib.perturb import COMPONENTS, KINDS, Modification, check_epsilon, perturb
-from attn_lib.sweep import all_weights, sweep
-from attn_lib.synthetic import Synthetic
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "COMPONENTS",
-    "KINDS",
-    "Modification",
-    "Synthetic",
-    "all_weights",
-    "attention",
-    "attention_weights",
-    "causal_mask",
-    "check_epsilon",
-    "metrics",
-    "perturb",
-    "sweep",
-]
+_HOMES = {
+    "attention": "attention",
+    "attention_weights": "attention",
+    "causal_mask": "attention",
+    "COMPONENTS": "modification",
+    "KINDS": "modification",
+    "Modification": "modification",
+    "check_epsilon": "modification",
+    "perturb": "modification",
+    "Synthetic": "synthetic",
+    "all_weights": "compute",
+    "sweep": "compute",
+    "metrics": None,  # the module itself
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module 'attn_lib' has no attribute {name!r}")
+    home = _HOMES[name]
+    module = importlib.import_module(f"attn_lib.{home or name}")
+    value = module if home is None else getattr(module, name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOMES))

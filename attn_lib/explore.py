@@ -11,8 +11,8 @@ import shlex
 import numpy as np
 
 from attn_lib import metrics, pipeline, plot
-from attn_lib.perturb import COMPONENTS, KINDS
-from attn_lib.sweep import all_weights
+from attn_lib.compute import all_weights
+from attn_lib.modification import COMPONENTS, KINDS
 
 DEFAULT_TEXT = "The quick brown fox jumps over the lazy dog."
 EPSILON_RANGE = (-12, 2)  # log10 of the slider's ends

@@ -5,14 +5,14 @@ is static) that subclasses :class:`Layered` and defines ``embed()`` (the input o
 layer 0) and ``layer(i, h, modification)`` (one layer: its output and its softmax
 weights ``(..., heads, T, T)``). From these, :class:`Layered` runs the stack with a
 modification in one layer, and splits the run at that layer so that a sweep over ε
-computes the layers below it once (:func:`attn_lib.sweep.sweep`).
+computes the layers below it once (:func:`attn_lib.compute.sweep`).
 """
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from attn_lib.perturb import Modification
+from attn_lib.modification import Modification
 
 
 def check_layer(name: str, layer: object, layers: int) -> int:

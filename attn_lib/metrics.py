@@ -13,7 +13,7 @@ from jax.scipy.special import entr
 from jax.typing import ArrayLike
 
 from attn_lib.attention import attention_weights, compute_dtype
-from attn_lib.perturb import Modification
+from attn_lib.modification import Modification
 
 
 def _allowed(weights: jax.Array, mask: ArrayLike | None) -> jax.Array:

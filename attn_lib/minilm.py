@@ -24,7 +24,7 @@ import numpy as np
 from flax import struct
 
 from attn_lib.layered import Layered
-from attn_lib.perturb import Modification
+from attn_lib.modification import Modification
 from attn_lib.store import sha256
 from attn_lib.synthetic import modified_attention
 

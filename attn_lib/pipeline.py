@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from attn_lib import minilm, plot, synthetic
+from attn_lib.compute import all_weights
 from attn_lib.layered import check_layer
-from attn_lib.perturb import COMPONENTS, KINDS, Modification, check_epsilon
+from attn_lib.modification import COMPONENTS, KINDS, Modification, check_epsilon
 from attn_lib.spec import (
     NAME,
     check_choice,
@@ -24,7 +25,6 @@ from attn_lib.spec import (
     resolve,
 )
 from attn_lib.store import save_npz
-from attn_lib.sweep import all_weights
 
 # Each source's (layers, heads), known before any work so that indices are checked first.
 SOURCES = {

@@ -12,8 +12,8 @@ import dataclasses
 import numpy as np
 
 from attn_lib import metrics
-from attn_lib.perturb import COMPONENTS, KINDS, Modification
-from attn_lib.sweep import all_weights, sweep
+from attn_lib.compute import all_weights, sweep
+from attn_lib.modification import COMPONENTS, KINDS, Modification
 
 SEED_EPSILONS = (0.5, 1e-3, 1e-10)
 # 10 points a decade from 1e-12 to 1e2, and the seed's three ε.

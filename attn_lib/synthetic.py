@@ -26,7 +26,7 @@ from flax import struct
 
 from attn_lib.attention import attention, causal_mask
 from attn_lib.layered import Layered
-from attn_lib.perturb import Modification
+from attn_lib.modification import Modification
 
 LAYERS = 2
 HEADS = 2

@@ -3,10 +3,10 @@
 import pytest
 
 from attn_lib import pipeline
+from attn_lib.compute import all_weights
 from attn_lib.explore import Explorer
 from attn_lib.runner import declared_parameters
 from attn_lib.spec import NOTEBOOKS
-from attn_lib.sweep import all_weights
 
 
 @pytest.fixture

@@ -2,13 +2,29 @@ import subprocess
 import sys
 
 
-def test_core_imports_no_plotting_or_papermill():
-    code = (
-        "import sys, attn_lib; "
-        "loaded = {m.split('.')[0] for m in sys.modules}; "
-        "print(sorted(loaded & {'matplotlib', 'seaborn', 'papermill'}))"
+def _run(code: str) -> str:
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return run.stdout.strip()
+
+
+def test_the_core_imports_no_plotting_or_papermill():
+    loaded = _run(
+        "import sys, attn_lib; [getattr(attn_lib, name) for name in attn_lib.__all__]; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'matplotlib', 'seaborn', 'papermill'}))"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    )
-    assert result.stdout.strip() == "[]"
+    assert loaded == "[]"
+
+
+def test_the_package_loads_jax_only_when_a_name_is_used():
+    assert _run("import sys, attn_lib; print('jax' in sys.modules)") == "False"
+    assert _run("import sys, attn_lib; attn_lib.sweep; print('jax' in sys.modules)") == "True"
+
+
+def test_names_are_the_functions_whatever_was_imported_first():
+    import attn_lib.compute
+    import attn_lib.modification
+
+    assert attn_lib.sweep is attn_lib.compute.sweep
+    assert attn_lib.perturb is attn_lib.modification.perturb
+    assert "Synthetic" in dir(attn_lib)

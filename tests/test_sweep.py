@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from attn_lib import Modification, all_weights, metrics, sweep
-from attn_lib.sweep import _sweep
+from attn_lib.compute import _sweep
 
 EPSILONS = np.logspace(-10, 1, 7)
 

@@ -15,7 +15,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from attn_lib.layered import stack_layers
-from attn_lib.perturb import Modification, check_epsilon
+from attn_lib.modification import Modification, check_epsilon
 
 
 @partial(jax.jit, static_argnames=("modify_layer",))
