@@ -79,7 +79,9 @@ class Explorer:
         params = pipeline.validate_panel_parameters(
             {**self.params, "output_dir": output_dir, "name": name}
         )
-        panel = pipeline.compute_panel(params, self._source(params))
+        if self.panel is None:
+            self.update()
+        panel = {**self.panel, "parameters": params}  # the view as computed, filed as a panel
         fig = plot.panel_figure(panel["weights"], panel["tokens"], panel["title"])
         pipeline.save_panel(panel, fig, output_dir, name)
         changed = [

@@ -29,7 +29,7 @@ from attn_lib.spec import (
     panel_grid,
     resolve,
 )
-from attn_lib.store import atomic_path, sha256, write_json
+from attn_lib.store import atomic_path, remove_stale_temporaries, sha256, write_json
 
 
 @dataclasses.dataclass(frozen=True)
@@ -258,8 +258,7 @@ def run(
             return False
         for path in (job.record, *job.outputs):
             path.unlink(missing_ok=True)
-            for stale in path.parent.glob(f".{path.name}.*.tmp*"):  # a killed run's temp file
-                stale.unlink()
+            remove_stale_temporaries(path)  # what a killed run left
         _execute(job, build)
         missing = [str(p) for p in job.outputs if not p.exists()]
         if missing:

@@ -15,15 +15,28 @@ import numpy as np
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest zip date: no wall clock in the bytes
 
 
+def _prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def _suffix(path: Path) -> str:
+    return f".tmp{path.suffix}"
+
+
+def remove_stale_temporaries(path: str | Path) -> None:
+    """Remove what a killed writer of ``path`` left: its :func:`atomic_path` temp files."""
+    path = Path(path)
+    for stale in path.parent.glob(f"{_prefix(path)}*{_suffix(path)}"):
+        stale.unlink()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """``with atomic_path(path) as tmp:`` write ``tmp``; on success it is renamed to
     ``path``, on failure removed, so ``path`` is never left half-written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}"
-    )
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=_prefix(path), suffix=_suffix(path))
     os.close(fd)
     tmp = Path(name)
     try:
