@@ -1,120 +1,196 @@
 """GPU measurements, in one short run: attention weights against the memory floor, and
 row metrics with and without the L×L weights against cuDNN attention.
 
-    python benchmarks/gpu.py            # on a machine with a GPU; skips cleanly elsewhere
-    python benchmarks/gpu.py --smoke    # the same code at small L on any device
+    python benchmarks/gpu.py                   # on a GPU; skips cleanly elsewhere
+    python benchmarks/gpu.py --smoke --output F  # the same code at small L on any device
 
-Prints one table and writes benchmarks/gpu_results.json. Every time is the median of
-repeats after a warm-up; the judged numbers are ratios:
-- weights: time to materialise softmax(q·kᵀ/√d) for 8 heads, d = 64, against the
-  memory floor (bytes written ÷ the copy bandwidth measured here, in the same run);
-- metrics: per-row entropy, sink and diagonal mass, computed from materialised weights
-  and blockwise without them, against jax.nn.dot_product_attention's forward time.
+On the lent H200, whose python3 has JAX but not this package, from the repo root:
+
+    PYTHONPATH=. python3 benchmarks/gpu.py --output $OUT/gpu_results.json
+
+Prints one row per measurement as it goes, then a table, and writes the JSON after
+every row (atomically), so a run cut short keeps what it measured. Times are the
+median, min and max of repeats after a warm-up; the judged numbers are ratios:
+- weights: materialising softmax(q·kᵀ/√d) for 8 heads, d = 64, against the memory
+  floor: the bytes of the weights written (float32: the library computes the softmax
+  in float32 whatever the input dtype) ÷ the copy bandwidth measured in the same run;
+- metrics: per-row entropy, sink and diagonal mass, from the materialised weights and
+  blockwise without them (``metrics.blockwise_row_metrics``), against
+  ``jax.nn.dot_product_attention``'s forward at the same shape in bfloat16 (cuDNN
+  takes only 16-bit inputs; XLA where cuDNN is missing, and the row says which).
+Each row also checks that the blockwise metrics equal the materialised ones.
 """
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from functools import partial
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+from run import timed
 
 from attn_lib import attention_weights, metrics
+from attn_lib.store import write_json
 
 HEADS, HEAD_DIM = 8, 64
+DTYPES = (jnp.float32, jnp.bfloat16)
 
 
-def median_time(fn, *args, repeats=5) -> float:
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def device_time(fn, *args, repeats: int) -> dict:
+    """Median, min and max seconds of ``fn(*args)`` until its result is ready."""
+    return timed(lambda: jax.block_until_ready(fn(*args)), repeats)
 
 
-def copy_bandwidth(n_bytes: int) -> float:
-    """Bytes per second of a device copy (read + write)."""
-    x = jnp.ones(n_bytes // 4, jnp.float32)
-    seconds = median_time(jax.jit(lambda x: x * 1.0), x)
+def copy_bandwidth(n_bytes: int, repeats: int) -> float:
+    """Bytes per second of an elementwise pass over ``n_bytes`` (read + write)."""
+    x = jnp.zeros(n_bytes // 4, jnp.float32)
+    seconds = device_time(jax.jit(lambda x: x + 1.0), x, repeats=repeats)["median"]
     return 2 * n_bytes / seconds
 
 
+@jax.jit
 def materialised_metrics(q, k):
     weights = attention_weights(q, k)  # (heads, L, L)
-    return (
-        metrics.normalised_entropy(weights),
-        metrics.sink_mass(weights),
-        metrics.diagonal_mass(weights),
+    return {
+        "entropy": metrics.normalised_entropy(weights),
+        "diagonal": metrics.diagonal_mass(weights),
+        "sink": metrics.sink_mass(weights),
+    }
+
+
+@partial(jax.jit, static_argnames="block_size")
+def blockwise_metrics(q, k, *, block_size):
+    return jax.vmap(partial(metrics.blockwise_row_metrics, block_size=block_size))(q, k)
+
+
+def attention_forward(length: int, repeats: int) -> dict:
+    """``jax.nn.dot_product_attention``'s forward at (1, L, heads, d) in bfloat16:
+    cuDNN on a GPU, falling back to XLA (recorded) if cuDNN refuses."""
+    q, k, v = (
+        jax.random.normal(key, (1, length, HEADS, HEAD_DIM), jnp.bfloat16)
+        for key in jax.random.split(jax.random.key(0), 3)
     )
+    implementations = ["cudnn", "xla"] if jax.default_backend() == "gpu" else ["xla"]
+    for implementation in implementations:
+        forward = jax.jit(partial(jax.nn.dot_product_attention, implementation=implementation))
+        try:
+            times = device_time(forward, q, k, v, repeats=repeats)
+        except Exception as error:  # cuDNN missing or refusing this shape: say so, use XLA
+            print(f"L={length}: {implementation} attention failed: {error}", flush=True)
+            continue
+        return {"implementation": implementation, **times}
+    raise RuntimeError(f"no attention implementation ran at L={length}")
 
 
-def blockwise_metrics(q, k, block_size):
-    per_head = jax.vmap(lambda q, k: metrics.blockwise_row_metrics(q, k, block_size=block_size))
-    return per_head(q, k)
+def measure_row(length, dtype, forward, bandwidth, block_size, repeats) -> dict:
+    q, k = (
+        jax.random.normal(key, (HEADS, length, HEAD_DIM), dtype)
+        for key in jax.random.split(jax.random.key(length), 2)
+    )
+    weights_shape = jax.eval_shape(attention_weights, q, k)
+    floor_s = weights_shape.size * weights_shape.dtype.itemsize / bandwidth
+    weights = device_time(jax.jit(attention_weights), q, k, repeats=repeats)
+    materialised = device_time(materialised_metrics, q, k, repeats=repeats)
+    blockwise = device_time(
+        partial(blockwise_metrics, block_size=block_size), q, k, repeats=repeats
+    )
+    difference = max(
+        float(jnp.max(jnp.abs(a - b)))
+        for a, b in zip(
+            materialised_metrics(q, k).values(),
+            blockwise_metrics(q, k, block_size=block_size).values(),
+            strict=True,
+        )
+    )
+    return {
+        "weights_s": weights,
+        "weights_vs_floor": weights["median"] / floor_s,
+        "metrics_materialised_s": materialised,
+        "metrics_blockwise_s": blockwise,
+        "materialised_vs_forward": materialised["median"] / forward["median"],
+        "blockwise_vs_forward": blockwise["median"] / forward["median"],
+        "blockwise_max_abs_difference": difference,
+    }
 
 
-def measure(lengths, dtypes, block_size) -> list[dict]:
-    bandwidth = copy_bandwidth(2**30 if max(lengths) > 1024 else 2**24)
-    # cuDNN on the GPU (XLA elsewhere, for --smoke); inputs (batch, L, heads, d).
-    implementation = "cudnn" if jax.default_backend() == "gpu" else None
-    forward = jax.jit(partial(jax.nn.dot_product_attention, implementation=implementation))
-    rows = []
+def measure(lengths, block_size, repeats, output) -> dict:
+    device = jax.devices()[0]
+    bandwidth = copy_bandwidth(2**30 if max(lengths) > 1024 else 2**24, repeats)
+    result = {
+        "device": f"{device.platform} {device.device_kind}",
+        "jax": jax.__version__,
+        "heads": HEADS,
+        "head_dim": HEAD_DIM,
+        "block_size": block_size,
+        "copy_bandwidth_gb_s": bandwidth / 1e9,
+        "rows": [],
+    }
+    print(json.dumps(result), flush=True)
     for length in lengths:
-        for dtype in dtypes:
-            keys = jax.random.split(jax.random.key(length), 3)
-            q, k, v = (jax.random.normal(key, (HEADS, length, HEAD_DIM), dtype) for key in keys)
-            weights_s = median_time(jax.jit(attention_weights), q, k)
-            floor_s = HEADS * length * length * jnp.dtype(dtype).itemsize / bandwidth
-            with_s = median_time(jax.jit(materialised_metrics), q, k)
-            without_s = median_time(
-                jax.jit(blockwise_metrics, static_argnames="block_size"), q, k, block_size
-            )
-            flash_s = median_time(forward, *(x.transpose(1, 0, 2)[None] for x in (q, k, v)))
-            rows.append(
-                {
-                    "L": length,
-                    "dtype": jnp.dtype(dtype).name,
-                    "weights_s": weights_s,
-                    "weights_vs_floor": weights_s / floor_s,
-                    "metrics_materialised_s": with_s,
-                    "metrics_blockwise_s": without_s,
-                    "attention_forward_s": flash_s,
-                    "materialised_vs_forward": with_s / flash_s,
-                    "blockwise_vs_forward": without_s / flash_s,
-                }
-            )
-            print(json.dumps(rows[-1]), flush=True)
-    return rows
+        try:
+            forward = attention_forward(length, repeats)
+        except Exception as error:  # e.g. out of memory: record it, keep the other lengths
+            forward = {"error": f"{type(error).__name__}: {error}"}
+        for dtype in DTYPES:
+            row = {"L": length, "dtype": jnp.dtype(dtype).name, "forward": forward}
+            try:
+                if "error" in forward:
+                    raise RuntimeError("no attention forward to compare with")
+                row |= measure_row(length, dtype, forward, bandwidth, block_size, repeats)
+            except Exception as error:
+                row["error"] = f"{type(error).__name__}: {error}"
+            result["rows"].append(row)
+            print(json.dumps(row), flush=True)
+            if output:
+                write_json(output, result)
+    return result
+
+
+def print_table(result: dict) -> None:
+    print(f"{result['device']}, jax {result['jax']}, copy {result['copy_bandwidth_gb_s']:.0f} GB/s")
+    print(
+        f"{'L':>6} {'dtype':>9} {'weights ms':>11} {'/floor':>7} {'materialised ms':>16} "
+        f"{'blockwise ms':>13} {'forward ms':>11} {'mat./fwd':>9} {'block/fwd':>10}"
+    )
+    for row in result["rows"]:
+        if "error" in row:
+            print(f"{row['L']:>6} {row['dtype']:>9}  failed: {row['error']}")
+            continue
+        print(
+            f"{row['L']:>6} {row['dtype']:>9} {1e3 * row['weights_s']['median']:>11.3f} "
+            f"{row['weights_vs_floor']:>7.2f} "
+            f"{1e3 * row['metrics_materialised_s']['median']:>16.3f} "
+            f"{1e3 * row['metrics_blockwise_s']['median']:>13.3f} "
+            f"{1e3 * row['forward']['median']:>11.3f} "
+            f"{row['materialised_vs_forward']:>9.2f} {row['blockwise_vs_forward']:>10.2f}"
+        )
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="small L on whatever device")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--smoke", action="store_true", help="L = 256 only, on any device")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help="where the JSON goes (default: benchmarks/gpu_results.json; none with --smoke)",
+    )
     args = parser.parse_args(argv)
     if not args.smoke and jax.default_backend() != "gpu":
         print(f"no GPU (JAX backend: {jax.default_backend()}): skipped")
         return 0
-    lengths = (256, 512) if args.smoke else (4096, 8192, 16384)
-    rows = measure(lengths, (jnp.float32, jnp.bfloat16), block_size=128 if args.smoke else 1024)
-    device = jax.devices()[0]
-    result = {"device": f"{device.platform} {device.device_kind}", "jax": jax.__version__}
-    result["rows"] = rows
-    if not args.smoke:
-        path = Path(__file__).with_name("gpu_results.json")
-        path.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{'L':>6} {'dtype':>9} {'weights/floor':>14} {'mat./fwd':>9} {'block/fwd':>10}")
-    for r in rows:
-        print(
-            f"{r['L']:>6} {r['dtype']:>9} {r['weights_vs_floor']:>14.2f} "
-            f"{r['materialised_vs_forward']:>9.2f} {r['blockwise_vs_forward']:>10.2f}"
-        )
-    return 0
+    output = args.output
+    if output is None and not args.smoke:
+        output = Path(__file__).with_name("gpu_results.json")
+    if args.smoke:
+        result = measure((256,), block_size=64, repeats=3, output=output)
+    else:
+        result = measure((4096, 8192, 16384), block_size=1024, repeats=10, output=output)
+    print_table(result)
+    return 1 if any("error" in row for row in result["rows"]) else 0
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from attn_lib.store import write_json
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -532,7 +534,7 @@ def main(argv=None) -> int:
             k: v for k, v in row.items() if k not in {"name", "median", "min", "max", "ratio"}
         }
         print("    " + json.dumps(extras))
-    (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_json(HERE / "results.json", results)
     return 1 if failed else 0
 
 
