@@ -6,6 +6,7 @@ every other choice compiles once, the first time it is made. An update recompute
 the weights and metrics and changes the drawn heatmap in place.
 """
 
+import html
 import shlex
 
 import numpy as np
@@ -121,19 +122,34 @@ class Explorer:
                 view.clear_output(wait=True)
                 display(self.figure)
 
-        def on_change(change):
-            source = controls["source"].value
-            if change["owner"] is controls["source"]:  # other layer and head counts
-                layers, heads = pipeline.SOURCES[source]
-                for name, count in (("modify_layer", layers), ("observe_layer", layers),
-                                    ("head", heads)):  # fmt: skip
+        updating = False  # the controls are being set to match the view: no callbacks
+
+        def match_view():
+            """Set every control to the drawn view's parameters (and the layer and head
+            choices to its source's counts)."""
+            layers, heads = pipeline.SOURCES[self.params["source"]]
+            for name, count in (("modify_layer", layers), ("observe_layer", layers),
+                                ("head", heads)):  # fmt: skip
+                if list(controls[name].options) != list(range(count)):
                     controls[name].options = range(count)
-                    controls[name].value = 0
-                controls["causal"].value = False
+            for name, control in controls.items():
+                control.value = self.params[name]
+
+        def on_change(change):
+            nonlocal updating
+            if updating:
+                return
+            changes = {name: control.value for name, control in controls.items()}
+            if change["owner"] is controls["source"]:  # its own layers and heads: start at 0
+                changes |= {"modify_layer": 0, "observe_layer": 0, "head": 0, "causal": False}
+            updating = True
             try:
-                show(self.update(**{name: c.value for name, c in controls.items()}))
-            except ValueError as error:  # e.g. ε = 0 for inverse: say so, keep the view
-                readout.value = f"<b>{error}</b>"
+                show(self.update(**changes))
+            except (ValueError, ModuleNotFoundError) as error:  # say so, keep the view
+                readout.value = f"<b>{html.escape(str(error))}</b>"
+            finally:
+                match_view()
+                updating = False
 
         def on_save(_):
             with view:

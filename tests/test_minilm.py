@@ -1,23 +1,17 @@
 """all-MiniLM-L6-v2 in JAX against Hugging Face transformers (PyTorch), and its errors."""
 
-import importlib.util
-import os
 import shutil
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
+from conftest import requires_minilm
 
 import attn_lib
 from attn_lib import minilm
 
-# ./run.sh test sets ATTN_LIB_REQUIRE_MINILM=1: there a missing package fails, not skips.
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec(minilm.PACKAGE) is None
-    and not os.environ.get("ATTN_LIB_REQUIRE_MINILM"),
-    reason=f"the MiniLM weights package is not installed ({minilm.INSTALL})",
-)
+pytestmark = requires_minilm
 REFERENCE = Path(__file__).parent / "reference" / "minilm_reference.npz"
 
 
