@@ -1,6 +1,6 @@
 """attn_lib: softmax attention under modifications of its Query, Key or Value.
 
-The core (``attention``, ``modification``, ``synthetic``, ``compute``, ``metrics``)
+The core (``softmax``, ``modification``, ``synthetic``, ``compute``, ``metrics``)
 needs JAX and Flax only; drawing and the notebook pipeline live in modules of their
 own. The names below load on first use, so that ``python -m attn_lib figures`` can
 find that nothing needs re-running without importing JAX.
@@ -11,9 +11,9 @@ import importlib
 __version__ = "0.1.0"
 
 _HOMES = {
-    "attention": "attention",
-    "attention_weights": "attention",
-    "causal_mask": "attention",
+    "attention": "softmax",
+    "attention_weights": "softmax",
+    "causal_mask": "softmax",
     "COMPONENTS": "modification",
     "KINDS": "modification",
     "Modification": "modification",

@@ -12,8 +12,8 @@ import jax.numpy as jnp
 from jax.scipy.special import entr
 from jax.typing import ArrayLike
 
-from attn_lib.attention import attention_weights, compute_dtype
 from attn_lib.modification import Modification
+from attn_lib.softmax import attention_weights, compute_dtype
 
 
 def _allowed(weights: jax.Array, mask: ArrayLike | None) -> jax.Array:

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from attn_lib.attention import compute_dtype
+from attn_lib.softmax import compute_dtype
 
 COMPONENTS = ("query", "key", "value")
 

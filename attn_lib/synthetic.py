@@ -24,9 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from attn_lib.attention import attention, causal_mask
 from attn_lib.layered import Layered
 from attn_lib.modification import Modification
+from attn_lib.softmax import attention, causal_mask
 
 LAYERS = 2
 HEADS = 2
