@@ -97,3 +97,14 @@ def test_a_source_that_cannot_load_is_reported_and_the_controls_put_back(explore
     assert (controls["source"].value, controls["head"].value) == ("synthetic", 1)
     assert list(controls["head"].options) == [0, 1]
     assert explorer.params["source"] == "synthetic"
+
+
+@requires_minilm
+def test_new_tokens_are_drawn_anew_even_on_the_same_grid(explorer):
+    explorer.update(seq_len=12)
+    figure = explorer.figure
+    explorer.update(source="minilm")  # "[CLS] the quick … dog . [SEP]": 12 tokens too
+    assert explorer.panel["weights"].shape == (12, 12)
+    assert explorer.figure is not figure
+    labels = [label.get_text() for label in explorer.figure.axes[0].get_xticklabels()]
+    assert labels == list(explorer.panel["tokens"])
