@@ -34,7 +34,14 @@ def main(argv: list[str] | None = None) -> int:
         help="re-execute notebooks/ in place with default parameters, metadata stripped",
     )
     args = parser.parse_args(argv)
+    try:
+        return _command(args)
+    except ValueError as error:  # a bad argument, spec or folder: refused before any work
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
+
+def _command(args) -> int:
     if args.command == "compare":
         from attn_lib.compare import compare_figures
         from attn_lib.spec import load_spec
@@ -51,11 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "notebooks":
         runner.refresh_notebooks()
         return 0
-    try:
-        return runner.run(args.spec, out=args.out, jobs=args.jobs, force=args.force, only=args.only)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return runner.run(args.spec, out=args.out, jobs=args.jobs, force=args.force, only=args.only)
 
 
 if __name__ == "__main__":

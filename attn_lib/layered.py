@@ -10,17 +10,9 @@ computes the layers below it once (:func:`attn_lib.compute.sweep`).
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from attn_lib.checks import check_index
 from attn_lib.modification import Modification
-
-
-def check_layer(name: str, layer: object, layers: int) -> int:
-    """Validate a layer (or head) index in ``[0, layers)``."""
-    integer = isinstance(layer, (int, np.integer)) and not isinstance(layer, bool)
-    if not integer or not 0 <= layer < layers:
-        raise ValueError(f"{name} must be an integer in [0, {layers - 1}], got {layer!r}")
-    return int(layer)
 
 
 class Layered:
@@ -29,7 +21,7 @@ class Layered:
     def below(self, modify_layer: int) -> tuple[jax.Array, list[jax.Array]]:
         """The input of layer ``modify_layer`` and the weights of the layers below it:
         everything that does not depend on the modification."""
-        check_layer("modify_layer", modify_layer, self.layers)
+        check_index("modify_layer", modify_layer, self.layers)
         h, weights = self.embed(), []
         for i in range(modify_layer):
             h, w = self.layer(i, h, None)

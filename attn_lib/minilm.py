@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from attn_lib.checks import shown
 from attn_lib.layered import Layered
 from attn_lib.modification import Modification
 from attn_lib.store import sha256
@@ -111,13 +112,31 @@ def load(folder: str | None = None, checksum: str | None = SHA256) -> tuple[dict
     from tokenizers import Tokenizer
 
     path = check_folder(folder, checksum)
-    config = json.loads((path / "config.json").read_text())
-    if config.get("model_type") != "bert" or config.get("hidden_act") != "gelu":
-        raise ValueError(f"folder {str(path)!r}: config.json is not a BERT with gelu")
-    tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+
+    def read(name, reader):
+        try:
+            return reader(path / name)
+        except Exception as error:  # each reader has its own errors; all mean a bad file
+            raise ValueError(f"{path / name}: cannot be read: {error}") from None
+
+    config = read("config.json", lambda file: json.loads(file.read_text()))
+    needed = {"model_type": "bert", "hidden_act": "gelu"}
+    keys = ("hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size")
+    keys += ("layer_norm_eps", "max_position_embeddings")
+    if not isinstance(config, dict) or any(config.get(k) != v for k, v in needed.items()):
+        raise ValueError(f"{path / 'config.json'}: not the config of a BERT with gelu")
+    if missing := [key for key in keys if key not in config]:
+        raise ValueError(f"{path / 'config.json'}: lacks {missing}")
+    tokenizer = read("tokenizer.json", lambda file: Tokenizer.from_file(str(file)))
     tokenizer.no_padding()  # the file pads every text to 128 tokens
     tokenizer.no_truncation()  # and cuts it there: we refuse long texts instead
-    return convert(load_file(path / "model.safetensors"), config), config, tokenizer
+    weights = read("model.safetensors", load_file)
+    try:
+        return convert(weights, config), config, tokenizer
+    except (KeyError, ValueError) as error:
+        raise ValueError(
+            f"{path / 'model.safetensors'}: does not fit config.json: {error}"
+        ) from None
 
 
 class BertLayer(nn.Module):
@@ -169,9 +188,15 @@ class MiniLM(Layered):
         """Tokenize ``text`` (one string, or a list to batch) for the model in ``folder``
         (default: the installed package). Raises ``ValueError`` for an empty text or
         one longer than the model's 512 positions."""
-        texts = [text] if isinstance(text, str) else list(text)
-        if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
-            raise ValueError(f"text must be a non-empty string (or a list of them), got {text!r}")
+        texts = [text] if isinstance(text, str) else text
+        if not isinstance(texts, list | tuple) or not texts:
+            raise ValueError(
+                f"text must be a non-empty string or a list of them, got {shown(text)}"
+            )
+        if not all(isinstance(t, str) and t.strip() for t in texts):
+            raise ValueError(
+                f"text must be a non-empty string (or a list of them), got {shown(text)}"
+            )
         params, config, tokenizer = load(None if folder is None else str(folder), checksum)
         encodings = tokenizer.encode_batch(texts)
         longest = max(len(e.ids) for e in encodings)

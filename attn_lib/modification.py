@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from attn_lib.checks import check_choice, shown
 from attn_lib.softmax import compute_dtype
 
 COMPONENTS = ("query", "key", "value")
@@ -95,32 +96,48 @@ def mean(x: ArrayLike, eps: ArrayLike, *, rng: jax.Array | None = None) -> jax.A
     return centre + eps * (x - centre)
 
 
-def _allowed(name: str, value: object, choices) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+# The ε the library accepts besides 0. It computes in float32, whose finite range is
+# ±3.4e38 and whose normal numbers start at 1.2e-38 (XLA flushes smaller ones to 0, so
+# x/1e-39 is x/0). Measured: every kind stays finite for 1e-37 ≤ ε ≤ 1e37 with the
+# activations of our sources; the bounds leave a factor 1e7 for larger activations.
+EPSILON_RANGE = (1e-30, 1e30)
 
 
 def check_epsilon(kind: str, epsilon: object) -> float:
     """Validate ε for ``kind`` and return it as a float.
 
-    ε must be a real, finite number ≥ 0, and > 0 for a kind that divides by it.
+    ε must be a real number in :data:`EPSILON_RANGE` (where float32 work stays
+    finite), or 0 for a kind that does not divide by it. A 0-d array counts as a number.
     """
-    _allowed("kind", kind, tuple(KINDS))
-    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float, np.integer, np.floating)):
-        raise ValueError(f"epsilon must be a number, got {epsilon!r} ({type(epsilon).__name__})")
-    epsilon = float(epsilon)
-    if not math.isfinite(epsilon) or epsilon < 0:
-        raise ValueError(f"epsilon must be a finite number >= 0, got {epsilon!r}")
-    if epsilon == 0 and not KINDS[kind].zero_allowed:
+    check_choice("kind", kind, tuple(KINDS))
+    number = (int, float, np.integer, np.floating)
+    if isinstance(epsilon, np.ndarray) and epsilon.ndim == 0:
+        epsilon = epsilon.item()
+    if isinstance(epsilon, bool) or not isinstance(epsilon, number):
+        kind_of = type(epsilon).__name__
+        raise ValueError(f"epsilon must be a number, got {shown(epsilon)} ({kind_of})")
+    try:
+        epsilon = float(epsilon)
+    except OverflowError:  # an int beyond float64
+        epsilon = math.inf
+    low, high = EPSILON_RANGE
+    if epsilon == 0:
+        if not KINDS[kind].zero_allowed:
+            raise ValueError(
+                f"epsilon must be > 0 for kind {kind!r} ({KINDS[kind].formula} divides by ε); got 0"
+            )
+    elif not low <= epsilon <= high:  # NaN fails this too
+        zero = "0 or " if KINDS[kind].zero_allowed else ""
         raise ValueError(
-            f"epsilon must be > 0 for kind {kind!r} ({KINDS[kind].formula} divides by ε); got 0"
+            f"epsilon must be {zero}between {low:g} and {high:g} (the float32 range where "
+            f"every modification stays finite), got {epsilon!r}"
         )
     return epsilon
 
 
 def perturb(x: ArrayLike, kind: str, eps: ArrayLike, *, rng: jax.Array | None = None) -> jax.Array:
     """Apply the modification ``kind`` of magnitude ``eps`` to ``x (..., T, d)``."""
-    _allowed("kind", kind, tuple(KINDS))
+    check_choice("kind", kind, tuple(KINDS))
     return KINDS[kind].fn(x, eps, rng=rng)
 
 
@@ -144,8 +161,8 @@ class Modification:
     head: int | None = None
 
     def __post_init__(self):
-        _allowed("component", self.component, COMPONENTS)
-        _allowed("kind", self.kind, tuple(KINDS))
+        check_choice("component", self.component, COMPONENTS)
+        check_choice("kind", self.kind, tuple(KINDS))
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
         head = self.head
@@ -153,8 +170,17 @@ class Modification:
             isinstance(head, bool) or not isinstance(head, (int, np.integer)) or head < 0
         ):
             raise ValueError(f"head must be None (every head) or an integer >= 0, got {head!r}")
-        if isinstance(self.epsilon, (int, float, np.integer, np.floating)):
-            object.__setattr__(self, "epsilon", check_epsilon(self.kind, self.epsilon))
+        # A concrete ε is checked here; a traced one is checked by sweep before tracing,
+        # and the placeholders JAX's tree utilities rebuild pytrees with pass untouched.
+        epsilon = self.epsilon
+        if isinstance(epsilon, (str, bytes, bool, int, float, np.generic)) or (
+            isinstance(epsilon, np.ndarray | jax.Array) and np.ndim(epsilon) == 0
+        ):
+            if not isinstance(epsilon, jax.core.Tracer):
+                object.__setattr__(self, "epsilon", check_epsilon(self.kind, np.asarray(epsilon)))
+        elif isinstance(epsilon, np.ndarray):
+            for value in epsilon.ravel().tolist():
+                check_epsilon(self.kind, value)
 
     def with_epsilon(self, epsilon: ArrayLike) -> "Modification":
         """The same modification at another ε."""

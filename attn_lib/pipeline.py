@@ -5,25 +5,26 @@ The panel notebook declares its parameters (and their defaults) in its cell tagg
 saved panels of a grid. Kernels import it; :mod:`attn_lib.runner` drives them.
 """
 
+import ast
 import json
-import re
 from pathlib import Path
 
 import numpy as np
 
 from attn_lib import minilm, plot, synthetic
-from attn_lib.compute import all_weights
-from attn_lib.layered import check_layer
-from attn_lib.modification import COMPONENTS, KINDS, Modification, check_epsilon
-from attn_lib.spec import (
-    NAME,
+from attn_lib.checks import (
     check_choice,
     check_flag,
+    check_index,
     check_integer,
+    check_name,
+    check_template,
     check_text,
-    panel_grid,
-    resolve,
+    shown,
 )
+from attn_lib.compute import all_weights
+from attn_lib.modification import COMPONENTS, KINDS, Modification, check_epsilon
+from attn_lib.spec import panel_grid, resolve
 from attn_lib.store import save_npz
 
 # Each source's (layers, heads), known before any work so that indices are checked first.
@@ -32,11 +33,36 @@ SOURCES = {
     "minilm": (minilm.LAYERS, minilm.HEADS),
 }
 DEFAULT_TITLE = "Modifying {Component} with ε = {eps}"
+# What a heatmap can show: at the panel's 150 dpi a 256-token map has 2 pixels a cell,
+# and saving it takes ~9 s (a 512-token one ~22 s, 3000 tokens minutes).
+MAX_PANEL_TOKENS = 256
 PANEL_PARAMETERS = (
     "component", "epsilon", "kind", "source", "text", "seq_len", "causal", "sink",
     "modify_layer", "modify_head", "observe_layer", "head", "seed", "title", "output_dir",
     "name",
 )  # fmt: skip
+
+
+def injected_names(history: list[str]) -> set[str]:
+    """The names papermill injected: the targets of every cell in ``history`` (IPython's
+    ``In``) that starts with papermill's ``# Parameters`` comment."""
+    names = set()
+    for source in history:
+        if source.lstrip().startswith("# Parameters"):
+            for node in ast.parse(source).body:
+                targets = node.targets if isinstance(node, ast.Assign) else []
+                names.update(t.id for t in targets if isinstance(t, ast.Name))
+    return names
+
+
+def check_injected(history: list[str], declared) -> None:
+    """Refuse a name papermill injected that the notebook does not declare: papermill
+    only warns about ``-p epsilion 1e-3`` and draws the default ε."""
+    unknown = injected_names(history) - set(declared)
+    if unknown:
+        raise ValueError(
+            f"unknown parameters {sorted(unknown)}; this notebook declares {sorted(declared)}"
+        )
 
 
 def validate_panel_parameters(params: dict) -> dict:
@@ -53,31 +79,33 @@ def validate_panel_parameters(params: dict) -> dict:
     p["epsilon"] = check_epsilon(p["kind"], p["epsilon"])
     check_choice("source", p["source"], tuple(SOURCES))
     check_text("text", p["text"])
-    check_integer("seq_len", p["seq_len"], 1)
+    check_integer("seq_len", p["seq_len"], 1, MAX_PANEL_TOKENS)
     check_flag("causal", p["causal"])
     check_flag("sink", p["sink"])
     if p["source"] == "minilm":
         if not p["text"].strip():
-            raise ValueError("text must be a non-empty string for source 'minilm'")
+            raise ValueError(
+                f"text must be a non-empty string for source 'minilm', got {shown(p['text'])}"
+            )
         for flag in ("causal", "sink"):
             if p[flag]:
                 raise ValueError(f"{flag} must be False for source 'minilm' (synthetic only)")
     layers, heads = SOURCES[p["source"]]
-    check_layer("modify_layer", p["modify_layer"], layers)
+    check_index("modify_layer", p["modify_layer"], layers)
     if p["modify_head"] != -1:
         try:
-            check_layer("modify_head", p["modify_head"], heads)
+            check_index("modify_head", p["modify_head"], heads)
         except ValueError:
             raise ValueError(
                 f"modify_head must be -1 (every head) or an integer in [0, {heads - 1}], "
                 f"got {p['modify_head']!r}"
             ) from None
-    check_layer("observe_layer", p["observe_layer"], layers)
-    check_layer("head", p["head"], heads)
+    check_index("observe_layer", p["observe_layer"], layers)
+    check_index("head", p["head"], heads)
     check_integer("seed", p["seed"], 0)
-    check_text("title", p["title"])
-    check_text("output_dir", p["output_dir"], re.compile(r"^.+$"))
-    check_text("name", p["name"], NAME)
+    check_template("title", p["title"], ("Component", "eps", *PANEL_PARAMETERS))
+    check_text("output_dir", p["output_dir"], empty=False)
+    check_name("name", p["name"])
     return p
 
 
@@ -98,6 +126,10 @@ def compute_panel(params: dict, source=None) -> dict:
     (layers, heads, T, T), ``tokens``, ``title`` and ``parameters``.
     """
     source = make_source(params) if source is None else source
+    if source.seq_len > MAX_PANEL_TOKENS:
+        raise ValueError(
+            f"text has {source.seq_len} tokens; a panel shows at most {MAX_PANEL_TOKENS}"
+        )
     spec = Modification(
         params["component"],
         params["kind"],
@@ -122,6 +154,7 @@ def compute_panel(params: dict, source=None) -> dict:
 def save_panel(panel: dict, fig, output_dir: str | Path, name: str) -> None:
     """``<name>.npz`` (arrays and parameters) and ``fig`` as ``<name>.png``/``.pdf``."""
     stem = resolve(output_dir) / name
+    without_output_dir = {k: v for k, v in panel["parameters"].items() if k != "output_dir"}
     save_npz(
         stem.with_suffix(".npz"),
         {
@@ -129,7 +162,8 @@ def save_panel(panel: dict, fig, output_dir: str | Path, name: str) -> None:
             "all_weights": panel["all_weights"].astype(np.float32),
             "tokens": np.array(panel["tokens"]),
             "title": np.array(panel["title"]),
-            "parameters": np.array(json.dumps(panel["parameters"], sort_keys=True)),
+            # where the files were written is no property of the panel
+            "parameters": np.array(json.dumps(without_output_dir, sort_keys=True)),
         },
     )
     plot.save(fig, stem, ("png", "pdf"))

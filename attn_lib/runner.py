@@ -7,9 +7,12 @@ skipped without starting a kernel.
 
 import ast
 import asyncio
+import contextlib
 import dataclasses
+import fcntl
 import json
 import os
+import shutil
 import sys
 import threading
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -19,22 +22,22 @@ import papermill
 from jupyter_client.manager import AsyncKernelManager
 
 import attn_lib
-from attn_lib.spec import (
-    BUILD,
-    NOTEBOOKS,
-    REPO,
-    SPEC,
-    check_integer,
-    load_spec,
-    panel_grid,
-    resolve,
-)
-from attn_lib.store import atomic_path, remove_stale_temporaries, sha256, write_json
+from attn_lib.checks import check_integer, check_template, shown
+from attn_lib.spec import BUILD, NOTEBOOKS, REPO, SPEC, load_spec, panel_grid, resolve
+from attn_lib.store import atomic_path, sha256, write_json
+
+STAGING = ".attn-lib-staging"  # in the output folder: where jobs write before they land
+LOCK = ".attn-lib.lock"  # in the output folder: one runner at a time
 
 
 @dataclasses.dataclass(frozen=True)
 class Job:
-    """One notebook run: a panel of a figure, or the figure's grid."""
+    """One notebook run: a panel of a figure, or the figure's grid.
+
+    The notebook writes into ``stage``; only once it has finished and written every
+    output do they replace ``outputs``, so a failed or interrupted run leaves the
+    previous outputs as they were.
+    """
 
     figure: str
     name: str
@@ -42,6 +45,10 @@ class Job:
     parameters: dict
     outputs: tuple[Path, ...]
     record: Path
+    stage: Path
+
+    def staged(self, output: Path) -> Path:
+        return self.stage / output.name
 
 
 def declared_parameters(notebook: Path) -> dict:
@@ -55,13 +62,13 @@ def check_injection(notebook: Path, parameters: dict) -> None:
     papermill writes ``name = value`` into the notebook as code."""
     declared = declared_parameters(notebook)
     for name, value in parameters.items():
-        if not name.isidentifier() or name not in declared:
+        if not isinstance(name, str) or not name.isidentifier() or name not in declared:
             raise ValueError(
-                f"parameter {name!r} is not declared by {notebook.name}; "
+                f"parameter {shown(name)} is not declared by {notebook.name}; "
                 f"declared: {', '.join(sorted(declared))}"
             )
         if value is not None and not isinstance(value, (str, int, float, bool)):
-            raise ValueError(f"parameter {name!r} must be a JSON scalar, got {value!r}")
+            raise ValueError(f"parameter {name!r} must be a JSON scalar, got {shown(value)}")
 
 
 def library_hash() -> str:
@@ -69,18 +76,39 @@ def library_hash() -> str:
     return sha256(*sorted(Path(attn_lib.__file__).parent.glob("*.py")))
 
 
+def portable(path: Path) -> str:
+    """``path`` relative to the repository where it can be: records stay valid in
+    another clone."""
+    return str(path.relative_to(REPO) if path.is_relative_to(REPO) else path)
+
+
+def check_inside(path: Path, folder: Path) -> Path:
+    """``path``, which must resolve (links followed) inside ``folder``: the runner
+    writes and deletes nowhere else."""
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise ValueError(f"{path} is not inside {folder}: refused")
+    return path
+
+
 def expand(
     spec: dict, spec_path: Path, out: Path, only: list[str] | None = None
 ) -> list[tuple[list[Job], Job]]:
-    """The jobs for each figure: its panels, then its grid."""
+    """The jobs for each figure: its panels, then its grid. Every path a job writes or
+    deletes is checked to lie inside ``out`` (or ``build/notebooks``) first."""
     unknown = set(only or ()) - set(spec)
     if unknown:
         raise ValueError(f"--only: no figure named {sorted(unknown)}; known: {sorted(spec)}")
     panel_nb, grid_nb = NOTEBOOKS / "panel.ipynb", NOTEBOOKS / "grid.ipynb"
     defaults = declared_parameters(panel_nb)
+    fields = ("Component", "eps", *defaults)
 
-    def portable(path: Path) -> str:  # records stay valid in another clone
-        return str(path.relative_to(REPO) if path.is_relative_to(REPO) else path)
+    def job(figure, name, notebook, parameters, folder, suffixes, record):
+        stage = out / STAGING / figure / name
+        outputs = tuple(folder / f"{stem}{suffix}" for stem, suffix in suffixes)
+        for path in (*outputs, record, stage):
+            check_inside(path, out)
+        check_inside(BUILD / "notebooks" / figure / f"{name}.ipynb", BUILD / "notebooks")
+        return Job(figure, name, notebook, parameters, outputs, record, stage)
 
     figures = []
     for figure in spec:
@@ -90,35 +118,34 @@ def expand(
         panels = []
         for row in panel_grid(spec, figure):
             for name, params in row:
-                stem = folder / name
+                parameters = {**defaults, **params, "output_dir": portable(folder), "name": name}
+                check_template(f"{figure}/{name}: title", parameters["title"], fields)
+                suffixes = [(name, s) for s in (".npz", ".png", ".pdf")]
                 panels.append(
-                    Job(
+                    job(
                         figure,
                         name,
                         panel_nb,
-                        {**defaults, **params, "output_dir": portable(folder), "name": name},
-                        tuple(stem.with_suffix(s) for s in (".npz", ".png", ".pdf")),
-                        stem.with_suffix(".json"),
+                        parameters,
+                        folder,
+                        suffixes,
+                        folder / f"{name}.json",
                     )
                 )
-        grid = Job(
-            figure,
-            "grid",
-            grid_nb,
-            {
-                "figure": figure,
-                "spec": portable(spec_path),
-                "figures_dir": portable(out),
-                "output_dir": portable(out),
-            },
-            tuple((out / figure).with_suffix(s) for s in (".png", ".pdf", ".svg")),
-            out / figure / "grid.json",
-        )
+        parameters = {
+            "figure": figure,
+            "spec": portable(spec_path),
+            "figures_dir": portable(out),
+            "output_dir": portable(out),
+        }
+        suffixes = [(figure, s) for s in (".png", ".pdf", ".svg")]
+        grid = job(figure, "grid", grid_nb, parameters, out, suffixes, folder / "grid.json")
         figures.append((panels, grid))
     return figures
 
 
 def _record(job: Job, spec_entry: dict, library: str) -> dict:
+    """What a job's outputs were made from; :func:`_land` adds the outputs' hashes."""
     record = {
         "parameters": job.parameters,
         "notebook": sha256(job.notebook),
@@ -128,13 +155,37 @@ def _record(job: Job, spec_entry: dict, library: str) -> dict:
     if job.name == "grid":
         record["spec"] = spec_entry
         record["panels"] = sha256(*sorted(job.record.parent.glob("*.npz")))
-    return record
+    return json.loads(json.dumps(record, sort_keys=True))
+
+
+def _fingerprint(path: Path) -> dict:
+    return {"sha256": sha256(path), "size": path.stat().st_size}
 
 
 def _up_to_date(job: Job, record: dict) -> bool:
-    if not job.record.exists() or not all(path.exists() for path in job.outputs):
-        return False
-    return json.loads(job.record.read_text()) == json.loads(json.dumps(record, sort_keys=True))
+    """Whether the job's record matches ``record`` and every output is the very file
+    it recorded (size and sha256): a truncated, emptied or edited output is re-made."""
+    try:
+        found = json.loads(job.record.read_text())
+        outputs = found.pop("outputs")
+        return found == record and all(
+            _fingerprint(path) == outputs[path.name] for path in job.outputs
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False  # missing or corrupt: the job runs again
+
+
+def _land(job: Job, record: dict) -> None:
+    """Move the staged outputs over the old ones, then write the record with their
+    hashes. The record goes last: until it is written the job is not up to date."""
+    missing = [str(job.staged(p)) for p in job.outputs if not job.staged(p).is_file()]
+    if missing:
+        raise RuntimeError(f"the notebook ran but did not write {missing}")
+    for path in job.outputs:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(job.staged(path), path)
+    write_json(job.record, {**record, "outputs": {p.name: _fingerprint(p) for p in job.outputs}})
+    shutil.rmtree(job.stage)
 
 
 def use_compilation_cache(folder: Path = BUILD / "jax-cache") -> None:
@@ -175,7 +226,8 @@ KERNEL_OPTIONS = {
 
 def _execute(job: Job, build: Path) -> None:
     """Run one notebook with papermill; the executed copy is kept under ``build``."""
-    check_injection(job.notebook, job.parameters)
+    parameters = {**job.parameters, "output_dir": portable(job.stage)}
+    check_injection(job.notebook, parameters)
     executed = build / job.figure / f"{job.name}.ipynb"
     executed.parent.mkdir(parents=True, exist_ok=True)
     # papermill runs on this worker thread's event loop; owning it lets us close it.
@@ -185,7 +237,7 @@ def _execute(job: Job, build: Path) -> None:
         papermill.execute_notebook(
             str(job.notebook),
             str(executed),
-            parameters=job.parameters,
+            parameters=parameters,
             kernel_name="python3",
             cwd=str(REPO),
             progress_bar=False,
@@ -224,6 +276,21 @@ def error_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+@contextlib.contextmanager
+def _exclusive(out: Path):
+    """Hold ``out``'s lock file, or refuse: two runners on one folder would do the work
+    twice and delete each other's files."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / LOCK, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(
+                f"another runner is drawing into {out}; wait for it to finish, or use another --out"
+            ) from None
+        yield  # the lock goes with the file's closing, also when the process is killed
+
+
 def run(
     spec_path: str | Path = SPEC,
     *,
@@ -236,19 +303,20 @@ def run(
     panels are done.
 
     A job whose outputs exist and whose record matches (parameters, notebook and
-    library hashes) is skipped without starting a kernel. A failed job does not
-    stop the others; the summary names each failure. Returns the exit code.
+    library hashes, and each output's size and sha256) is skipped without starting a
+    kernel. A failed job does not stop the others; the summary names each failure.
+    Ctrl-C cancels the jobs not yet started, waits for the running ones and prints the
+    summary. Returns the exit code: 0, 1 if a job failed, 130 if interrupted.
     """
     from tqdm.auto import tqdm
 
-    jobs = jobs or os.cpu_count() or 1
-    check_integer("--jobs", jobs, 1)
+    jobs = (os.cpu_count() or 1) if jobs is None else check_integer("--jobs", jobs, 1)
     spec = load_spec(spec_path)
     out = resolve(out)
     figures = expand(spec, resolve(spec_path), out, only)
     build = BUILD / "notebooks"
     failures: dict[str, str] = {}
-    ran = 0
+    counts = {"ran": 0, "up to date": 0}
     library = library_hash()
     use_compilation_cache()
 
@@ -256,48 +324,71 @@ def run(
         record = _record(job, spec[job.figure], library)
         if not force and _up_to_date(job, record):
             return False
-        for path in (job.record, *job.outputs):
-            path.unlink(missing_ok=True)
-            remove_stale_temporaries(path)  # what a killed run left
+        shutil.rmtree(job.stage, ignore_errors=True)  # what a killed run left
+        job.stage.mkdir(parents=True)
         _execute(job, build)
-        missing = [str(p) for p in job.outputs if not p.exists()]
-        if missing:
-            raise RuntimeError(f"the notebook ran but did not write {missing}")
-        write_json(job.record, record)
+        _land(job, record)
         return True
 
     panels = [job for figure_panels, _ in figures for job in figure_panels]
     grids = {grid.figure: (figure_panels, grid) for figure_panels, grid in figures}
     waiting = {figure: len(figure_panels) for figure, (figure_panels, _) in grids.items()}
     total = len(panels) + len(figures)
-    with ThreadPoolExecutor(jobs) as pool, tqdm(total=total, desc="notebooks", unit="nb") as bar:
+    interrupted = False
+    with _exclusive(out), tqdm(total=total, desc="notebooks", unit="nb") as bar:
+        pool = ThreadPoolExecutor(jobs)
         pending = {pool.submit(run_job, job): job for job in panels}
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                job = pending.pop(future)
-                bar.update()
-                try:
-                    ran += future.result()
-                except Exception as error:
-                    failures[f"{job.figure}/{job.name}"] = error_line(error)
-                if job.name == "grid":
-                    continue
-                waiting[job.figure] -= 1
-                if waiting[job.figure]:
-                    continue
-                # The figure's last panel is done: its grid can start.
-                figure_panels, grid = grids[job.figure]
-                broken = [p.name for p in figure_panels if f"{p.figure}/{p.name}" in failures]
-                if broken:
-                    failures[f"{grid.figure}/grid"] = f"skipped: panels failed: {', '.join(broken)}"
-                    bar.update()
-                else:
-                    pending[pool.submit(run_job, grid)] = grid
+
+        def finish(future, job):
+            bar.update()
+            try:
+                counts["ran" if future.result() else "up to date"] += 1
+            except Exception as error:
+                failures[f"{job.figure}/{job.name}"] = error_line(error)
+
+        try:
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    job = pending.pop(future)
+                    finish(future, job)
+                    if job.name == "grid":
+                        continue
+                    waiting[job.figure] -= 1
+                    if waiting[job.figure]:
+                        continue
+                    # The figure's last panel is done: its grid can start.
+                    figure_panels, grid = grids[job.figure]
+                    broken = [p.name for p in figure_panels if f"{p.figure}/{p.name}" in failures]
+                    if broken:
+                        failures[f"{grid.figure}/grid"] = (
+                            f"skipped: panels failed: {', '.join(broken)}"
+                        )
+                        bar.update()
+                    else:
+                        pending[pool.submit(run_job, grid)] = grid
+        except KeyboardInterrupt:
+            interrupted = True
+            pool.shutdown(wait=False, cancel_futures=True)
+            running = {f: j for f, j in pending.items() if not f.cancelled()}
+            print(
+                f"\ninterrupted: the {len(running)} running notebooks finish, the rest are "
+                "cancelled",
+                file=sys.stderr,
+            )
+            for future, job in running.items():
+                wait([future])
+                finish(future, job)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        shutil.rmtree(out / STAGING, ignore_errors=True)
+    not_run = total - sum(counts.values()) - len(failures)
     print(
-        f"{total} notebooks: {ran} ran, {total - ran - len(failures)} up to date, "
-        f"{len(failures)} failed; outputs in {out}, executed notebooks in {build}"
+        f"{total} notebooks: {counts['ran']} ran, {counts['up to date']} up to date, "
+        f"{len(failures)} failed"
+        + (f", {not_run} not run (interrupted)" if interrupted else "")
+        + f"; outputs in {out}, executed notebooks in {build}"
     )
     for name, line in sorted(failures.items()):
         print(f"FAILED {name}: {line}", file=sys.stderr)
-    return 1 if failures else 0
+    return 130 if interrupted else 1 if failures else 0

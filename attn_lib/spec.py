@@ -1,17 +1,22 @@
-"""Paths, parameter checks and the figure spec: everything the runner needs to decide
-what to run, without importing JAX or matplotlib (a no-op re-run stays fast)."""
+"""Paths and the figure spec: everything the runner needs to decide what to run,
+without importing JAX or matplotlib (a no-op re-run stays fast).
 
-import re
+A spec comes from a file someone else may have written, so it is read strictly: no
+YAML aliases, no duplicate keys, every name a plain file-name stem, every panel name
+unique. Whatever is wrong is a ``ValueError`` naming the file and the entry.
+"""
+
 from pathlib import Path
 
-import numpy as np
 import yaml
+
+from attn_lib.checks import check_name, check_text, shown
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
 SPEC = REPO / "figures" / "figures.yaml"
 BUILD = REPO / "build"
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+MAX_SPEC_BYTES = 1 << 20  # a spec of hundreds of figures is ~100 kB
 
 
 def resolve(path: str | Path) -> Path:
@@ -19,49 +24,85 @@ def resolve(path: str | Path) -> Path:
     return REPO / path if not Path(path).is_absolute() else Path(path)
 
 
-def check_integer(name: str, value: object, least: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
-        raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
-    return int(value)
+class _StrictLoader(yaml.SafeLoader):
+    """Safe YAML without aliases, whose expansion can be exponential in the file's size
+    (a "billion laughs"), and without duplicate keys, of which the last silently wins."""
 
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"an alias (*{event.anchor}) is not allowed here", event.start_mark
+            )
+        return super().compose_node(parent, index)
 
-def check_choice(name: str, value: object, choices) -> str:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
-    return value
-
-
-def check_flag(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-    return value
-
-
-def check_text(name: str, value: object, pattern: re.Pattern | None = None) -> str:
-    if not isinstance(value, str) or (pattern is not None and not pattern.match(value)):
-        allowed = "a string" if pattern is None else f"a string matching {pattern.pattern}"
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-    return value
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {shown(key)}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def load_spec(path: str | Path = SPEC) -> dict:
-    """The figure spec: ``{figure: {caption, panel, rows, columns, title?, formula?}}``."""
-    with open(resolve(path)) as f:
-        spec = yaml.safe_load(f)
+    """The figure spec: ``{figure: {caption, panel, rows, columns, title?, formula?}}``.
+
+    Raises ``ValueError`` for a file that is missing, too large, not strict YAML (see
+    :class:`_StrictLoader`) or not a valid spec.
+    """
+    path = resolve(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_SPEC_BYTES:
+            raise ValueError(f"{path}: {size} bytes; a spec may have at most {MAX_SPEC_BYTES}")
+        with open(path) as stream:  # errors then name the file
+            spec = yaml.load(stream, Loader=_StrictLoader)
+    except OSError as error:
+        raise ValueError(f"spec {path}: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path}: not a valid spec: {error}") from None
     if not isinstance(spec, dict) or not spec:
         raise ValueError(f"{path}: the spec must map figure names to figures")
     for figure, entry in spec.items():
-        check_text("figure name", figure, NAME)
-        if not isinstance(entry, dict) or "caption" not in entry:
-            raise ValueError(f"{path}: figure {figure!r} needs a 'caption'")
-        for field in ("rows", "columns"):
-            parts = entry.get(field)
-            if not parts or not all(isinstance(p, dict) and "name" in p for p in parts):
-                raise ValueError(
-                    f"{path}: figure {figure!r} needs {field!r}: a non-empty list of "
-                    "mappings, each with a 'name'"
-                )
+        try:
+            _check_figure(figure, entry)
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from None
     return spec
+
+
+def _check_figure(figure: object, entry: object) -> None:
+    check_name("figure name", figure)
+    if not isinstance(entry, dict) or "caption" not in entry:
+        raise ValueError(f"figure {figure!r} needs a 'caption'")
+    for field in ("caption", "title", "formula"):
+        if field in entry:
+            check_text(f"figure {figure!r}: {field}", entry[field])
+    if not isinstance(entry.get("panel", {}), dict):
+        raise ValueError(f"figure {figure!r}: 'panel' must be a mapping of parameters")
+    for field in ("rows", "columns"):
+        parts = entry.get(field)
+        if not parts or not isinstance(parts, list) or not all(isinstance(p, dict) for p in parts):
+            raise ValueError(
+                f"figure {figure!r} needs {field!r}: a non-empty list of mappings, each with "
+                "a 'name'"
+            )
+        names = [
+            check_name(f"figure {figure!r}: a name in {field!r}", p.get("name")) for p in parts
+        ]
+        for part in parts:
+            check_text(f"figure {figure!r}: a label in {field!r}", part.get("label", ""))
+        if len(set(names)) < len(names):
+            twice = sorted({n for n in names if names.count(n) > 1})
+            raise ValueError(f"figure {figure!r}: {field} named {twice} more than once")
+    panels = [name for row in panel_grid({figure: entry}, figure) for name, _ in row]
+    if len(set(panels)) < len(panels):
+        twice = sorted({n for n in panels if panels.count(n) > 1})
+        raise ValueError(f"figure {figure!r}: panels named {twice} more than once")
 
 
 def panel_grid(spec: dict, figure: str) -> list[list[tuple[str, dict]]]:
@@ -72,12 +113,13 @@ def panel_grid(spec: dict, figure: str) -> list[list[tuple[str, dict]]]:
         cells = []
         for column in entry["columns"]:
             params = dict(entry.get("panel", {}))
-            labels = {}
+            label = ""
             for part in (row, column):
                 params.update({k: v for k, v in part.items() if k not in ("name", "label")})
-                labels.update({k: v for k, v in part.items() if k == "label"})
-            if "title" in entry:
-                params["title"] = entry["title"].replace("{label}", labels.get("label", ""))
+                label = part.get("label", label)
+            if "title" in entry:  # the label is text, not a template
+                literal = label.replace("{", "{{").replace("}", "}}")
+                params["title"] = entry["title"].replace("{label}", literal)
             cells.append((f"{row['name']}_{column['name']}", params))
         grid.append(cells)
     return grid

@@ -23,24 +23,30 @@ def _suffix(path: Path) -> str:
     return f".tmp{path.suffix}"
 
 
-def remove_stale_temporaries(path: str | Path) -> None:
-    """Remove what a killed writer of ``path`` left: its :func:`atomic_path` temp files."""
-    path = Path(path)
-    for stale in path.parent.glob(f"{_prefix(path)}*{_suffix(path)}"):
-        stale.unlink()
+# The permissions a plain open() would give: mkstemp makes 0600 whatever the umask.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+_MODE = 0o666 & ~_UMASK
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """``with atomic_path(path) as tmp:`` write ``tmp``; on success it is renamed to
-    ``path``, on failure removed, so ``path`` is never left half-written."""
+    ``path``, on failure removed, so ``path`` is never left half-written.
+
+    What a killed writer of ``path`` left (its temporaries) is removed first; two
+    processes writing one path at once are not supported (the runner locks its folder).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f"{_prefix(path)}*{_suffix(path)}"):
+        stale.unlink(missing_ok=True)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=_prefix(path), suffix=_suffix(path))
     os.close(fd)
     tmp = Path(name)
     try:
         yield tmp
+        os.chmod(tmp, _MODE)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -3,6 +3,7 @@
 import json
 import shutil
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
@@ -72,3 +73,18 @@ def test_missing_and_extra_files_are_named(folders):
         "qkv_grid/other.png: produced but not committed",
         "qkv_grid.png: committed but not produced",
     ]
+
+
+def test_a_file_that_cannot_be_compared_is_named_and_the_rest_still_compared(folders):
+    produced, committed, diffs, figures = folders
+    npz = produced / "qkv_grid" / "query_eps5e-1.npz"
+    npz.write_bytes(npz.read_bytes()[:100])  # truncated
+    plt.imsave(produced / "qkv_grid.png", np.zeros((8, 8)))  # another size
+    plt.imsave(produced / "qkv_grid" / "query_eps5e-1.png", np.zeros((8, 8)))
+    problems = compare_figures(produced, committed, diffs, figures)
+    assert [p.split(": ")[:2] for p in problems] == [
+        ["qkv_grid/query_eps5e-1.npz", "cannot compare"],
+        ["qkv_grid/query_eps5e-1.png", "cannot compare"],
+        ["qkv_grid.png", "cannot compare"],
+    ], problems
+    assert "BadZipFile" in problems[0]

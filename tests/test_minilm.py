@@ -104,6 +104,31 @@ def test_a_folder_missing_a_file_or_with_other_weights_is_refused(tmp_path):
         minilm.check_folder(tmp_path / "nowhere")
 
 
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("config.json", "{not json", "config.json: cannot be read"),
+        ("config.json", '{"model_type": "gpt2"}', "config.json: not the config of a BERT"),
+        ("config.json", '{"model_type": "bert", "hidden_act": "gelu"}', "config.json: lacks"),
+        ("tokenizer.json", "[]", "tokenizer.json: cannot be read"),
+    ],
+)
+def test_a_bad_file_in_a_folder_of_your_own_is_named(tmp_path, name, content, message):
+    for file in minilm.FILES:
+        (tmp_path / file).symlink_to(minilm.package_folder() / file)
+    (tmp_path / name).unlink()
+    (tmp_path / name).write_text(content)
+    with pytest.raises(ValueError, match=message):
+        minilm.MiniLM.create("a", folder=tmp_path, checksum=None)
+
+
+def test_a_text_that_is_no_string_is_refused():
+    with pytest.raises(
+        ValueError, match="text must be a non-empty string or a list of them, got 123"
+    ):
+        minilm.MiniLM.create(123)
+
+
 def test_a_folder_of_your_own_with_the_same_files_works(tmp_path, sentence):
     for name in minilm.FILES:
         (tmp_path / name).symlink_to(minilm.package_folder() / name)

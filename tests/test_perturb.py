@@ -5,7 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attn_lib import KINDS, Modification, attention_weights, check_epsilon, perturb
+from attn_lib import KINDS, Modification, all_weights, attention_weights, check_epsilon, perturb
+from attn_lib.modification import EPSILON_RANGE
 
 X = jnp.array([[1.0, -2.0], [3.0, 4.0], [-5.0, 0.5]])
 
@@ -91,9 +92,13 @@ def test_one_compilation_serves_every_epsilon_and_vmap_works(kind):
 @pytest.mark.parametrize(
     ("kind", "epsilon", "message"),
     [
-        ("scale", -1.0, "finite number >= 0"),
-        ("scale", float("nan"), "finite number >= 0"),
-        ("mean", float("inf"), "finite number >= 0"),
+        ("scale", -1.0, "must be 0 or between 1e-30 and 1e[+]30"),
+        ("scale", float("nan"), "must be 0 or between"),
+        ("mean", float("inf"), "must be 0 or between"),
+        ("inverse", 1e-38, "must be between 1e-30 and 1e[+]30 .the float32 range"),
+        ("scale", 3e38, "must be 0 or between"),
+        ("noise", 10**400, "must be 0 or between"),
+        ("inverse", np.array(0.0), "must be > 0"),
         ("scale", "0.5", "must be a number"),
         ("scale", True, "must be a number"),
         ("inverse", 0.0, "must be > 0 for kind 'inverse'"),
@@ -115,8 +120,12 @@ def test_zero_is_allowed_where_nothing_divides_by_it(kind):
     [
         ({"component": "output"}, "component must be one of 'query', 'key', 'value'"),
         ({"kind": "rotate"}, "kind must be one of"),
-        ({"epsilon": -0.5}, "epsilon must be a finite number >= 0"),
+        ({"epsilon": -0.5}, "epsilon must be 0 or between"),
         ({"kind": "inverse", "epsilon": 0}, "epsilon must be > 0"),
+        ({"kind": "inverse", "epsilon": np.array(0.0)}, "epsilon must be > 0"),
+        ({"kind": "mean", "epsilon": np.float32(3e38)}, "epsilon must be 0 or between"),
+        ({"epsilon": "0.5"}, "epsilon must be a number"),
+        ({"epsilon": np.array([0.5, -1.0])}, "epsilon must be 0 or between"),
         ({"seed": 1.5}, "seed must be an integer"),
     ],
 )
@@ -149,3 +158,37 @@ def test_any_epsilon_gives_finite_normalised_weights(kind, t, d, log_eps, seed):
     weights = attention_weights(modified, key)
     assert np.all(np.isfinite(weights))
     np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_every_accepted_epsilon_draws_finite_weights_and_no_other_is_accepted(synthetic, kind):
+    """The whole float64 range, per kind: ε is refused, or every layer's weights of the
+    synthetic stack are finite and normalised, whichever component is modified. The
+    boundaries of EPSILON_RANGE and their neighbours outside are always tried."""
+    low, high = EPSILON_RANGE
+    edges = [low, high, np.nextafter(low, 0), np.nextafter(high, np.inf), 0.0, 5e-324, 1e308]
+
+    @settings(deadline=None, max_examples=40)
+    @given(
+        epsilon=st.one_of(st.sampled_from(edges), st.floats(allow_nan=True)),
+        component=st.sampled_from(["query", "key", "value"]),
+    )
+    def accepted_means_finite(epsilon, component):
+        try:
+            modification = Modification(component, kind, epsilon)
+        except ValueError as error:
+            assert "epsilon must be" in str(error)
+            assert not (low <= epsilon <= high or (epsilon == 0 and KINDS[kind].zero_allowed))
+            return
+        weights = np.asarray(all_weights(synthetic, modification, modify_layer=0))
+        assert np.isfinite(weights).all(), (kind, component, epsilon)
+        np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-5)
+
+    accepted_means_finite()
+
+
+@pytest.mark.parametrize(("kind", "epsilon"), [("inverse", 1e-39), ("scale", 3e38), ("mean", 3e38)])
+def test_past_the_range_unchecked_float32_work_breaks(kind, epsilon):
+    """Why EPSILON_RANGE exists: the functions below the check give non-finite weights."""
+    weights = attention_weights(perturb(100 * X, kind, epsilon), X)
+    assert not np.isfinite(weights).all()

@@ -4,10 +4,11 @@ import numpy as np
 import papermill
 import pytest
 import yaml
+from papermill.translators import translate_parameters
 
 from attn_lib import pipeline, plot, runner
 from attn_lib.spec import NOTEBOOKS, REPO, load_spec, panel_grid
-from attn_lib.store import save_npz
+from attn_lib.store import atomic_path, save_npz
 
 PANEL = NOTEBOOKS / "panel.ipynb"
 
@@ -31,12 +32,13 @@ def test_notebook_declares_exactly_the_validated_parameters():
 BAD = [
     ({"component": "output"}, "component must be one of"),
     ({"kind": "rotate"}, "kind must be one of"),
-    ({"epsilon": -0.5}, "epsilon must be a finite number >= 0"),
-    ({"epsilon": float("nan")}, "epsilon must be a finite number >= 0"),
-    ({"epsilon": float("inf")}, "epsilon must be a finite number >= 0"),
+    ({"epsilon": -0.5}, "epsilon must be between 1e-30 and 1e[+]30"),
+    ({"epsilon": float("nan")}, "epsilon must be between 1e-30 and 1e[+]30"),
+    ({"epsilon": float("inf")}, "epsilon must be between 1e-30 and 1e[+]30"),
     ({"epsilon": "small"}, "epsilon must be a number"),
     ({"kind": "inverse", "epsilon": 0.0}, "epsilon must be > 0 for kind 'inverse'"),
-    ({"seq_len": 0}, "seq_len must be an integer >= 1"),
+    ({"seq_len": 0}, r"seq_len must be an integer in \[1, 256\]"),
+    ({"seq_len": 257}, r"seq_len must be an integer in \[1, 256\]"),
     ({"modify_layer": 2}, r"modify_layer must be an integer in \[0, 1\]"),
     ({"observe_layer": -1}, r"observe_layer must be an integer in \[0, 1\]"),
     ({"head": 2}, r"head must be an integer in \[0, 1\]"),
@@ -47,7 +49,7 @@ BAD = [
     ({"source": "minilm", "text": "a", "modify_layer": 6}, r"modify_layer must be .* \[0, 5\]"),
     ({"source": "minilm", "text": "a", "head": 12}, r"head must be an integer in \[0, 11\]"),
     ({"causal": "yes"}, "causal must be True or False"),
-    ({"name": "../escape"}, "name must be a string matching"),
+    ({"name": "../escape"}, "name must be letters, digits"),
 ]
 
 
@@ -84,7 +86,7 @@ def test_panel_files_are_deterministic_and_round_trip(tmp_path):
     assert saved[0] == saved[1]
     loaded = pipeline.load_panel(tmp_path / "panel.npz")
     np.testing.assert_array_equal(loaded["weights"], panel["weights"])
-    assert loaded["parameters"] == params
+    assert loaded["parameters"] == {k: v for k, v in params.items() if k != "output_dir"}
     assert loaded["title"] == "Modifying Query with ε = 5e-1"
     assert not list(tmp_path.glob(".*tmp*")), "no temporary file is left behind"
 
@@ -94,6 +96,27 @@ def test_interrupted_write_leaves_nothing(tmp_path):
     with pytest.raises(ValueError):
         save_npz(target, {"ok": np.zeros(3), "bad": np.array([object()])})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_killed_writers_temporary_is_removed_by_the_next_write(tmp_path):
+    target = tmp_path / "x.npz"
+    with pytest.raises(KeyboardInterrupt), atomic_path(target) as tmp:
+        tmp.write_bytes(b"half")
+        stale = tmp.with_name(tmp.name.replace(".tmp.", "killed.tmp."))
+        tmp.rename(stale)  # what a SIGKILL leaves: atomic_path cannot remove it
+        raise KeyboardInterrupt
+    assert stale.exists()
+    save_npz(target, {"ok": np.zeros(3)})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npz"]
+
+
+def test_a_misspelled_papermill_parameter_is_refused():
+    cell = translate_parameters("python3", "python", {"epsilion": 1e-3, "kind": "scale"})
+    history = ["import numpy", cell, "x = 1"]
+    assert pipeline.injected_names(history) == {"epsilion", "kind"}
+    with pytest.raises(ValueError, match=r"unknown parameters \['epsilion'\]"):
+        pipeline.check_injected(history, pipeline.PANEL_PARAMETERS)
+    pipeline.check_injected(history[:1] + history[2:], pipeline.PANEL_PARAMETERS)
 
 
 def test_committed_panels_match_the_spec():
@@ -125,7 +148,7 @@ def test_environment_yml_matches_pyproject():
     [
         ({"x": {"rows": [{"name": "a"}], "columns": [{"name": "b"}]}}, "needs a 'caption'"),
         ({"x": {"caption": "c", "rows": [], "columns": [{"name": "b"}]}}, "needs 'rows'"),
-        ({"x": {"caption": "c", "rows": [{"name": "a"}], "columns": [{}]}}, "needs 'columns'"),
+        ({"x": {"caption": "c", "rows": [{"name": "a"}], "columns": [{}]}}, "a name in 'columns'"),
         ({"../x": {"caption": "c"}}, "figure name must be"),
         ([], "must map figure names"),
     ],

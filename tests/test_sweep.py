@@ -43,8 +43,8 @@ def test_reduce_keeps_only_its_result(synthetic):
     ("kind", "epsilons", "message"),
     [
         ("inverse", [0.5, 0.0], "epsilon must be > 0"),
-        ("scale", [0.5, -1e-3], "finite number >= 0"),
-        ("scale", [np.nan], "finite number >= 0"),
+        ("scale", [0.5, -1e-3], "epsilon must be 0 or between"),
+        ("scale", [np.nan], "epsilon must be 0 or between"),
         ("scale", [], "non-empty 1-D"),
         ("scale", [[0.5]], "non-empty 1-D"),
     ],

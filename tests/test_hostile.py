@@ -1,0 +1,279 @@
+"""Specs from others, corrupt caches and interrupted runs: nothing outside ``--out`` and
+``build/`` is written or deleted, nothing bad is trusted, and every refusal says why."""
+
+import fcntl
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from attn_lib import __main__ as cli
+from attn_lib import runner
+from attn_lib.spec import load_spec
+
+
+def _spec(tmp_path, rows=None, columns=None, **entry):
+    spec = {
+        "tiny": {
+            "caption": "tiny",
+            "panel": {"kind": "scale", "seq_len": 4},
+            "rows": rows or [{"name": "query", "component": "query"}],
+            "columns": columns or [{"name": "a", "epsilon": 0.5}],
+            **entry,
+        }
+    }
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec, allow_unicode=True))
+    return path
+
+
+def _files(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.fixture
+def build(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "BUILD", tmp_path / "build")
+    return tmp_path / "build"
+
+
+@pytest.fixture
+def drawn(tmp_path, build):
+    """A tiny figure of two panels drawn into ``out``, and its files' bytes."""
+    columns = [{"name": "a", "epsilon": 0.5}, {"name": "b", "epsilon": 0.1}]
+    spec, out = _spec(tmp_path, columns=columns), tmp_path / "out"
+    assert runner.run(spec, out=out, jobs=2) == 0
+    return spec, out, _files(out)
+
+
+# 1. Names reach the filesystem only as plain stems inside --out.
+
+
+@pytest.mark.parametrize(
+    "name", ["/tmp/v/v", "../../victim", "a/b", "..", ".hidden", "x\n", "a.png", "", 7]
+)
+def test_a_name_that_is_not_a_plain_stem_is_refused_before_anything_runs(tmp_path, build, name):
+    victim = tmp_path / "victim_a.npz"
+    victim.write_text("precious")
+    spec = _spec(tmp_path, rows=[{"name": name, "component": "query"}])
+    with pytest.raises(ValueError, match="a name in 'rows' must be letters, digits"):
+        runner.run(spec, out=tmp_path / "out")
+    assert victim.read_text() == "precious"
+    assert not (tmp_path / "out").exists() and not build.exists()
+
+
+def test_a_figure_folder_linked_outside_out_is_refused(tmp_path, build):
+    outside, out = tmp_path / "elsewhere", tmp_path / "out"
+    outside.mkdir()
+    out.mkdir()
+    (out / "tiny").symlink_to(outside)
+    with pytest.raises(ValueError, match="is not inside"):
+        runner.run(_spec(tmp_path), out=out)
+    assert not any(outside.iterdir())
+
+
+def test_check_inside():
+    from pathlib import Path
+
+    assert runner.check_inside(Path("/a/b/c"), Path("/a/b")) == Path("/a/b/c")
+    with pytest.raises(ValueError, match="is not inside /a/b"):
+        runner.check_inside(Path("/a/b/../x"), Path("/a/b"))
+
+
+# 3. Corrupt outputs are re-made; a failed or killed re-run keeps the good ones.
+
+
+@pytest.mark.parametrize(
+    ("damaged", "damage"),
+    [
+        ("tiny/query_a.npz", lambda p: p.write_bytes(p.read_bytes()[:100])),  # truncated
+        ("tiny/query_a.png", lambda p: p.write_bytes(b"")),  # emptied
+        ("tiny/query_a.json", lambda p: p.write_text("{not json")),  # a corrupt record
+        ("tiny.png", lambda p: p.write_bytes(p.read_bytes()[:-1] + b"!")),  # one byte
+    ],
+)
+def test_a_corrupt_output_or_record_is_made_again(drawn, damaged, damage, capsys):
+    spec, out, before = drawn
+    damage(out / damaged)
+    assert runner.run(spec, out=out, jobs=2) == 0
+    assert _files(out) == before
+    stdout = capsys.readouterr().out
+    assert "1 ran" in stdout, stdout  # the grid's inputs are the same bytes again
+
+
+def test_a_failed_rerun_keeps_the_previous_outputs(drawn, monkeypatch, capsys):
+    spec, out, before = drawn
+    execute = runner._execute
+
+    def half_then_fail(job, build):
+        execute(job, build)  # every file written to the stage ...
+        raise RuntimeError("the kernel died")  # ... and then the notebook failed
+
+    monkeypatch.setattr(runner, "_execute", half_then_fail)
+    assert runner.run(spec, out=out, jobs=2, force=True) == 1
+    assert "FAILED tiny/query_a: RuntimeError: the kernel died" in capsys.readouterr().err
+    assert _files(out) == before
+
+
+def _runner_command(spec, out, *extra):
+    return [sys.executable, "-m", "attn_lib", "figures", "--spec", str(spec), "--out", str(out)]
+
+
+def _wait_for(predicate, what, limit=120):
+    deadline = time.monotonic() + limit  # a guard against hanging, not a timing check
+    while not predicate():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_a_killed_forced_run_keeps_every_previous_file(drawn):
+    spec, out, before = drawn
+    command = [*_runner_command(spec, out), "--force", "--jobs", "1"]
+    process = subprocess.Popen(command, start_new_session=True, stderr=subprocess.DEVNULL)
+    stage = out / runner.STAGING / "tiny"
+    _wait_for(lambda: any(stage.glob("*/*.npz")), "a staged panel")
+    os.killpg(process.pid, signal.SIGKILL)  # the runner and its kernels, mid-write
+    process.wait()
+
+    def kept(files):  # the lock and the killed run's stage aside
+        return {name: data for name, data in files.items() if not name.startswith(".")}
+
+    assert kept(_files(out)) == kept(before)
+
+
+# 4, 5. The spec is strict YAML with unique names.
+
+
+def test_an_alias_bomb_is_refused_at_once_without_expanding_it(tmp_path):
+    lines = ['a0: &a0 ["lol"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 11)]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"bomb.yaml: not a valid spec: an alias \(\*a0\)") as info:
+        load_spec(path)
+    assert len(str(info.value)) < 500
+
+
+def test_a_huge_spec_is_refused_before_it_is_parsed(tmp_path, monkeypatch):
+    path = _spec(tmp_path)
+    monkeypatch.setattr("attn_lib.spec.MAX_SPEC_BYTES", 100)
+    with pytest.raises(ValueError, match="bytes; a spec may have at most 100"):
+        load_spec(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("a: 1\na: 2\n", "duplicate key 'a'"),
+        ("x:\n  caption: c\n  caption: d\n", "duplicate key 'caption'"),
+        ("x: !!python/object/apply:os.system [true]\n", "could not determine a constructor"),
+        ("x: [1\n", "expected ',' or ']'"),
+    ],
+)
+def test_yaml_that_is_not_strict_is_refused(tmp_path, text, message):
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        load_spec(path)
+
+
+@pytest.mark.parametrize(
+    ("rows", "columns", "message"),
+    [
+        ([{"name": "q"}, {"name": "q"}], None, r"rows named \['q'\] more than once"),
+        (None, [{"name": "a"}, {"name": "a"}], r"columns named \['a'\] more than once"),
+        (
+            [{"name": "a_b"}, {"name": "a"}],
+            [{"name": "c"}, {"name": "b_c"}],
+            r"panels named \['a_b_c'\] more than once",
+        ),
+    ],
+)
+def test_duplicate_names_are_refused_naming_the_duplicate(tmp_path, rows, columns, message):
+    with pytest.raises(ValueError, match=message):
+        load_spec(_spec(tmp_path, rows=rows, columns=columns))
+
+
+def test_a_brace_in_a_title_or_label_is_refused_before_any_kernel(tmp_path, build, monkeypatch):
+    monkeypatch.setattr(runner, "_execute", lambda job, build: pytest.fail("a kernel started"))
+    with pytest.raises(ValueError, match=r"tiny/query_a: title .* is not a valid template"):
+        runner.run(_spec(tmp_path, title="Modifying {Component} {"), out=tmp_path / "out")
+    with pytest.raises(ValueError, match=r"title .*\{nope\}.* is not a valid template"):
+        runner.run(_spec(tmp_path, title="{nope}"), out=tmp_path / "out")
+    # A label is text: its braces are shown, never formatted.
+    rows = [{"name": "query", "component": "query", "label": "{x}"}]
+    spec = load_spec(_spec(tmp_path, rows=rows, title="In ({label})"))
+    [[(_, params)]] = runner.panel_grid(spec, "tiny")
+    assert params["title"].format() == "In ({x})"
+
+
+# 6, 7. Ctrl-C stops a run; two runners never share a folder.
+
+
+def test_ctrl_c_cancels_the_queue_and_prints_the_summary(tmp_path):
+    columns = [{"name": f"e{i}", "epsilon": 10.0**-i} for i in range(6)]
+    spec, out = _spec(tmp_path, columns=columns), tmp_path / "out"
+    process = subprocess.Popen(
+        [*_runner_command(spec, out), "--jobs", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _wait_for(lambda: any(out.glob("tiny/*.json")), "the first panel")
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stderr
+    done = len(list(out.glob("tiny/*.json")))
+    assert 1 <= done < 6, "the queued panels were cancelled"
+    assert f"7 notebooks: {done} ran, 0 up to date, 0 failed, {7 - done} not run" in stdout
+    assert not (out / runner.STAGING).exists()
+
+
+def test_a_second_runner_on_the_same_folder_is_refused(tmp_path, build):
+    out = tmp_path / "out"
+    out.mkdir()
+    with open(out / runner.LOCK, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # as a running runner holds it
+        with pytest.raises(ValueError, match="another runner is drawing into"):
+            runner.run(_spec(tmp_path), out=out)
+    assert runner.run(_spec(tmp_path), out=out) == 0  # released: the next one runs
+
+
+# 10. The command line says "error:" and why, never a traceback.
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["figures", "--spec", "missing.yaml"], "error: spec .*missing.yaml: No such file"),
+        (["figures", "--jobs", "0"], "error: --jobs must be an integer >= 1, got 0"),
+        (["compare", "x", "--spec", "missing.yaml"], "error: spec .*missing.yaml: No such"),
+    ],
+)
+def test_the_command_line_refuses_with_one_line(argv, message, capsys):
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert re.match(message, err), err
+
+
+def test_outputs_get_the_permissions_of_the_umask(drawn):
+    _, out, _ = drawn
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [out / "tiny.png", out / "tiny" / "query_a.npz", out / "tiny" / "grid.json"]:
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
+
+
+def test_a_record_holds_each_outputs_hash(drawn):
+    _, out, _ = drawn
+    record = json.loads((out / "tiny" / "query_a.json").read_text())
+    assert set(record["outputs"]) == {"query_a.npz", "query_a.png", "query_a.pdf"}
+    assert record["outputs"]["query_a.png"]["size"] == (out / "tiny" / "query_a.png").stat().st_size
