@@ -28,6 +28,14 @@ def check_integer(name: str, value: object, least: int, most: int | None = None)
     return int(value)
 
 
+def check_real(name: str, value: object, low: float, high: float) -> float:
+    """A real number (not a bool) in ``[low, high]``; NaN fails."""
+    real = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if not real or not low <= value <= high:
+        raise ValueError(f"{name} must be a number in [{low:g}, {high:g}], got {shown(value)}")
+    return float(value)
+
+
 def check_index(name: str, value: object, count: int) -> int:
     """An index into ``count`` things (a layer, a head): an integer in ``[0, count)``."""
     return check_integer(name, value, 0, count - 1)

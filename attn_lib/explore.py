@@ -37,7 +37,8 @@ class Explorer:
     def _key(params: dict) -> tuple:
         if params["source"] == "minilm":
             return ("minilm", params["text"])
-        return ("synthetic", params["seq_len"], params["causal"], params["sink"], params["seed"])
+        synthetic = ("seq_len", "causal", "sink", "gain", "seed")
+        return ("synthetic", *(params[name] for name in synthetic))
 
     def _source(self, params: dict):
         key = self._key(params)

@@ -18,6 +18,7 @@ from attn_lib.checks import (
     check_index,
     check_integer,
     check_name,
+    check_real,
     check_template,
     check_text,
     shown,
@@ -37,7 +38,7 @@ DEFAULT_TITLE = "Modifying {Component} with ε = {eps}"
 # and saving it takes ~9 s (a 512-token one ~22 s, 3000 tokens minutes).
 MAX_PANEL_TOKENS = 256
 PANEL_PARAMETERS = (
-    "component", "epsilon", "kind", "source", "text", "seq_len", "causal", "sink",
+    "component", "epsilon", "kind", "source", "text", "seq_len", "causal", "sink", "gain",
     "modify_layer", "modify_head", "observe_layer", "head", "seed", "title", "output_dir",
     "name",
 )  # fmt: skip
@@ -82,6 +83,7 @@ def validate_panel_parameters(params: dict) -> dict:
     check_integer("seq_len", p["seq_len"], 1, MAX_PANEL_TOKENS)
     check_flag("causal", p["causal"])
     check_flag("sink", p["sink"])
+    check_real("gain", p["gain"], *synthetic.GAIN_RANGE)
     if p["source"] == "minilm":
         if not p["text"].strip():
             raise ValueError(
@@ -90,6 +92,8 @@ def validate_panel_parameters(params: dict) -> dict:
         for flag in ("causal", "sink"):
             if p[flag]:
                 raise ValueError(f"{flag} must be False for source 'minilm' (synthetic only)")
+        if p["gain"] != synthetic.GAIN:
+            raise ValueError(f"gain must be {synthetic.GAIN} for source 'minilm' (synthetic only)")
     layers, heads = SOURCES[p["source"]]
     check_index("modify_layer", p["modify_layer"], layers)
     if p["modify_head"] != -1:
@@ -114,7 +118,11 @@ def make_source(params: dict):
     if params["source"] == "minilm":
         return minilm.MiniLM.create(params["text"])
     return synthetic.Synthetic.create(
-        params["seq_len"], causal=params["causal"], sink=params["sink"], seed=params["seed"]
+        params["seq_len"],
+        causal=params["causal"],
+        sink=params["sink"],
+        gain=params["gain"],
+        seed=params["seed"],
     )
 
 

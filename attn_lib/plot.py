@@ -148,6 +148,27 @@ def metric_curves(
     return fig
 
 
+def calibration(result: dict[str, np.ndarray], band: tuple[float, float], *, marks=()):
+    """Diagonal mass of the seed's three panels against the stack's base scale: a line
+    per ε (``result`` from :func:`attn_lib.report.calibration`), ``band`` shaded (maps
+    neither uniform nor one-hot), dotted lines at ``marks`` (e.g. the stack's own gain)."""
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(5.2, 3.2), dpi=DPI, layout="constrained")
+        ax = fig.subplots()
+        ax.axhspan(*band, color="0.9", label="neither uniform nor one-hot")
+        for column, epsilon in enumerate(result["epsilons"]):
+            label = f"ε = {format_epsilon(epsilon)}"
+            ax.plot(result["gain"], result["diagonal"][:, column], lw=1.6, label=label)
+        for mark in marks:
+            ax.axvline(mark, color="0.4", ls=":", lw=1.0)
+        ax.set_xscale("log")
+        ax.set_xlabel("gain of the Q/K projections (scores ∝ gain²)")
+        ax.set_ylabel(METRIC_LABELS["diagonal"])
+        ax.grid(alpha=0.3)
+        ax.legend(frameon=False, fontsize="small")
+    return fig
+
+
 def derivative_check(check: dict[str, np.ndarray], label: str):
     """``jax.jvp`` against central differences, on one curve (log ε axis)."""
     with matplotlib.rc_context(STYLE):

@@ -14,13 +14,18 @@ import numpy as np
 from attn_lib import metrics
 from attn_lib.compute import all_weights, sweep
 from attn_lib.modification import COMPONENTS, KINDS, Modification
+from attn_lib.showcase import SEED_EPSILONS
+from attn_lib.synthetic import Synthetic
 
-SEED_EPSILONS = (0.5, 1e-3, 1e-10)
 # 10 points a decade from 1e-12 to 1e2, and the seed's three ε.
 EPSILONS = np.unique(np.concatenate([np.logspace(-12, 2, 141), SEED_EPSILONS]))
 MODIFY_LAYER, HEAD = 0, 0
 OBSERVED_LAYER = {"query": 0, "key": 0, "value": 1}
 SAME = 1e-6  # maps closer than this everywhere are the same map
+SIZE = (8, 12)  # "about 10x10": the tokens a side a panel may have
+DISTINCT = 0.05  # mean total variation above which two panels look different
+BAND = (0.3, 0.9)  # diagonal mass of a map visibly neither uniform nor one-hot
+GAINS = np.logspace(-2, 2, 41)  # the synthetic stack's Q/K gains the calibration tries
 HOLDS, FAILS, CANNOT = "holds", "fails", "cannot hold"
 
 
@@ -78,86 +83,217 @@ def _intensity(weights: np.ndarray) -> float:
     return float(weights.max(-1).mean())
 
 
-def observations(result: Study) -> list[dict]:
-    """The seed document's observations O1-O6 checked on ``result``; each row has
-    ``observation``, ``kind``, ``verdict`` (holds, fails, cannot hold) and ``evidence``."""
-    seed = {c: np.stack([result.at(c, e) for e in SEED_EPSILONS]) for c in COMPONENTS}
-    diag = {c: np.asarray(metrics.diagonal_mass(seed[c]).mean(-1)) for c in COMPONENTS}
-    entropy = {c: np.asarray(metrics.normalised_entropy(seed[c]).mean(-1)) for c in COMPONENTS}
-    query_key = float(np.abs(result.observed("query") - result.observed("key")).max())
-    value_own = float(np.abs(result.weights["value"][:, MODIFY_LAYER] - result.base[0]).max())
-    rows = []
+def relation(a: float, b: float, digits: int = 2) -> str:
+    """``>``, ``<`` or ``=``: the relation ``a`` and ``b`` have as shown with ``digits``
+    decimals, so evidence never prints "0.66 > 0.66"."""
+    shown_a, shown_b = round(a, digits), round(b, digits)
+    return ">" if shown_a > shown_b else "<" if shown_a < shown_b else "="
 
-    def add(name, verdict, evidence):
-        rows.append(
-            {"observation": name, "kind": result.kind, "verdict": verdict, "evidence": evidence}
-        )
 
-    t = seed["query"].shape[-1]
-    in_range = all(0 <= seed[c].min() and seed[c].max() <= 1 for c in COMPONENTS)
-    add("O1", HOLDS if in_range else FAILS, f"{t}×{t} maps, weights in [0, 1]: {in_range}")
+def _tv(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.asarray(metrics.total_variation(a, b)).mean())
 
-    rows_on_diagonal = sum(int((seed[c].argmax(-1) == np.arange(t)).sum()) for c in COMPONENTS)
-    total = 3 * len(SEED_EPSILONS) * t
-    add(
-        "O2",
-        HOLDS if rows_on_diagonal == total else FAILS,
-        f"{rows_on_diagonal} of {total} rows put their largest weight on the diagonal",
+
+# Each verdict reads ``seed``: ``{component: (3, T, T)}``, the observed maps at
+# SEED_EPSILONS, and returns ``(verdict, evidence)``.
+
+
+def size_and_range(seed: dict) -> tuple[str, str]:
+    """O1: about 10×10 (``SIZE``) and every weight in [0, 1]."""
+    shapes = {m.shape[-2:] for m in seed.values()}
+    sizes = ", ".join(f"{a}×{b}" for a, b in sorted(shapes))
+    square = all(a == b and SIZE[0] <= a <= SIZE[1] for a, b in shapes)
+    low, high = (
+        min(float(m.min()) for m in seed.values()),
+        max(float(m.max()) for m in seed.values()),
+    )
+    in_range = low >= 0 and high <= 1
+    return (
+        HOLDS if square and in_range else FAILS,
+        f"maps {sizes} (about 10×10: {SIZE[0]} to {SIZE[1]} tokens a side); "
+        f"weights from {low:.2g} to {high:.2g}",
     )
 
-    sharpens = {
-        c: bool(np.all(np.diff(diag[c]) >= -SAME) and diag[c][-1] > diag[c][0] + 0.01)
-        for c in COMPONENTS
-    }
-    one_hot = {c: float(np.diagonal(seed[c][-1]).min()) for c in COMPONENTS}
-    holds = all(sharpens.values()) and min(one_hot.values()) >= 0.99
-    add(
-        "O3",
-        HOLDS if holds else FAILS,
+
+def diagonal_dominant(seed: dict) -> tuple[str, str]:
+    """O2: every row of every panel puts its largest weight on the diagonal."""
+    on = sum(int((m.argmax(-1) == np.arange(m.shape[-1])).sum()) for m in seed.values())
+    total = sum(m.shape[0] * m.shape[1] for m in seed.values())
+    return (
+        HOLDS if on == total else FAILS,
+        f"{on} of {total} rows put their largest weight on the diagonal",
+    )
+
+
+def sharpens(seed: dict) -> tuple[str, str]:
+    """O3a: diagonal mass never falls as ε falls, rises visibly, and ends near one-hot."""
+    diag = {c: np.asarray(metrics.diagonal_mass(m).mean(-1)) for c, m in seed.items()}
+    rises = all(np.all(np.diff(d) >= -SAME) and d[-1] > d[0] + 0.01 for d in diag.values())
+    one_hot = min(float(np.diagonal(m[-1]).min()) for m in seed.values())
+    return (
+        HOLDS if rises and one_hot >= 0.99 else FAILS,
         "diagonal mass at ε = 5e-1, 1e-3, 1e-10: "
-        + "; ".join(f"{c} {' → '.join(f'{d:.2f}' for d in diag[c])}" for c in COMPONENTS)
-        + f"; smallest diagonal weight at 1e-10: {min(one_hot.values()):.3f}",
+        + "; ".join(f"{c} {' → '.join(f'{x:.2f}' for x in d)}" for c, d in diag.items())
+        + f"; smallest diagonal weight at 1e-10: {one_hot:.3f}",
     )
 
-    spreads = {c: entropy[c][0] > entropy[c][-1] + 0.01 for c in COMPONENTS}
-    add(
-        "O4",
-        HOLDS if all(spreads.values()) else FAILS,
-        "entropy at 5e-1 vs 1e-10: "
-        + "; ".join(f"{c} {entropy[c][0]:.2f} vs {entropy[c][-1]:.2f}" for c in COMPONENTS),
+
+def transitional(seed: dict) -> tuple[str, str]:
+    """O3b: the 1e-3 panel differs visibly (total variation > ``DISTINCT``) from both
+    of its neighbours."""
+    apart = {c: (_tv(m[1], m[0]), _tv(m[1], m[2])) for c, m in seed.items()}
+    holds = all(min(pair) > DISTINCT for pair in apart.values())
+    return (
+        HOLDS if holds else FAILS,
+        f"total variation of the 1e-3 panel to 5e-1 and to 1e-10 (visible above {DISTINCT}): "
+        + "; ".join(f"{c} {a:.2g} and {b:.2g}" for c, (a, b) in apart.items()),
     )
 
-    identical = (
-        f"Query and Key give the same maps at every ε (largest difference {query_key:.1e}): "
-        "rescaling one of them rescales the scores alike, (cQ)Kᵀ = Q(cK)ᵀ"
-    )
-    order = " > ".join(f"{c} {diag[c][0]:.2f}" for c in ("value", "key", "query"))
-    if query_key <= SAME:
-        add("O5", CANNOT, f"{identical}; diagonal mass at 5e-1: {order}")
-    else:
-        margin = 0.01  # a visible difference, not rounding
-        ordered = diag["value"][0] > diag["key"][0] + margin > diag["query"][0] + 2 * margin
-        add("O5", HOLDS if ordered else FAILS, f"diagonal mass at 5e-1: {order}")
 
-    if query_key <= SAME:
-        add("O6", CANNOT, identical)
-    else:
-        distance = float(metrics.total_variation(seed["key"][0], seed["query"][0]).mean())
-        weaker = _intensity(seed["key"][0]) < _intensity(seed["query"][0])
-        add(
-            "O6",
-            HOLDS if weaker and distance <= 0.25 else FAILS,
-            f"at 5e-1 Key is {distance:.2f} (total variation) from Query; row peak "
-            f"{_intensity(seed['key'][0]):.3f} vs Query's {_intensity(seed['query'][0]):.3f}",
+def spreads(seed: dict) -> tuple[str, str]:
+    """O4: entropy at 5e-1 above entropy at 1e-10."""
+    entropy = {c: np.asarray(metrics.normalised_entropy(m).mean(-1)) for c, m in seed.items()}
+    holds = all(e[0] > e[-1] + 0.01 for e in entropy.values())
+    return (
+        HOLDS if holds else FAILS,
+        "entropy at 5e-1 and 1e-10: "
+        + "; ".join(
+            f"{c} {e[0]:.2f} {relation(e[0], e[-1])} {e[-1]:.2f}" for c, e in entropy.items()
+        ),
+    )
+
+
+def _query_is_key(seed: dict) -> tuple[bool, str]:
+    same = float(np.abs(seed["query"] - seed["key"]).max()) <= SAME
+    return same, (
+        f"Query and Key give the same maps (no weight differs by {SAME:.0e}): rescaling "
+        "one of them rescales the scores alike, (cQ)Kᵀ = Q(cK)ᵀ"
+    )
+
+
+def ordered(seed: dict) -> tuple[str, str]:
+    """O5: diagonal mass at 5e-1 ordered Value > Key > Query, each by a visible margin."""
+    d = {c: float(metrics.diagonal_mass(seed[c][0]).mean()) for c in ("value", "key", "query")}
+    order = (
+        f"diagonal mass at 5e-1: value {d['value']:.2f} {relation(d['value'], d['key'])} "
+        f"key {d['key']:.2f} {relation(d['key'], d['query'])} query {d['query']:.2f}"
+    )
+    same, identity = _query_is_key(seed)
+    if same:
+        return CANNOT, f"{identity}; {order}"
+    margin = 0.01  # a visible difference, not rounding
+    holds = d["value"] > d["key"] + margin and d["key"] > d["query"] + margin
+    return HOLDS if holds else FAILS, order
+
+
+def key_like_query(seed: dict) -> tuple[str, str]:
+    """O6: at 5e-1 Key is close to Query (total variation ≤ 0.25) but less peaked."""
+    same, identity = _query_is_key(seed)
+    if same:
+        return CANNOT, identity
+    key, query = seed["key"][0], seed["query"][0]
+    distance = _tv(key, query)
+    peaks = _intensity(key), _intensity(query)
+    return (
+        HOLDS if peaks[0] < peaks[1] and distance <= 0.25 else FAILS,
+        f"at 5e-1 Key is {distance:.2f} (total variation) from Query; row peak "
+        f"{peaks[0]:.3f} {relation(*peaks, 3)} Query's {peaks[1]:.3f}",
+    )
+
+
+# The seed document's observations (shared/seed/READINGS.md), each with its check.
+OBSERVATIONS = {
+    "O1": ("every panel is about 10×10, its values in [0, 1]", size_and_range),
+    "O2": ("every panel is diagonal-dominant", diagonal_dominant),
+    "O3a": ("focus sharpens as ε falls, to a near one-hot diagonal at 1e-10", sharpens),
+    "O3b": ("the 1e-3 panel is transitional, visibly unlike both neighbours", transitional),
+    "O4": ("higher ε spreads weight more uniformly (higher entropy)", spreads),
+    "O5": ("Value focuses most at 5e-1, then Key, then Query", ordered),
+    "O6": ("Key is like Query but slightly less intense", key_like_query),
+}
+
+
+def observations(result: Study) -> list[dict]:
+    """The seed document's observations checked on ``result``; each row has
+    ``observation``, ``statement``, ``kind``, ``verdict`` (holds, fails, cannot hold) and
+    ``evidence``."""
+    seed = {c: np.stack([result.at(c, e) for e in SEED_EPSILONS]) for c in COMPONENTS}
+    rows = []
+    for name, (statement, check) in OBSERVATIONS.items():
+        verdict, evidence = check(seed)
+        rows.append(
+            {
+                "observation": name,
+                "statement": statement,
+                "kind": result.kind,
+                "verdict": verdict,
+                "evidence": evidence,
+            }
         )
-
-    add(
-        "Value in its own layer",
-        CANNOT if value_own == 0 else HOLDS,
-        f"a Value modification moves layer {MODIFY_LAYER}'s weights by at most {value_own:.1e}: "
-        "the softmax reads only Q and K, so the Value row must show a later layer",
-    )
     return rows
+
+
+def guaranteed(result: Study) -> dict:
+    """What the maths guarantees whatever the kind, measured: a Value modification never
+    moves the weights of its own layer (the softmax reads only Q and K)."""
+    moved = float(
+        np.abs(result.weights["value"][:, MODIFY_LAYER] - result.base[MODIFY_LAYER]).max()
+    )
+    return {
+        "statement": "a Value modification leaves its own layer's weights unchanged",
+        "kind": result.kind,
+        "largest change": moved,
+    }
+
+
+PAIRS = ((0, 1), (1, 2), (0, 2))  # of the seed's panels: (5e-1, 1e-3), (1e-3, 1e-10), (5e-1, 1e-10)
+
+
+def calibration(gains: np.ndarray, kind: str = "inverse", **stack) -> dict[str, np.ndarray]:
+    """How the seed's three panels move with the synthetic stack's base logit scale.
+
+    For each Q/K projection ``gain`` (scores grow as gain²) the stack is built anew and
+    each component of layer 0 is modified by ``kind`` at SEED_EPSILONS, one sweep each.
+    Returns ``gain``; ``epsilons``; ``diagonal`` (gains, 3), the diagonal mass of the
+    Query row's panels; and ``apart`` (gains, components, 3), the total variation
+    between the panels of each row, pair by pair (:data:`PAIRS`).
+    """
+    diagonal, apart = [], []
+    for gain in np.asarray(gains, float).tolist():
+        source = Synthetic.create(gain=gain, **stack)
+        rows = []
+        for component in COMPONENTS:
+            modification = Modification(component, kind, 1.0)
+            maps = sweep(source, modification, SEED_EPSILONS, modify_layer=MODIFY_LAYER)
+            maps = np.asarray(maps)[:, OBSERVED_LAYER[component], HEAD]
+            rows.append([_tv(maps[a], maps[b]) for a, b in PAIRS])
+            if component == "query":
+                diagonal.append(np.asarray(metrics.diagonal_mass(maps).mean(-1)))
+        apart.append(rows)
+    return {
+        "gain": np.asarray(gains),
+        "epsilons": np.asarray(SEED_EPSILONS),
+        "diagonal": np.array(diagonal),
+        "apart": np.array(apart),
+    }
+
+
+def three_distinct_columns(result: dict) -> dict:
+    """Whether one base scale gives three distinct columns with 5e-1 still a visible
+    diagonal: the Query row's diagonal mass at 5e-1 at least ``BAND[0]``, its 1e-3 panel
+    inside ``BAND`` (neither uniform nor one-hot), and in every row every pair of panels
+    apart by more than ``DISTINCT``. Returns the gains where it holds, the two ends that
+    exclude it, and the gain whose closest pair of panels is farthest apart."""
+    diagonal, gain = result["diagonal"], result["gain"]
+    closest = result["apart"].min(axis=(1, 2))  # each gain's least distinct pair, any row
+    visible = diagonal[:, 0] >= BAND[0]
+    middle = (BAND[0] <= diagonal[:, 1]) & (diagonal[:, 1] <= BAND[1])
+    return {
+        "gains": gain[visible & middle & (closest > DISTINCT)],
+        "smallest visible 5e-1": float(gain[visible].min()) if visible.any() else None,
+        "largest transitional 1e-3": float(gain[middle].max()) if middle.any() else None,
+        "most distinct": (float(gain[closest.argmax()]), float(closest.max())),
+    }
 
 
 def finite_difference_check(

@@ -32,7 +32,8 @@ LOCK = ".attn-lib.lock"  # in the output folder: one runner at a time
 
 @dataclasses.dataclass(frozen=True)
 class Job:
-    """One notebook run: a panel of a figure, or the figure's grid.
+    """One notebook run: a panel of a figure, or what draws the whole figure (its grid,
+    or the notebook of a notebook figure), which runs once the figure's panels are done.
 
     The notebook writes into ``stage``; only once it has finished and written every
     output do they replace ``outputs``, so a failed or interrupted run leaves the
@@ -46,6 +47,7 @@ class Job:
     outputs: tuple[Path, ...]
     record: Path
     stage: Path
+    draws_figure: bool = False
 
     def staged(self, output: Path) -> Path:
         return self.stage / output.name
@@ -102,19 +104,29 @@ def expand(
     defaults = declared_parameters(panel_nb)
     fields = ("Component", "eps", *defaults)
 
-    def job(figure, name, notebook, parameters, folder, suffixes, record):
+    def job(figure, name, notebook, parameters, folder, suffixes, record, draws_figure=False):
         stage = out / STAGING / figure / name
         outputs = tuple(folder / f"{stem}{suffix}" for stem, suffix in suffixes)
         for path in (*outputs, record, stage):
             check_inside(path, out)
         check_inside(BUILD / "notebooks" / figure / f"{name}.ipynb", BUILD / "notebooks")
-        return Job(figure, name, notebook, parameters, outputs, record, stage)
+        return Job(figure, name, notebook, parameters, outputs, record, stage, draws_figure)
 
     figures = []
     for figure in spec:
         if only and figure not in only:
             continue
         folder = out / figure
+        if "notebook" in spec[figure]:
+            name = spec[figure]["notebook"]
+            notebook, parameters = NOTEBOOKS / f"{name}.ipynb", {"output_dir": portable(folder)}
+            check_injection(notebook, parameters)
+            suffixes = [(output, ".png") for output in spec[figure]["outputs"]]
+            record = folder / f"{name}.json"
+            figures.append(
+                ([], job(figure, name, notebook, parameters, folder, suffixes, record, True))
+            )
+            continue
         panels = []
         for row in panel_grid(spec, figure):
             for name, params in row:
@@ -139,7 +151,7 @@ def expand(
             "output_dir": portable(out),
         }
         suffixes = [(figure, s) for s in (".png", ".pdf", ".svg")]
-        grid = job(figure, "grid", grid_nb, parameters, out, suffixes, folder / "grid.json")
+        grid = job(figure, "grid", grid_nb, parameters, out, suffixes, folder / "grid.json", True)
         figures.append((panels, grid))
     return figures
 
@@ -152,9 +164,10 @@ def _record(job: Job, spec_entry: dict, library: str) -> dict:
         "library": library,
         "version": attn_lib.__version__,
     }
-    if job.name == "grid":
+    if job.draws_figure:
         record["spec"] = spec_entry
-        record["panels"] = sha256(*sorted(job.record.parent.glob("*.npz")))
+        if panels := sorted(job.record.parent.glob("*.npz")):
+            record["panels"] = sha256(*panels)
     return json.loads(json.dumps(record, sort_keys=True))
 
 
@@ -337,7 +350,8 @@ def run(
     interrupted = False
     with _exclusive(out), tqdm(total=total, desc="notebooks", unit="nb") as bar:
         pool = ThreadPoolExecutor(jobs)
-        pending = {pool.submit(run_job, job): job for job in panels}
+        first = panels + [grid for figure_panels, grid in figures if not figure_panels]
+        pending = {pool.submit(run_job, job): job for job in first}
 
         def finish(future, job):
             bar.update()
@@ -352,7 +366,7 @@ def run(
                 for future in done:
                     job = pending.pop(future)
                     finish(future, job)
-                    if job.name == "grid":
+                    if job.draws_figure:
                         continue
                     waiting[job.figure] -= 1
                     if waiting[job.figure]:
@@ -361,7 +375,7 @@ def run(
                     figure_panels, grid = grids[job.figure]
                     broken = [p.name for p in figure_panels if f"{p.figure}/{p.name}" in failures]
                     if broken:
-                        failures[f"{grid.figure}/grid"] = (
+                        failures[f"{grid.figure}/{grid.name}"] = (
                             f"skipped: panels failed: {', '.join(broken)}"
                         )
                         bar.update()

@@ -49,7 +49,8 @@ class _StrictLoader(yaml.SafeLoader):
 
 
 def load_spec(path: str | Path = SPEC) -> dict:
-    """The figure spec: ``{figure: {caption, panel, rows, columns, title?, formula?}}``.
+    """The figure spec: ``{figure: {caption, panel, rows, columns, title?, formula?}}``, or
+    for a figure a notebook draws by itself ``{figure: {caption, notebook, outputs}}``.
 
     Raises ``ValueError`` for a file that is missing, too large, not strict YAML (see
     :class:`_StrictLoader`) or not a valid spec.
@@ -75,6 +76,12 @@ def load_spec(path: str | Path = SPEC) -> dict:
     return spec
 
 
+def _once(figure: str, what: str, names: list[str]) -> None:
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"figure {figure!r}: {what} named {twice} more than once")
+
+
 def _check_figure(figure: object, entry: object) -> None:
     check_name("figure name", figure)
     if not isinstance(entry, dict) or "caption" not in entry:
@@ -82,6 +89,9 @@ def _check_figure(figure: object, entry: object) -> None:
     for field in ("caption", "title", "formula"):
         if field in entry:
             check_text(f"figure {figure!r}: {field}", entry[field])
+    if "notebook" in entry:
+        _check_notebook_figure(figure, entry)
+        return
     if not isinstance(entry.get("panel", {}), dict):
         raise ValueError(f"figure {figure!r}: 'panel' must be a mapping of parameters")
     for field in ("rows", "columns"):
@@ -96,20 +106,35 @@ def _check_figure(figure: object, entry: object) -> None:
         ]
         for part in parts:
             check_text(f"figure {figure!r}: a label in {field!r}", part.get("label", ""))
-        if len(set(names)) < len(names):
-            twice = sorted({n for n in names if names.count(n) > 1})
-            raise ValueError(f"figure {figure!r}: {field} named {twice} more than once")
-    panels = [name for row in panel_grid({figure: entry}, figure) for name, _ in row]
-    if len(set(panels)) < len(panels):
-        twice = sorted({n for n in panels if panels.count(n) > 1})
-        raise ValueError(f"figure {figure!r}: panels named {twice} more than once")
+        _once(figure, field, names)
+    _once(
+        figure, "panels", [name for row in panel_grid({figure: entry}, figure) for name, _ in row]
+    )
+
+
+def _check_notebook_figure(figure: str, entry: dict) -> None:
+    """A figure drawn by a notebook of its own: ``notebook`` (a stem in notebooks/) writes
+    ``<output_dir>/<output>.png`` for each name in ``outputs``."""
+    other = sorted(set(entry) - {"caption", "notebook", "outputs"})
+    if other:
+        raise ValueError(
+            f"figure {figure!r}: a notebook figure has 'caption', 'notebook' and 'outputs', "
+            f"not {other}"
+        )
+    notebook = check_name(f"figure {figure!r}: notebook", entry["notebook"])
+    if not (NOTEBOOKS / f"{notebook}.ipynb").is_file():
+        raise ValueError(f"figure {figure!r}: there is no notebooks/{notebook}.ipynb")
+    outputs = entry.get("outputs")
+    if not outputs or not isinstance(outputs, list):
+        raise ValueError(f"figure {figure!r} needs 'outputs': a non-empty list of names")
+    _once(figure, "outputs", [check_name(f"figure {figure!r}: an output", o) for o in outputs])
 
 
 def panel_grid(spec: dict, figure: str) -> list[list[tuple[str, dict]]]:
     """Rows of ``(panel name, spec parameters)`` for ``figure``; labels go in titles."""
     entry = spec[figure]
     grid = []
-    for row in entry["rows"]:
+    for row in entry.get("rows", ()):  # a notebook figure has no panels
         cells = []
         for column in entry["columns"]:
             params = dict(entry.get("panel", {}))

@@ -30,6 +30,8 @@ from attn_lib.softmax import attention, causal_mask
 
 LAYERS = 2
 HEADS = 2
+GAIN = 1.5  # the Q/K projections' scale: scores grow as its square
+GAIN_RANGE = (1e-2, 1e2)  # maps from uniform to one-hot at the seed's three ε (report.calibration)
 
 
 def positional_inputs(
@@ -140,7 +142,7 @@ class Synthetic(Layered):
         head_dim: int = 8,
         causal: bool = False,
         sink: bool = False,
-        gain: float = 1.5,
+        gain: float = GAIN,
         key_jitter: float = 0.05,
         seed: int = 0,
     ) -> "Synthetic":

@@ -277,3 +277,21 @@ def test_a_record_holds_each_outputs_hash(drawn):
     record = json.loads((out / "tiny" / "query_a.json").read_text())
     assert set(record["outputs"]) == {"query_a.npz", "query_a.png", "query_a.pdf"}
     assert record["outputs"]["query_a.png"]["size"] == (out / "tiny" / "query_a.png").stat().st_size
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"notebook": "../report", "outputs": ["a"]}, "notebook must be letters"),
+        ({"notebook": "nowhere", "outputs": ["a"]}, r"there is no notebooks/nowhere\.ipynb"),
+        ({"notebook": "report", "outputs": ["/tmp/x"]}, "an output must be letters"),
+        ({"notebook": "report", "outputs": ["a", "a"]}, r"outputs named \['a'\] more than once"),
+        ({"notebook": "report", "outputs": []}, "needs 'outputs'"),
+        ({"notebook": "report", "outputs": ["a"], "rows": []}, r"not \['rows'\]"),
+    ],
+)
+def test_a_bad_notebook_figure_is_refused(tmp_path, entry, message):
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump({"nb": {"caption": "c", **entry}}))
+    with pytest.raises(ValueError, match=message):
+        load_spec(path)

@@ -5,7 +5,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attn_lib import KINDS, Modification, all_weights, attention_weights, check_epsilon, perturb
+from attn_lib import (
+    KINDS,
+    Modification,
+    all_weights,
+    attention_weights,
+    check_epsilon,
+    perturb,
+    synthetic,
+)
 from attn_lib.modification import EPSILON_RANGE
 
 X = jnp.array([[1.0, -2.0], [3.0, 4.0], [-5.0, 0.5]])
@@ -192,3 +200,14 @@ def test_past_the_range_unchecked_float32_work_breaks(kind, epsilon):
     """Why EPSILON_RANGE exists: the functions below the check give non-finite weights."""
     weights = attention_weights(perturb(100 * X, kind, epsilon), X)
     assert not np.isfinite(weights).all()
+
+
+@pytest.mark.parametrize("gain", synthetic.GAIN_RANGE)
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_the_ends_of_the_gain_range_keep_every_epsilon_finite(gain, kind):
+    stack = synthetic.Synthetic.create(gain=gain)
+    for epsilon in (*EPSILON_RANGE, 1.0):
+        for component in ("query", "key", "value"):
+            modification = Modification(component, kind, epsilon)
+            weights = np.asarray(all_weights(stack, modification, modify_layer=0))
+            assert np.isfinite(weights).all(), (gain, kind, epsilon, component)

@@ -49,6 +49,9 @@ BAD = [
     ({"source": "minilm", "text": "a", "modify_layer": 6}, r"modify_layer must be .* \[0, 5\]"),
     ({"source": "minilm", "text": "a", "head": 12}, r"head must be an integer in \[0, 11\]"),
     ({"causal": "yes"}, "causal must be True or False"),
+    ({"gain": 0.0}, r"gain must be a number in \[0.01, 100\]"),
+    ({"gain": float("nan")}, r"gain must be a number in \[0.01, 100\]"),
+    ({"source": "minilm", "text": "a", "gain": 2.0}, "gain must be 1.5 for source 'minilm'"),
     ({"name": "../escape"}, "name must be letters, digits"),
 ]
 

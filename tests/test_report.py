@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from attn_lib import Modification, Synthetic, report
+from attn_lib.spec import load_spec
 
 
 @pytest.fixture(scope="module")
@@ -20,10 +21,13 @@ def verdicts():
 
 
 def test_inverse_reproduces_the_diagonal_and_the_sharpening(verdicts):
-    assert verdicts["inverse"]["O1"] == report.HOLDS
-    assert verdicts["inverse"]["O2"] == report.HOLDS
-    assert verdicts["inverse"]["O3"] == report.HOLDS
-    assert verdicts["inverse"]["O4"] == report.HOLDS
+    for observation in ("O1", "O2", "O3a", "O4"):
+        assert verdicts["inverse"][observation] == report.HOLDS, observation
+
+
+def test_inverse_loses_the_middle_column(verdicts):
+    # at 1e-3 the scores are 1000 times larger: already the argmax, as at 1e-10
+    assert verdicts["inverse"]["O3b"] == report.FAILS
 
 
 def test_pure_rescaling_in_one_head_cannot_tell_query_from_key(verdicts):
@@ -33,11 +37,96 @@ def test_pure_rescaling_in_one_head_cannot_tell_query_from_key(verdicts):
 
 
 def test_small_noise_leaves_the_map_unchanged(verdicts):
-    assert verdicts["noise"]["O3"] == report.FAILS
+    assert verdicts["noise"]["O3a"] == report.FAILS
 
 
-def test_value_never_moves_its_own_layer(verdicts):
-    assert {v["Value in its own layer"] for v in verdicts.values()} == {report.CANNOT}
+def test_value_never_moves_its_own_layer():
+    result = report.study(Synthetic.create(), "scale", np.array([1e-3, 0.5, 4.0]))
+    assert report.guaranteed(result)["largest change"] == 0.0
+    moved = dict(result.weights, value=result.weights["value"].copy())
+    moved["value"][0, report.MODIFY_LAYER, 0, 0, :2] += (0.1, -0.1)  # a counter-example
+    broken = report.Study("scale", result.epsilons, moved, result.base)
+    assert report.guaranteed(broken)["largest change"] == pytest.approx(0.1)
+
+
+def _softmax(scores):
+    e = np.exp(scores - scores.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def _seed(temperatures=(1.0, 5.0, 60.0), t=10, query=None, key=None, value=None):
+    """Seed panels {component: (3, T, T)}: a diagonal map at three inverse temperatures."""
+    maps = np.stack([_softmax(b * np.eye(t)) for b in temperatures])
+    out = {"query": maps, "key": maps, "value": maps}
+    out.update(
+        {c: m for c, m in (("query", query), ("key", key), ("value", value)) if m is not None}
+    )
+    return out
+
+
+GOOD = _seed()
+FLAT = _seed((0.0, 0.0, 0.0))
+ANTI = _seed(value=np.stack([_softmax(b * np.eye(10)[::-1]) for b in (1.0, 5.0, 60.0)]))
+
+
+@pytest.mark.parametrize(
+    ("check", "holds", "counter_example", "failing"),
+    [
+        (report.size_and_range, GOOD, _seed(t=20), "20×20"),
+        (report.size_and_range, GOOD, _seed(value=GOOD["value"] * 1.5), "to 1.5"),
+        (report.diagonal_dominant, GOOD, ANTI, "60 of 90 rows"),
+        (report.sharpens, GOOD, FLAT, "0.10 → 0.10 → 0.10"),
+        (report.transitional, GOOD, _seed((1.0, 60.0, 60.0)), "and 0"),
+        (report.spreads, GOOD, FLAT, "query 1.00 = 1.00"),
+    ],
+)
+def test_each_verdict_holds_on_its_example_and_fails_on_a_counter_example(
+    check, holds, counter_example, failing
+):
+    assert check(holds)[0] == report.HOLDS, check(holds)[1]
+    verdict, evidence = check(counter_example)
+    assert verdict == report.FAILS and failing in evidence, evidence
+
+
+def test_the_ordering_and_the_key_verdicts_need_query_and_key_to_differ():
+    assert report.ordered(GOOD)[0] == report.key_like_query(GOOD)[0] == report.CANNOT
+    soft = _seed((0.5, 5.0, 60.0))["query"]
+    sharp = _seed((1.5, 5.0, 60.0))["query"]
+    ordered = _seed(query=soft, value=_seed((2.5, 5.0, 60.0))["query"])
+    assert report.ordered(ordered)[0] == report.HOLDS
+    verdict, evidence = report.ordered(_seed(query=sharp))  # Query sharper than Key
+    assert verdict == report.FAILS and "value 0.23 = key 0.23 < query 0.33" in evidence, evidence
+    assert report.key_like_query(_seed(query=sharp))[0] == report.HOLDS
+    verdict, evidence = report.key_like_query(_seed(query=soft))  # Key more intense
+    assert verdict == report.FAILS and "row peak 0.232 > Query's 0.155" in evidence, evidence
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "shown"), [(0.664, 0.661, "="), (0.67, 0.66, ">"), (0.1, 0.2, "<"), (1.0, 1.0, "=")]
+)
+def test_evidence_shows_the_relation_the_printed_numbers_have(a, b, shown):
+    assert report.relation(a, b) == shown
+
+
+@pytest.fixture(scope="module")
+def calibrated():
+    return report.calibration(report.GAINS)
+
+
+def test_no_single_scale_gives_three_distinct_columns_with_a_visible_5e_1(calibrated):
+    found = report.three_distinct_columns(calibrated)
+    assert found["gains"].size == 0
+    assert found["smallest visible 5e-1"] / found["largest transitional 1e-3"] > 10
+    # counter-example: were the 5e-1 panel visible at the transitional scale, one would
+    fake = dict(calibrated, diagonal=calibrated["diagonal"].copy())
+    fake["diagonal"][np.isclose(calibrated["gain"], 0.0794, rtol=1e-3), 0] = 0.35
+    assert report.three_distinct_columns(fake)["gains"].size == 1
+
+
+def test_the_transitional_grid_uses_the_most_distinct_gain(calibrated):
+    gain, closest = report.three_distinct_columns(calibrated)["most distinct"]
+    assert closest > report.DISTINCT
+    assert load_spec()["qkv_grid_transitional"]["panel"]["gain"] == pytest.approx(gain, rel=1e-3)
 
 
 def test_the_study_grid_is_fine_and_holds_the_seed_epsilons():

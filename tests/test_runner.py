@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -114,3 +115,44 @@ def test_an_interrupted_run_leaves_no_truncated_file_and_resumes(tmp_path):
     assert f"{len(done)} up to date" in result.stdout, result.stdout
     left = [p.name for p in out.rglob(".*") if p.is_file()]
     assert left == [runner.LOCK], "temporary files were cleaned up"
+
+
+def test_a_notebook_figure_is_drawn_recorded_and_then_up_to_date(tmp_path, monkeypatch, capsys):
+    import nbformat
+
+    from attn_lib import spec as spec_module
+
+    notebooks = tmp_path / "notebooks"
+    shutil.copytree(NOTEBOOKS, notebooks)  # and a notebook of its own beside them
+    draw = nbformat.v4.new_notebook()
+    parameters = nbformat.v4.new_code_cell('output_dir = "build/x"')
+    parameters.metadata["tags"] = ["parameters"]
+    draw.cells = [
+        parameters,
+        nbformat.v4.new_code_cell(
+            "import matplotlib.pyplot as plt\n"
+            "from attn_lib.spec import resolve\n"
+            "for name in ('one', 'two'):\n"
+            "    plt.imsave(resolve(output_dir) / f'{name}.png', [[0.0, 1.0]])"
+        ),
+    ]
+    draw.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nbformat.write(draw, notebooks / "draw.ipynb")
+    for module in (runner, spec_module):
+        monkeypatch.setattr(module, "NOTEBOOKS", notebooks)
+    monkeypatch.setattr(runner, "BUILD", tmp_path / "build")
+    path = tmp_path / "spec.yaml"
+    path.write_text(
+        yaml.safe_dump({"nb": {"caption": "c", "notebook": "draw", "outputs": ["one", "two"]}})
+    )
+    out = tmp_path / "out"
+    assert runner.run(path, out=out, jobs=1) == 0
+    assert sorted(p.name for p in (out / "nb").iterdir()) == ["draw.json", "one.png", "two.png"]
+    record = json.loads((out / "nb" / "draw.json").read_text())
+    assert set(record["outputs"]) == {"one.png", "two.png"} and "panels" not in record
+    assert runner.run(path, out=out, jobs=1) == 0
+    assert "1 notebooks: 0 ran, 1 up to date" in capsys.readouterr().out
