@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from attn_lib.checks import check_integer
 from attn_lib.layered import stack_layers
 from attn_lib.modification import Modification, check_epsilon
 
@@ -73,8 +74,7 @@ def sweep(
         raise ValueError(f"epsilons must be a non-empty 1-D array, got shape {eps.shape}")
     for value in eps.tolist():
         check_epsilon(modification.kind, value)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    check_integer("batch_size", batch_size, 1)
     return _sweep(
         source,
         modification,

@@ -14,8 +14,8 @@ import numpy as np
 from attn_lib import metrics, pipeline, plot
 from attn_lib.compute import all_weights
 from attn_lib.modification import COMPONENTS, KINDS
+from attn_lib.sources import SOURCES
 
-DEFAULT_TEXT = "The quick brown fox jumps over the lazy dog."
 EPSILON_RANGE = (-12, 2)  # log10 of the slider's ends
 
 
@@ -26,19 +26,15 @@ class Explorer:
 
     def __init__(self, defaults: dict):
         self.notebook_defaults = defaults
-        self.defaults = {**defaults, "text": defaults["text"] or DEFAULT_TEXT}
         self._sources: dict[tuple, object] = {}
         self._unmodified: dict[tuple, np.ndarray] = {}
-        self.params = pipeline.validate_panel_parameters(self.defaults)
+        self.params = pipeline.validate_panel_parameters(defaults)
         self.panel = None
         self.figure = None
 
     @staticmethod
     def _key(params: dict) -> tuple:
-        if params["source"] == "minilm":
-            return ("minilm", params["text"])
-        synthetic = ("seq_len", "causal", "sink", "gain", "seed")
-        return ("synthetic", *(params[name] for name in synthetic))
+        return SOURCES[params["source"]].key(params)
 
     def _source(self, params: dict):
         key = self._key(params)
@@ -49,9 +45,17 @@ class Explorer:
     def update(self, **changes) -> dict:
         """Apply ``changes`` to the parameters (validated first), recompute, redraw.
 
-        Returns the metrics of the drawn map, averaged over its rows.
+        A new ``source`` starts from its own parameters: the others back at their
+        defaults, its :attr:`~attn_lib.layered.Source.defaults` (e.g. a sentence), layer
+        and head 0; ``changes`` apply on top. Returns the metrics of the drawn map,
+        averaged over its rows.
         """
-        params = pipeline.validate_panel_parameters({**self.params, **changes})
+        params = {**self.params}
+        if changes.get("source", params["source"]) != params["source"]:
+            own = {k: v for k, v in self.notebook_defaults.items() if k not in pipeline.COMMON}
+            first = {"modify_layer": 0, "observe_layer": 0, "head": 0, "modify_head": -1}
+            params |= own | SOURCES[changes["source"]].defaults | first
+        params = pipeline.validate_panel_parameters({**params, **changes})
         panel = pipeline.compute_panel(params, self._source(params))
         tokens = None if self.panel is None else list(self.panel["tokens"])
         if tokens != list(panel["tokens"]):  # a new grid of cells or new labels: draw anew
@@ -94,7 +98,6 @@ class Explorer:
             f"-p {key} {shlex.quote(str(value))}"
             for key, value in params.items()
             if value != self.notebook_defaults[key]
-            and not (key == "text" and params["source"] != "minilm")
         ]
         return " ".join(["papermill notebooks/panel.ipynb", f"{output_dir}/{name}.ipynb", *changed])
 
@@ -103,7 +106,8 @@ class Explorer:
         import ipywidgets as w
         from IPython.display import display
 
-        layers, heads = pipeline.SOURCES[self.params["source"]]
+        source = SOURCES[self.params["source"]]
+        layers, heads = source.layers, source.heads
         controls = {
             "epsilon": w.FloatLogSlider(
                 value=self.params["epsilon"], base=10, min=EPSILON_RANGE[0],
@@ -111,7 +115,7 @@ class Explorer:
             ),
             "component": w.Dropdown(options=COMPONENTS, value=self.params["component"]),
             "kind": w.Dropdown(options=list(KINDS), value=self.params["kind"]),
-            "source": w.Dropdown(options=list(pipeline.SOURCES), value=self.params["source"]),
+            "source": w.Dropdown(options=list(SOURCES), value=self.params["source"]),
             "causal": w.Dropdown(options=[False, True], value=self.params["causal"]),
             "modify_layer": w.Dropdown(options=range(layers), value=self.params["modify_layer"]),
             "observe_layer": w.Dropdown(options=range(layers), value=self.params["observe_layer"]),
@@ -132,9 +136,9 @@ class Explorer:
         def match_view():
             """Set every control to the drawn view's parameters (and the layer and head
             choices to its source's counts)."""
-            layers, heads = pipeline.SOURCES[self.params["source"]]
-            for name, count in (("modify_layer", layers), ("observe_layer", layers),
-                                ("head", heads)):  # fmt: skip
+            source = SOURCES[self.params["source"]]
+            for name, count in (("modify_layer", source.layers), ("observe_layer", source.layers),
+                                ("head", source.heads)):  # fmt: skip
                 if list(controls[name].options) != list(range(count)):
                     controls[name].options = range(count)
             for name, control in controls.items():
@@ -145,8 +149,12 @@ class Explorer:
             if updating:
                 return
             changes = {name: control.value for name, control in controls.items()}
-            if change["owner"] is controls["source"]:  # its own layers and heads: start at 0
-                changes |= {"modify_layer": 0, "observe_layer": 0, "head": 0, "causal": False}
+            if change["owner"] is controls["source"]:  # its own parameters, layers and heads
+                source = SOURCES[changes["source"]]
+                own = {k: v for k, v in pipeline.PANEL_DEFAULTS.items() if k not in pipeline.COMMON}
+                changes |= (
+                    own | source.defaults | {"modify_layer": 0, "observe_layer": 0, "head": 0}
+                )
             updating = True
             try:
                 show(self.update(**changes))

@@ -8,11 +8,95 @@ modification in one layer, and splits the run at that layer so that a sweep over
 computes the layers below it once (:func:`attn_lib.compute.sweep`).
 """
 
+import dataclasses
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 
 from attn_lib.checks import check_index
 from attn_lib.modification import Modification
+from attn_lib.softmax import attention
+
+# What a heatmap can show: at the panel's 150 dpi a 256-token map has 2 pixels a cell,
+# and saving it takes ~9 s (a 512-token one ~22 s, 3000 tokens minutes).
+MAX_PANEL_TOKENS = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """A source of Q, K and V as the registry (:data:`attn_lib.sources.SOURCES`) knows it.
+
+    Attributes:
+      name: what ``-p source`` says.
+      layers, heads, kv_heads: its shape, known before any work so that indices are
+        checked first; ``kv_heads < heads`` for grouped-query attention.
+      parameters: the panel parameters it is built from (e.g. ``("text",)``); every
+        other source parameter must stay at its default.
+      check: ``check(params)`` raises ``ValueError`` naming a bad one of ``parameters``.
+      build: ``build(params)``: the :class:`Layered` pytree, from checked parameters.
+      defaults: what an interactive view sets on switching to it (e.g. a sentence).
+    """
+
+    name: str
+    layers: int
+    heads: int
+    kv_heads: int
+    parameters: tuple[str, ...]
+    check: Callable[[dict], None]
+    build: Callable[[dict], "Layered"]
+    defaults: dict = dataclasses.field(default_factory=dict)
+
+    def key(self, params: dict) -> tuple:
+        """What identifies a built source: equal keys, equal sources (a cache key)."""
+        return (self.name, *(params[name] for name in self.parameters))
+
+
+class Labels(tuple):
+    """A source's token labels: host-side metadata that rides along the pytree.
+
+    As a pytree they hold no leaves and only their count is static, so a new sentence
+    of the same length (new labels) reuses the compiled code. Inside a traced function
+    they read as empty strings; the labels of the source you hold are intact.
+    """
+
+
+jax.tree_util.register_pytree_node(
+    Labels, lambda labels: ((), len(labels)), lambda count, _: Labels([""] * count)
+)
+
+
+def modify_and_attend(query, key, value, mask, modification: Modification | None):
+    """Softmax attention of ``query (..., heads, T, d)`` over ``key`` and ``value``
+    ``(..., kv_heads, T, d)``, with ``modification`` applied to its component first.
+
+    Grouped-query attention: with fewer KV heads than query heads, KV head ``g`` serves
+    query heads ``g·r … g·r + r − 1`` (``r = heads / kv_heads``). The modification acts
+    on the heads of its own component, so a Key or Value modification of one KV head
+    reaches its ``r`` query heads. Returns the output and the weights ``(..., heads, T, T)``.
+    """
+    qkv = {"query": query, "key": key, "value": value}
+    if modification is not None:
+        qkv[modification.component] = modification.apply_heads(qkv[modification.component])
+    repeats = query.shape[-3] // key.shape[-3]
+    key, value = (jnp.repeat(qkv[name], repeats, axis=-3) for name in ("key", "value"))
+    return attention(qkv["query"], key, value, mask=mask)
+
+
+def modified_attention(
+    query, key, value, mask=None, module=None, *, modification: Modification | None
+):
+    """A Flax ``attention_fn``: modify one component, then softmax attention.
+
+    ``mask`` and ``module`` are named parameters on purpose: Flax linen passes only
+    the keyword arguments that appear in the function's signature, so a ``**kwargs``
+    function would silently lose the mask. Inputs are Flax's ``(..., T, heads, d)``;
+    the weights ``(..., heads, T, T)`` are sown as ``intermediates/weights``.
+    """
+    heads_first = (jnp.swapaxes(x, -3, -2) for x in (query, key, value))
+    output, weights = modify_and_attend(*heads_first, mask, modification)
+    module.sow("intermediates", "weights", weights)
+    return jnp.swapaxes(output, -3, -2)
 
 
 class Layered:

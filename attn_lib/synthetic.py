@@ -24,9 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from attn_lib.layered import Layered
+from attn_lib.checks import check_flag, check_integer, check_real
+from attn_lib.layered import MAX_PANEL_TOKENS, Labels, Layered, Source, modified_attention
 from attn_lib.modification import Modification
-from attn_lib.softmax import attention, causal_mask
+from attn_lib.softmax import causal_mask
 
 LAYERS = 2
 HEADS = 2
@@ -94,27 +95,6 @@ def stack_params(
     return params
 
 
-def modified_attention(
-    query, key, value, mask=None, module=None, *, modification: Modification | None
-):
-    """A Flax ``attention_fn``: modify one component, then softmax attention.
-
-    ``mask`` and ``module`` are named parameters on purpose: Flax linen passes only
-    the keyword arguments that appear in the function's signature, so a ``**kwargs``
-    function would silently lose the mask. Inputs are Flax's ``(..., T, heads, d)``;
-    the weights ``(..., heads, T, T)`` are sown as ``intermediates/weights``.
-    """
-    qkv = {
-        name: jnp.swapaxes(x, -3, -2)
-        for name, x in (("query", query), ("key", key), ("value", value))
-    }
-    if modification is not None:
-        qkv[modification.component] = modification.apply_heads(qkv[modification.component])
-    output, weights = attention(qkv["query"], qkv["key"], qkv["value"], mask=mask)
-    module.sow("intermediates", "weights", weights)
-    return jnp.swapaxes(output, -3, -2)
-
-
 @struct.dataclass
 class Synthetic(Layered):
     """The synthetic source: the stack, its parameters and its input, as one pytree.
@@ -130,7 +110,7 @@ class Synthetic(Layered):
     layers: int = struct.field(pytree_node=False)
     heads: int = struct.field(pytree_node=False)
     head_dim: int = struct.field(pytree_node=False)
-    tokens: tuple[str, ...] = struct.field(pytree_node=False)
+    tokens: Labels
 
     @classmethod
     def create(
@@ -165,8 +145,7 @@ class Synthetic(Layered):
             ("heads", heads, 1),
             ("head_dim", head_dim, 3),
         ):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
-                raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+            check_integer(name, value, least)
         params = stack_params(layers, heads, head_dim, gain=gain, key_jitter=key_jitter, seed=seed)
         tokens = tuple(str(t) for t in range(seq_len))
         if sink:
@@ -178,7 +157,7 @@ class Synthetic(Layered):
             layers=layers,
             heads=heads,
             head_dim=head_dim,
-            tokens=tokens,
+            tokens=Labels(tokens),
         )
 
     def embed(self) -> jax.Array:
@@ -204,3 +183,26 @@ class Synthetic(Layered):
     @property
     def seq_len(self) -> int:
         return len(self.tokens)
+
+
+def _check(params: dict) -> None:
+    check_integer("seq_len", params["seq_len"], 1, MAX_PANEL_TOKENS)
+    check_flag("causal", params["causal"])
+    check_flag("sink", params["sink"])
+    check_real("gain", params["gain"], *GAIN_RANGE)
+
+
+def _build(params: dict) -> Synthetic:
+    options = {name: params[name] for name in ("causal", "sink", "gain", "seed")}
+    return Synthetic.create(params["seq_len"], **options)
+
+
+SOURCE = Source(
+    name="synthetic",
+    layers=LAYERS,
+    heads=HEADS,
+    kv_heads=HEADS,
+    parameters=("seq_len", "causal", "sink", "gain", "seed"),
+    check=_check,
+    build=_build,
+)

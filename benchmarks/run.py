@@ -52,7 +52,7 @@ def _sweep_case(seq_len: int, n_eps: int, method: str, batch_size: int, repeats:
     from attn_lib.compute import all_weights
 
     source = attn_lib.Synthetic.create(seq_len=seq_len)
-    spec = attn_lib.Modification("query", "inverse", 1.0)
+    modification = attn_lib.Modification("query", "inverse", 1.0)
     epsilons = np.logspace(-12, 2, n_eps)
     reduce = _row_metrics if seq_len > 64 else None
 
@@ -61,7 +61,12 @@ def _sweep_case(seq_len: int, n_eps: int, method: str, batch_size: int, repeats:
         def run():
             jax.block_until_ready(
                 attn_lib.sweep(
-                    source, spec, epsilons, modify_layer=0, batch_size=batch_size, reduce=reduce
+                    source,
+                    modification,
+                    epsilons,
+                    modify_layer=0,
+                    batch_size=batch_size,
+                    reduce=reduce,
                 )
             )
     else:
@@ -69,7 +74,7 @@ def _sweep_case(seq_len: int, n_eps: int, method: str, batch_size: int, repeats:
 
         def run():
             for eps in epsilons:
-                jax.block_until_ready(single(source, spec.with_epsilon(float(eps))))
+                jax.block_until_ready(single(source, modification.with_epsilon(float(eps))))
 
     result = timed(run, repeats)
     result["peak_rss_mb"] = peak_rss_mb()
@@ -336,17 +341,19 @@ def _minilm_case(quick: bool) -> dict:
             repeats,
         )
     source = minilm.MiniLM.create(" ".join(words.split()[:14]))
-    spec = attn_lib.Modification("query", "inverse", 1.0)
+    modification = attn_lib.Modification("query", "inverse", 1.0)
     epsilons = np.logspace(-12, 2, 200)
 
     def naive():  # all six layers again for every ε
         for e in epsilons:
             jax.block_until_ready(
-                attn_lib.all_weights(source, spec.with_epsilon(float(e)), modify_layer=5)
+                attn_lib.all_weights(source, modification.with_epsilon(float(e)), modify_layer=5)
             )
 
     result["sweep_layer5"] = timed(
-        lambda: jax.block_until_ready(attn_lib.sweep(source, spec, epsilons, modify_layer=5)),
+        lambda: jax.block_until_ready(
+            attn_lib.sweep(source, modification, epsilons, modify_layer=5)
+        ),
         repeats,
     )
     result["naive_layer5"] = timed(naive, 1 if quick else 3)

@@ -75,7 +75,7 @@ def test_switching_source_resets_the_layers_and_refuses_a_bad_choice(explorer):
     assert (explorer.params["source"], explorer.params["observe_layer"]) == ("minilm", 3)
     assert explorer.panel["tokens"][1] == "the"
     controls["causal"].value = True
-    assert "causal must be False for source &#x27;minilm&#x27;" in controls["readout"].value
+    assert "causal is not a parameter of source &#x27;minilm&#x27;" in controls["readout"].value
     assert controls["causal"].value is False, "the refused choice is put back"
     assert explorer.params["causal"] is False
     controls["source"].value = "synthetic"

@@ -73,12 +73,12 @@ def test_summary_averages_rows():
     [("query", "inverse", 0.5), ("value", "scale", 0.3), ("key", "mean", 0.2)],
 )
 def test_sensitivity_matches_finite_differences(synthetic, component, kind, epsilon):
-    spec = Modification(component, kind, epsilon)
-    weights, derivative = metrics.sensitivity(synthetic, spec, modify_layer=0)
-    np.testing.assert_array_equal(weights, all_weights(synthetic, spec, modify_layer=0))
+    modification = Modification(component, kind, epsilon)
+    weights, derivative = metrics.sensitivity(synthetic, modification, modify_layer=0)
+    np.testing.assert_array_equal(weights, all_weights(synthetic, modification, modify_layer=0))
     h = 1e-3
-    above = all_weights(synthetic, spec.with_epsilon(epsilon + h), modify_layer=0)
-    below = all_weights(synthetic, spec.with_epsilon(epsilon - h), modify_layer=0)
+    above = all_weights(synthetic, modification.with_epsilon(epsilon + h), modify_layer=0)
+    below = all_weights(synthetic, modification.with_epsilon(epsilon - h), modify_layer=0)
     np.testing.assert_allclose(derivative, (above - below) / (2 * h), atol=2e-3)
     assert np.abs(derivative).max() > 1e-2
 

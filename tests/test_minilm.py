@@ -55,8 +55,8 @@ def test_one_text_gives_the_same_weights_as_its_padded_batch_row(reference, sent
 
 def test_a_modification_stays_in_its_layer_and_head(sentence):
     base = attn_lib.all_weights(sentence, None, modify_layer=2)
-    spec = attn_lib.Modification("query", "inverse", 1e-3, head=5)
-    modified = attn_lib.all_weights(sentence, spec, modify_layer=2)
+    modification = attn_lib.Modification("query", "inverse", 1e-3, head=5)
+    modified = attn_lib.all_weights(sentence, modification, modify_layer=2)
     np.testing.assert_array_equal(modified[:2], base[:2])  # layers below: untouched
     others = [h for h in range(12) if h != 5]
     np.testing.assert_array_equal(modified[2, others], base[2, others])
@@ -67,11 +67,13 @@ def test_a_modification_stays_in_its_layer_and_head(sentence):
 
 
 def test_sweep_equals_single_calls_and_reuses_the_layers_below(sentence):
-    spec = attn_lib.Modification("key", "scale", 1.0)
+    modification = attn_lib.Modification("key", "scale", 1.0)
     epsilons = np.array([0.5, 1e-3, 1e-10])
-    swept = attn_lib.sweep(sentence, spec, epsilons, modify_layer=3)
+    swept = attn_lib.sweep(sentence, modification, epsilons, modify_layer=3)
     for eps, weights in zip(epsilons, swept, strict=True):
-        single = attn_lib.all_weights(sentence, spec.with_epsilon(float(eps)), modify_layer=3)
+        single = attn_lib.all_weights(
+            sentence, modification.with_epsilon(float(eps)), modify_layer=3
+        )
         np.testing.assert_allclose(weights, single, atol=1e-6)
 
 

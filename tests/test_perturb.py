@@ -143,11 +143,13 @@ def test_modification_validates_its_fields(fields, message):
 
 
 def test_modification_is_a_pytree_with_epsilon_as_its_only_leaf():
-    spec = Modification("key", "noise", 0.25, seed=7)
-    leaves, treedef = jax.tree_util.tree_flatten(spec)
+    modification = Modification("key", "noise", 0.25, seed=7)
+    leaves, treedef = jax.tree_util.tree_flatten(modification)
     assert leaves == [0.25]
-    assert jax.tree_util.tree_unflatten(treedef, [0.5]) == spec.with_epsilon(0.5)
-    np.testing.assert_array_equal(spec.apply(X), perturb(X, "noise", 0.25, rng=jax.random.key(7)))
+    assert jax.tree_util.tree_unflatten(treedef, [0.5]) == modification.with_epsilon(0.5)
+    np.testing.assert_array_equal(
+        modification.apply(X), perturb(X, "noise", 0.25, rng=jax.random.key(7))
+    )
 
 
 @settings(deadline=None, max_examples=60)

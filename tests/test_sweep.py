@@ -10,20 +10,22 @@ EPSILONS = np.logspace(-10, 1, 7)
 @pytest.mark.parametrize("component", ["query", "value"])
 @pytest.mark.parametrize("batch_size", [1, 3, 32])
 def test_sweep_equals_one_call_per_epsilon(synthetic, component, batch_size):
-    spec = Modification(component, "inverse", 1.0)
-    swept = sweep(synthetic, spec, EPSILONS, modify_layer=0, batch_size=batch_size)
+    modification = Modification(component, "inverse", 1.0)
+    swept = sweep(synthetic, modification, EPSILONS, modify_layer=0, batch_size=batch_size)
     assert swept.shape == (7, 2, 2, 10, 10)
     for i, eps in enumerate(EPSILONS):
         np.testing.assert_allclose(
-            swept[i], all_weights(synthetic, spec.with_epsilon(eps), modify_layer=0), atol=1e-5
+            swept[i],
+            all_weights(synthetic, modification.with_epsilon(eps), modify_layer=0),
+            atol=1e-5,
         )
 
 
 def test_one_compilation_serves_every_sweep(synthetic):
-    spec = Modification("key", "mean", 1.0)
-    sweep(synthetic, spec, EPSILONS, modify_layer=0)
+    modification = Modification("key", "mean", 1.0)
+    sweep(synthetic, modification, EPSILONS, modify_layer=0)
     compiled = _sweep._cache_size()
-    sweep(synthetic, spec, EPSILONS * 0.5, modify_layer=0)
+    sweep(synthetic, modification, EPSILONS * 0.5, modify_layer=0)
     assert _sweep._cache_size() == compiled
 
 
@@ -32,10 +34,10 @@ def _diagonal(weights):
 
 
 def test_reduce_keeps_only_its_result(synthetic):
-    spec = Modification("query", "scale", 1.0)
-    reduced = sweep(synthetic, spec, EPSILONS, modify_layer=0, reduce=_diagonal)
+    modification = Modification("query", "scale", 1.0)
+    reduced = sweep(synthetic, modification, EPSILONS, modify_layer=0, reduce=_diagonal)
     assert reduced.shape == (7, 2, 2)
-    full = sweep(synthetic, spec, EPSILONS, modify_layer=0)
+    full = sweep(synthetic, modification, EPSILONS, modify_layer=0)
     np.testing.assert_allclose(reduced, _diagonal(full), atol=1e-6)
 
 

@@ -79,10 +79,10 @@ def test_modification_touches_only_modify_layer(synthetic):
 @pytest.mark.parametrize("component", ["query", "key"])
 @pytest.mark.parametrize("epsilon", [0.0, 1e-30])
 def test_scale_towards_zero_gives_uniform_rows(component, epsilon):
-    spec = Modification(component, "scale", epsilon)
-    weights = all_weights(Synthetic.create(), spec, modify_layer=0)[0]
+    modification = Modification(component, "scale", epsilon)
+    weights = all_weights(Synthetic.create(), modification, modify_layer=0)[0]
     np.testing.assert_allclose(weights, 0.1, rtol=1e-6)
-    causal = all_weights(Synthetic.create(causal=True, sink=True), spec, modify_layer=0)[0]
+    causal = all_weights(Synthetic.create(causal=True, sink=True), modification, modify_layer=0)[0]
     expected = np.tril(np.ones((10, 10))) / np.arange(1, 11)[:, None]
     np.testing.assert_allclose(causal, np.broadcast_to(expected, causal.shape), rtol=1e-6)
 

@@ -1,0 +1,17 @@
+"""The registry of sources of Q, K and V.
+
+A source is one module (a :class:`~attn_lib.layered.Layered` pytree and its
+:class:`~attn_lib.layered.Source` entry) plus one line in :data:`SOURCES`. The panel
+pipeline, the explorer and the runner ask the registry; none of them names a source.
+"""
+
+from attn_lib import minilm, synthetic
+from attn_lib.layered import Source
+
+SOURCES: dict[str, Source] = {source.name: source for source in (synthetic.SOURCE, minilm.SOURCE)}
+
+
+def register(source: Source) -> Source:
+    """Add ``source`` to :data:`SOURCES` (e.g. a source of your own, from a notebook)."""
+    SOURCES[source.name] = source
+    return source

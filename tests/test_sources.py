@@ -1,0 +1,113 @@
+"""The registry of sources: a source of your own is one class and one entry, and token
+labels are not part of what JAX compiles."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import requires_minilm
+from flax import struct
+
+from attn_lib import minilm, pipeline, plot, sources
+from attn_lib.checks import check_integer
+from attn_lib.layered import Labels, Layered, Source, modify_and_attend
+from attn_lib.synthetic import Synthetic
+
+
+@struct.dataclass
+class Toy(Layered):
+    """One layer, one head: the input is its own Q, K and V."""
+
+    inputs: jax.Array
+    tokens: Labels
+    layers: int = struct.field(pytree_node=False, default=1)
+
+    def embed(self):
+        return self.inputs
+
+    def layer(self, i, h, modification):
+        out, weights = modify_and_attend(h[None], h[None], h[None], None, modification)
+        return h + out[0], weights
+
+    @property
+    def seq_len(self):
+        return self.inputs.shape[0]
+
+
+TOY = Source(
+    name="toy",
+    layers=1,
+    heads=1,
+    kv_heads=1,
+    parameters=("seq_len",),
+    check=lambda params: check_integer("seq_len", params["seq_len"], 2, 8),
+    build=lambda params: Toy(
+        3.0 * jnp.eye(params["seq_len"]), Labels(f"t{i}" for i in range(params["seq_len"]))
+    ),
+)
+
+
+@pytest.fixture
+def toy(monkeypatch):
+    monkeypatch.setitem(sources.SOURCES, "toy", TOY)
+
+
+def _params(**changes):
+    return {**pipeline.PANEL_DEFAULTS, "source": "toy", **changes}
+
+
+def test_a_source_of_your_own_draws_a_panel_through_the_pipeline(toy, tmp_path):
+    params = pipeline.validate_panel_parameters(_params(seq_len=5, epsilon=0.5))
+    panel = pipeline.compute_panel(params)
+    fig = plot.panel_figure(panel["weights"], panel["tokens"], panel["title"])
+    pipeline.save_panel(panel, fig, tmp_path, "toy")
+    saved = pipeline.load_panel(tmp_path / "toy.npz")
+    assert list(saved["tokens"]) == ["t0", "t1", "t2", "t3", "t4"]
+    weights = saved["weights"]  # scores 9/√5 on the diagonal, 0 elsewhere, doubled by 1/ε
+    expected = np.exp(18 / np.sqrt(5)) / (np.exp(18 / np.sqrt(5)) + 4)
+    np.testing.assert_allclose(np.diagonal(weights), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"seq_len": 9}, r"seq_len must be an integer in \[2, 8\]"),  # its own check
+        ({"causal": True}, "causal is not a parameter of source 'toy' \\(its own: seq_len\\)"),
+        ({"seq_len": 4, "head": 1}, r"head must be an integer in \[0, 0\]"),  # its shape
+    ],
+)
+def test_a_source_of_your_own_is_checked_by_its_entry(toy, changes, message):
+    with pytest.raises(ValueError, match=message):
+        pipeline.validate_panel_parameters(_params(**changes))
+
+
+def _trace_counter():
+    traces = []
+
+    @jax.jit
+    def weights(source):
+        traces.append(source)  # runs once a compilation
+        return source.weights(None, modify_layer=0)
+
+    return weights, traces
+
+
+def test_new_labels_of_the_same_length_do_not_recompile():
+    weights, traces = _trace_counter()
+    source = Synthetic.create(10)
+    relabelled = dataclasses.replace(source, tokens=Labels("abcdefghij"))
+    np.testing.assert_array_equal(weights(source), weights(relabelled))
+    assert len(traces) == 1 and relabelled.tokens == tuple("abcdefghij")
+    weights(Synthetic.create(11))  # another length is another shape: a compilation
+    assert len(traces) == 2
+
+
+@requires_minilm
+def test_a_new_sentence_of_the_same_length_does_not_recompile():
+    weights, traces = _trace_counter()
+    cat, dog = (minilm.MiniLM.create(f"The {animal} sat on the mat.") for animal in ("cat", "dog"))
+    assert cat.tokens != dog.tokens and cat.seq_len == dog.seq_len
+    assert not np.array_equal(weights(cat), weights(dog))
+    assert len(traces) == 1
