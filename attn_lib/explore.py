@@ -149,12 +149,9 @@ class Explorer:
             if updating:
                 return
             changes = {name: control.value for name, control in controls.items()}
-            if change["owner"] is controls["source"]:  # its own parameters, layers and heads
-                source = SOURCES[changes["source"]]
-                own = {k: v for k, v in pipeline.PANEL_DEFAULTS.items() if k not in pipeline.COMMON}
-                changes |= (
-                    own | source.defaults | {"modify_layer": 0, "observe_layer": 0, "head": 0}
-                )
+            if change["owner"] is controls["source"]:  # update() starts it from its own
+                changes = {"source": change["new"]}
+                readout.value = f"<i>loading {html.escape(change['new'])} …</i>"
             updating = True
             try:
                 show(self.update(**changes))

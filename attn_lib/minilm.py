@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from attn_lib.checks import shown
+from attn_lib.checks import check_text, shown
 from attn_lib.layered import Labels, Layered, Source, modified_attention
 from attn_lib.modification import Modification
 from attn_lib.store import sha256
@@ -244,19 +244,13 @@ class MiniLM(Layered):
         return self.ids.shape[-1]
 
 
-def _check(params: dict) -> None:
-    text = params["text"]
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError(f"text must be a non-empty string for source 'minilm', got {shown(text)}")
-
-
 SOURCE = Source(
     name="minilm",
     layers=LAYERS,
     heads=HEADS,
     kv_heads=HEADS,
     parameters=("text",),
-    check=_check,
+    check=lambda params: check_text("text", params["text"], empty=False),
     build=lambda params: MiniLM.create(params["text"]),
     defaults={"text": "The quick brown fox jumps over the lazy dog."},
 )

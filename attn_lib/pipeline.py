@@ -99,7 +99,10 @@ def validate_panel_parameters(params: dict) -> dict:
                 f"{name} is not a parameter of source {source.name!r} (its own: "
                 f"{', '.join(source.parameters)}); leave it at {PANEL_DEFAULTS[name]!r}"
             )
-    source.check(p)
+    try:
+        source.check(p)
+    except ValueError as error:
+        raise ValueError(f"{error} (source {source.name!r})") from None
     check_index("modify_layer", p["modify_layer"], source.layers)
     if p["modify_head"] != -1:  # a head of the modified component: KV heads for Key, Value
         count = source.heads if p["component"] == "query" else source.kv_heads

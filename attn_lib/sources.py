@@ -5,10 +5,12 @@ A source is one module (a :class:`~attn_lib.layered.Layered` pytree and its
 pipeline, the explorer and the runner ask the registry; none of them names a source.
 """
 
-from attn_lib import minilm, synthetic
+from attn_lib import minilm, smollm2, synthetic
 from attn_lib.layered import Source
 
-SOURCES: dict[str, Source] = {source.name: source for source in (synthetic.SOURCE, minilm.SOURCE)}
+SOURCES: dict[str, Source] = {
+    source.name: source for source in (synthetic.SOURCE, minilm.SOURCE, smollm2.SOURCE)
+}
 
 
 def register(source: Source) -> Source:

@@ -386,6 +386,106 @@ def bench_minilm(quick: bool) -> list[dict]:
     return rows
 
 
+def _smollm2_load(cache: str) -> dict:
+    """One load of SmolLM2 with its float32 cache in ``cache`` (cold if empty)."""
+    from attn_lib import smollm2
+
+    smollm2.CACHE = Path(cache)
+    start = time.perf_counter()
+    smollm2.load()
+    return {"load_s": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb()}
+
+
+def _smollm2_forward(n_tokens: int, repeats: int) -> dict:
+    """First call (compile) and warm forwards of all 30 layers' weights at ``n_tokens``."""
+    import jax
+
+    import attn_lib
+    from attn_lib import smollm2
+
+    source = smollm2.SmolLM2.create(" a" * n_tokens)
+    assert source.seq_len == n_tokens, source.seq_len
+    start = time.perf_counter()
+    jax.block_until_ready(attn_lib.all_weights(source, None, modify_layer=0))
+    first = time.perf_counter() - start
+    forward = timed(
+        lambda: jax.block_until_ready(attn_lib.all_weights(source, None, modify_layer=0)), repeats
+    )
+    return {"first_call_s": first, "forward": forward, "peak_rss_mb": peak_rss_mb()}
+
+
+def _smollm2_sweep(method: str, repeats: int) -> dict:
+    """200 ε modifying layer 20 at T=16: one sweep, or a loop of full forwards."""
+    import jax
+
+    import attn_lib
+    from attn_lib import smollm2
+
+    source = smollm2.SmolLM2.create(" a" * 16)
+    modification = attn_lib.Modification("query", "scale", 1.0)
+    epsilons = np.logspace(-12, 2, 200)
+
+    def loop():  # all 30 layers again for every ε
+        for e in epsilons:
+            jax.block_until_ready(
+                attn_lib.all_weights(source, modification.with_epsilon(float(e)), modify_layer=20)
+            )
+
+    def swept():
+        jax.block_until_ready(attn_lib.sweep(source, modification, epsilons, modify_layer=20))
+
+    return {**timed(loop if method == "loop" else swept, repeats), "peak_rss_mb": peak_rss_mb()}
+
+
+def bench_smollm2(quick: bool) -> list[dict]:
+    """SmolLM2-135M: load cold and warm, forward at T=16, 128, 512, a 200-ε sweep."""
+    import tempfile
+
+    rows = []
+    with tempfile.TemporaryDirectory() as cache:
+        cold = _in_subprocess("_smollm2_load", cache=cache)
+        warm = _in_subprocess("_smollm2_load", cache=cache)
+    rows.append(
+        {
+            "name": "smollm2 load, warm (float32 cache) vs cold",
+            "median": warm["load_s"],
+            "min": warm["load_s"],
+            "max": warm["load_s"],
+            "ratio": cold["load_s"] / warm["load_s"],
+            "cold_s": cold["load_s"],
+            "peak_rss_mb": warm["peak_rss_mb"],
+            "cold_peak_rss_mb": cold["peak_rss_mb"],
+            "judged_by": "cold load (read, dequantize, write the cache) / warm load",
+        }
+    )
+    for n_tokens in (16, 128, 512):
+        r = _in_subprocess("_smollm2_forward", n_tokens=n_tokens, repeats=3 if quick else 10)
+        rows.append(
+            {
+                "name": f"smollm2 forward T={n_tokens} (all weights)",
+                **r["forward"],
+                "ratio": r["first_call_s"] / r["forward"]["median"],
+                "first_call_s": r["first_call_s"],
+                "peak_rss_mb": r["peak_rss_mb"],
+                "judged_by": "first call (compile) / warm call",
+            }
+        )
+    sweep = _in_subprocess("_smollm2_sweep", method="sweep", repeats=3 if quick else 5)
+    loop = _in_subprocess("_smollm2_sweep", method="loop", repeats=1 if quick else 3)
+    rows.append(
+        {
+            "name": "smollm2 sweep 200 eps, modify layer 20",
+            **{k: sweep[k] for k in ("median", "min", "max")},
+            "ratio": loop["median"] / sweep["median"],
+            "loop_median": loop["median"],
+            "peak_rss_mb": sweep["peak_rss_mb"],
+            "loop_peak_rss_mb": loop["peak_rss_mb"],
+            "judged_by": "loop of full forwards (30 layers per ε) / sweep (layers 0-19 once)",
+        }
+    )
+    return rows
+
+
 def _explore_case(quick: bool) -> dict:
     """The explorer's update latency while ε moves, as the slider would move it."""
     from attn_lib.explore import Explorer
@@ -492,6 +592,7 @@ BENCHMARKS = {
     "panel": bench_panel,
     "pipeline": bench_pipeline,
     "minilm": bench_minilm,
+    "smollm2": bench_smollm2,
     "explore": bench_explore,
     "long": bench_long,
 }

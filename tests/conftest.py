@@ -4,7 +4,7 @@ import os
 import jax
 import pytest
 
-from attn_lib import minilm
+from attn_lib import minilm, smollm2
 
 # Mixed-dtype arithmetic must be deliberate in the library (see STYLE.md).
 jax.config.update("jax_numpy_dtype_promotion", "strict")
@@ -17,9 +17,15 @@ def synthetic():
     return attn_lib.Synthetic.create()
 
 
-# ./run.sh test sets ATTN_LIB_REQUIRE_MINILM=1: there a missing package fails, not skips.
-requires_minilm = pytest.mark.skipif(
-    importlib.util.find_spec(minilm.PACKAGE) is None
-    and not os.environ.get("ATTN_LIB_REQUIRE_MINILM"),
-    reason=f"the MiniLM weights package is not installed ({minilm.INSTALL})",
-)
+def _requires(module, name):
+    """Skip where ``module``'s weights package is missing, but for ./run.sh test, which
+    sets ATTN_LIB_REQUIRE_WEIGHTS=1: there a missing package fails, not skips."""
+    return pytest.mark.skipif(
+        importlib.util.find_spec(module.PACKAGE) is None
+        and not os.environ.get("ATTN_LIB_REQUIRE_WEIGHTS"),
+        reason=f"the {name} weights package is not installed ({module.INSTALL})",
+    )
+
+
+requires_minilm = _requires(minilm, "MiniLM")
+requires_smollm2 = _requires(smollm2, "SmolLM2")

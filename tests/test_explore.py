@@ -1,7 +1,7 @@
 """The explorer behind notebooks/explore.ipynb: updates, saving, widgets."""
 
 import pytest
-from conftest import requires_minilm
+from conftest import requires_minilm, requires_smollm2
 
 from attn_lib import pipeline
 from attn_lib.compute import all_weights
@@ -108,3 +108,23 @@ def test_new_tokens_are_drawn_anew_even_on_the_same_grid(explorer):
     assert explorer.figure is not figure
     labels = [label.get_text() for label in explorer.figure.axes[0].get_xticklabels()]
     assert labels == list(explorer.panel["tokens"])
+
+
+@requires_smollm2
+def test_switching_to_smollm2_says_it_is_loading_and_starts_from_its_own_parameters(
+    explorer, monkeypatch
+):
+    controls = _controls(explorer.widget())
+    seen = []
+    build = pipeline.make_source
+    monkeypatch.setattr(
+        pipeline,
+        "make_source",
+        lambda params: seen.append(controls["readout"].value) or build(params),
+    )
+    controls["source"].value = "smollm2"
+    assert seen == ["<i>loading smollm2 …</i>"], "the message is up while the model loads"
+    assert (explorer.params["causal"], explorer.params["seq_len"]) == (True, 10)
+    assert explorer.panel["tokens"][:2] == ("The", "quick")
+    assert controls["causal"].value is True and list(controls["head"].options) == list(range(9))
+    assert controls["readout"].value.startswith("entropy: ")

