@@ -151,3 +151,29 @@ def test_the_dequantized_arrays_are_cached_and_a_damaged_cache_is_remade(tmp_pat
             assert "tokenizer" in data.files, "and written again whole"
     finally:
         smollm2.load.cache_clear()
+
+
+def _permute(w, heads):
+    """llama.cpp's converter (convert_hf_to_gguf.py, LlamaModel.permute) on ``(out, in)``."""
+    return w.reshape(heads, 2, w.shape[0] // heads // 2, -1).swapaxes(1, 2).reshape(w.shape)
+
+
+def test_unpermute_inverts_the_converter():
+    w = np.arange(192 * 4, dtype=np.float32).reshape(192, 4)
+    np.testing.assert_array_equal(smollm2.unpermute(_permute(w, 3), 3), w)
+    assert not np.array_equal(_permute(w, 3), w)
+
+
+def test_without_undoing_the_permutation_the_maps_are_wrong(reference):
+    """The reference check can fail: with the GGUF's Q/K row order and the half-split
+    rotation, the maps no longer match transformers."""
+    params, _ = smollm2.load()
+    gguf_order = dict(params)
+    for i in range(smollm2.LAYERS):
+        layer = dict(params[f"layer_{i}"])
+        for name, heads in (("query", smollm2.HEADS), ("key", smollm2.KV_HEADS)):
+            layer[name] = _permute(layer[name].T, heads).T  # kernels are (in, out)
+        gguf_order[f"layer_{i}"] = layer
+    source = smollm2.SmolLM2.create(str(reference["prompts"][0]))
+    wrong = attn_lib.all_weights(source.replace(params=gguf_order), None, modify_layer=0)
+    assert np.abs(np.asarray(wrong) - reference["weights_0"]).max() > 0.1
