@@ -3,6 +3,9 @@
 python -m attn_lib figures [--jobs N] [--force] [--only NAME] [--out DIR] [--spec FILE]
 python -m attn_lib compare PRODUCED [--committed figures] [--diffs DIR] [--spec FILE]
 python -m attn_lib notebooks
+python -m attn_lib atlas --source NAME [--text TEXT] --out STORE [--components ...] [--kinds ...]
+    [--epsilons ...] [--layers ...] [--eps-chunk N] [--overwrite]
+    [--coordinator HOST:PORT --num-processes N --process-id I]
 """
 
 import argparse
@@ -29,6 +32,25 @@ def main(argv: list[str] | None = None) -> int:
         "--diffs", default="build/figure-diffs", help="where diff images of failing PNGs go"
     )
     compare.add_argument("--spec", default="figures/figures.yaml", help="the figures to compare")
+    atlas = commands.add_parser(
+        "atlas", help="metrics of every layer and head under every setting, into a Zarr store"
+    )
+    atlas.add_argument("--source", default="synthetic", help="a source of attn_lib.sources")
+    atlas.add_argument("--text", default=None, help="the input of a real model")
+    atlas.add_argument("--out", required=True, help="the Zarr store, e.g. build/atlas/x.zarr")
+    atlas.add_argument("--components", nargs="+", default=["query", "key", "value"])
+    atlas.add_argument("--kinds", nargs="+", default=None, help="default: every kind")
+    atlas.add_argument(
+        "--epsilons", nargs="+", type=float, default=None, help="default: 2 a decade, 1e-10 to 10"
+    )
+    atlas.add_argument(
+        "--layers", nargs="+", type=int, default=None, help="modified layers (default: all)"
+    )
+    atlas.add_argument("--eps-chunk", type=int, default=16, help="ε per chunk of work")
+    atlas.add_argument("--overwrite", action="store_true", help="replace a store of other settings")
+    atlas.add_argument("--coordinator", help="HOST:PORT of process 0, for several hosts")
+    atlas.add_argument("--num-processes", type=int, default=1)
+    atlas.add_argument("--process-id", type=int, default=0)
     commands.add_parser(
         "notebooks",
         help="re-execute notebooks/ in place with default parameters, metadata stripped",
@@ -53,12 +75,55 @@ def _command(args) -> int:
         print(f"{len(problems)} differences between {args.produced} and {args.committed}")
         return 1 if problems else 0
 
+    if args.command == "atlas":
+        return _atlas(args)
+
     from attn_lib import runner
 
     if args.command == "notebooks":
         runner.refresh_notebooks()
         return 0
     return runner.run(args.spec, out=args.out, jobs=args.jobs, force=args.force, only=args.only)
+
+
+def _atlas(args) -> int:
+    """Check everything, build the source, then the atlas; print a summary."""
+    import jax
+
+    from attn_lib import atlas, pipeline
+    from attn_lib.modification import KINDS
+    from attn_lib.sources import SOURCES
+
+    if args.coordinator:  # several hosts: each runs this with its own --process-id
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+    if args.source not in SOURCES:
+        raise ValueError(f"--source must be one of {list(SOURCES)}, got {args.source!r}")
+    source = SOURCES[args.source]
+    text = {} if args.text is None else {"text": args.text}
+    params = {**pipeline.PANEL_DEFAULTS, **source.defaults, "source": args.source, **text}
+    params = pipeline.validate_panel_parameters(params)
+    layers = args.layers if args.layers is not None else list(range(source.layers))
+    for layer in layers:
+        if not 0 <= layer < source.layers:
+            raise ValueError(f"--layers must be in [0, {source.layers - 1}], got {layer}")
+    grid = atlas.Grid(
+        tuple(args.components),
+        tuple(args.kinds or KINDS),
+        tuple(args.epsilons or atlas.DEFAULT_EPSILONS),
+        tuple(layers),
+        args.eps_chunk,
+    )
+    built = source.build(params)
+    own = {name: params[name] for name in ("source", *source.parameters)}
+    summary = atlas.build(built, args.out, grid, parameters=own, overwrite=args.overwrite)
+    print(
+        f"{summary['settings']} settings in {summary['chunks_now']} chunks "
+        f"({summary['chunks_before']} were done before) in {summary['seconds']:.1f} s, "
+        f"{summary['maps_per_second']:.0f} maps/s; {summary['store']}: "
+        f"{summary['bytes'] / 1e6:.2f} MB"
+    )
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,278 @@
+"""The atlas: metrics of every layer and head of a source under every setting.
+
+A setting is a component, a kind, an ε and a modified layer. For each, the metrics of
+every observed layer and head are kept, never the maps: normalised entropy, sink,
+diagonal and previous-token mass (averaged over rows) and the total variation to the
+unmodified map. Memory therefore does not grow with the number of settings.
+
+The work is cut into chunks: one (component, kind, modified layer) and a block of ε.
+A chunk is one :func:`attn_lib.compute.sweep` over its ε (the layers below the
+modified one run once), split across the local devices with ``jax.shard_map`` over a
+one-axis ``Mesh``. Across hosts (``jax.distributed.initialize``), each process takes
+every ``process_count``-th chunk and writes its own region of the store.
+
+The store is Zarr, written through xarray: a template first (``compute=False``), then
+each chunk with ``region=``. A chunk's completion record (``<store>.done/<chunk>.json``)
+is written only after its region, so a run that is killed and started again computes
+just the chunks without a record; a half-written chunk is never trusted.
+"""
+
+import dataclasses
+import functools
+import itertools
+import json
+import shutil
+import time
+from functools import partial
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
+
+import attn_lib
+from attn_lib import metrics
+from attn_lib.checks import check_integer
+from attn_lib.compute import _sweep, all_weights
+from attn_lib.modification import COMPONENTS, KINDS, Modification, check_epsilon
+from attn_lib.store import write_json
+
+METRICS = ("entropy", "sink", "diagonal", "previous", "total_variation")
+DEFAULT_EPSILONS = tuple(np.logspace(-10, 1, 23).tolist())  # 2 points a decade
+
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+    """The settings of an atlas: every combination of these, checked on creation."""
+
+    components: tuple[str, ...]
+    kinds: tuple[str, ...]
+    epsilons: tuple[float, ...]
+    modify_layers: tuple[int, ...]
+    eps_chunk: int = 16
+
+    def __post_init__(self):
+        for name, values, allowed in (
+            ("components", self.components, COMPONENTS),
+            ("kinds", self.kinds, tuple(KINDS)),
+        ):
+            unknown = [v for v in values if v not in allowed]
+            if not values or unknown:
+                raise ValueError(
+                    f"{name} must be a non-empty list of {list(allowed)}, got {list(values)}"
+                )
+        if not self.epsilons:
+            raise ValueError("epsilons must not be empty")
+        for kind in self.kinds:
+            for epsilon in self.epsilons:
+                check_epsilon(kind, epsilon)
+        check_integer("eps_chunk", self.eps_chunk, 1)
+
+    def chunks(self) -> list[tuple[int, int, int, int]]:
+        """``(component, kind, modify_layer, ε block)`` indices of every chunk."""
+        blocks = range(-(-len(self.epsilons) // self.eps_chunk))
+        return list(
+            itertools.product(
+                range(len(self.components)),
+                range(len(self.kinds)),
+                range(len(self.modify_layers)),
+                blocks,
+            )
+        )
+
+    def block(self, index: int) -> slice:
+        return slice(index * self.eps_chunk, min((index + 1) * self.eps_chunk, len(self.epsilons)))
+
+
+def key_mask(source) -> jax.Array | None:
+    """Which keys each row may see, ``(T, T)``, or None for all (from the unmodified
+    weights of layer 0: a masked key gets exactly 0 in every head)."""
+    base = np.asarray(all_weights(source, None, modify_layer=0))[0]
+    allowed = (base > 0).any(axis=0)
+    return None if allowed.all() else jnp.asarray(allowed)
+
+
+def summarise(weights: jax.Array, base: jax.Array, mask) -> dict[str, jax.Array]:
+    """The atlas metrics of ``weights (layers, heads, T, T)``, each ``(layers, heads)``."""
+    return {
+        "entropy": metrics.normalised_entropy(weights, mask).mean(-1),
+        "sink": metrics.sink_mass(weights).mean(-1),
+        "diagonal": metrics.diagonal_mass(weights).mean(-1),
+        "previous": metrics.previous_token_mass(weights)[..., 1:].mean(-1),
+        "total_variation": metrics.total_variation(weights, base).mean(-1),
+    }
+
+
+def _local(source, modification, epsilons, base, mask, *, modify_layer):
+    """One device's share of a chunk: the metrics for its ε, ``{metric: (n, layers, heads)}``."""
+    reduce = partial(summarise, base=base, mask=mask)
+    return _sweep(
+        source, modification, epsilons, modify_layer=modify_layer, batch_size=8, reduce=reduce
+    )
+
+
+@functools.cache
+def _sharded(modify_layer: int, devices: tuple):
+    """The jitted, ``shard_map``-ped :func:`_local` for one modified layer and devices."""
+    mesh = Mesh(np.array(devices), ("eps",))
+    return jax.jit(
+        jax.shard_map(
+            partial(_local, modify_layer=modify_layer),
+            mesh=mesh,
+            in_specs=(P(), P(), P("eps"), P(), P()),
+            out_specs=P("eps"),
+        )
+    )
+
+
+def chunk_metrics(source, modification, epsilons, base, mask, *, modify_layer, devices):
+    """The metrics of one chunk, its ε split across ``devices`` with ``jax.shard_map``.
+
+    The ε are padded to a multiple of the device count with copies of the last one,
+    and the padding dropped from the result.
+    """
+    n, count = len(epsilons), len(devices)
+    padded = np.concatenate([epsilons, np.full(-n % count, epsilons[-1])]).astype(np.float32)
+    run = _sharded(modify_layer, tuple(devices))
+    out = run(source, modification, jnp.asarray(padded), base, mask)
+    return {name: np.asarray(value)[:n] for name, value in out.items()}
+
+
+def _record_path(store: Path, chunk) -> Path:
+    return store.with_name(store.name + ".done") / ("_".join(map(str, chunk)) + ".json")
+
+
+def _template(grid: Grid, layers: int, heads: int, attrs: dict):
+    import dask.array as da
+    import xarray as xr
+
+    dims = ("component", "kind", "epsilon", "modify_layer", "observe_layer", "head")
+    shape = (
+        len(grid.components),
+        len(grid.kinds),
+        len(grid.epsilons),
+        len(grid.modify_layers),
+        layers,
+        heads,
+    )
+    chunks = (1, 1, grid.eps_chunk, 1, layers, heads)
+    data = {
+        name: (dims, da.full(shape, np.nan, dtype=np.float32, chunks=chunks)) for name in METRICS
+    }
+    coords = {
+        "component": list(grid.components),
+        "kind": list(grid.kinds),
+        "epsilon": np.asarray(grid.epsilons),
+        "modify_layer": list(grid.modify_layers),
+        "observe_layer": np.arange(layers),
+        "head": np.arange(heads),
+    }
+    return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+def build(
+    source,
+    store: str | Path,
+    grid: Grid,
+    *,
+    parameters: dict,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Compute every chunk of ``grid`` not yet recorded in ``store`` and write it there.
+
+    ``parameters`` (e.g. the source's name and text) and the grid are kept in the
+    store's attributes; a store made with other ones is refused unless ``overwrite``.
+    Returns a summary: chunks done now and before, settings, seconds, maps per second.
+    """
+    import xarray as xr
+    from tqdm.auto import tqdm
+
+    store = Path(store)
+    done_dir = _record_path(store, ()).parent
+    base = all_weights(source, None, modify_layer=0)
+    layers, heads = base.shape[:2]
+    attrs = {
+        "parameters": json.dumps(parameters, sort_keys=True),
+        "grid": json.dumps(dataclasses.asdict(grid), sort_keys=True),
+        "library": f"attn_lib {attn_lib.__version__}",
+    }
+    process, processes = jax.process_index(), jax.process_count()
+    if store.exists():
+        found = xr.open_zarr(store).attrs
+        same = all(found.get(k) == attrs[k] for k in ("parameters", "grid"))
+        if not same and not overwrite:
+            raise ValueError(
+                f"{store} holds an atlas of other parameters or settings; "
+                "pass overwrite=True (--overwrite) to replace it"
+            )
+        if not same and process == 0:
+            shutil.rmtree(store)
+            shutil.rmtree(done_dir, ignore_errors=True)
+    if not store.exists() and process == 0:
+        _template(grid, layers, heads, attrs).to_zarr(store, compute=False, mode="w", zarr_format=2)
+    if processes > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("attn_lib.atlas template")
+    chunks = [c for i, c in enumerate(grid.chunks()) if i % processes == process]
+    todo = [c for c in chunks if not _record_path(store, c).is_file()]
+    mask = key_mask(source)
+    devices = jax.local_devices()
+    start = time.perf_counter()
+    settings = 0
+    for chunk in tqdm(todo, desc="atlas chunks", unit="chunk", disable=not progress):
+        ci, ki, li, bi = chunk
+        block = grid.block(bi)
+        epsilons = np.asarray(grid.epsilons[block])
+        modification = Modification(grid.components[ci], grid.kinds[ki], 1.0)
+        values = chunk_metrics(
+            source, modification, epsilons, base, mask,
+            modify_layer=grid.modify_layers[li], devices=devices,
+        )  # fmt: skip
+        dims = ("component", "kind", "epsilon", "modify_layer", "observe_layer", "head")
+        region = xr.Dataset({name: (dims, values[name][None, None, :, None]) for name in METRICS})
+        where = {
+            "component": slice(ci, ci + 1),
+            "kind": slice(ki, ki + 1),
+            "epsilon": block,
+            "modify_layer": slice(li, li + 1),
+            "observe_layer": slice(0, layers),
+            "head": slice(0, heads),
+        }
+        region.to_zarr(store, region=where, mode="r+", zarr_format=2)
+        write_json(
+            _record_path(store, chunk), {"chunk": list(chunk), "epsilons": epsilons.tolist()}
+        )
+        settings += len(epsilons)
+    seconds = time.perf_counter() - start
+    return {
+        "chunks_now": len(todo),
+        "chunks_before": len(chunks) - len(todo),
+        "settings": settings,
+        "seconds": seconds,
+        "maps_per_second": settings * layers * heads / seconds if seconds else 0.0,
+        "store": str(store),
+        "bytes": sum(p.stat().st_size for p in store.rglob("*") if p.is_file()),
+    }
+
+
+def load(store: str | Path):
+    """The atlas in ``store`` as an ``xarray.Dataset`` (lazy), its records checked: a
+    chunk without a completion record reads as NaN."""
+    import xarray as xr
+
+    store = Path(store)
+    dataset = xr.open_zarr(store)
+    fields = json.loads(dataset.attrs["grid"])
+    grid = Grid(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+    missing = [c for c in grid.chunks() if not _record_path(store, c).is_file()]
+    if missing:
+        dataset = dataset.load()
+    for ci, ki, li, bi in missing:
+        where = {"component": ci, "kind": ki, "epsilon": grid.block(bi), "modify_layer": li}
+        for name in METRICS:
+            dataset[name][where] = np.nan
+    return dataset

@@ -1,0 +1,140 @@
+"""The atlas: metrics of every setting, sharded over devices and processes, resumable."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from attn_lib import atlas
+from attn_lib.synthetic import Synthetic
+
+GRID = ["--components", "query", "value", "--kinds", "scale", "inverse"]
+GRID += ["--epsilons", "1e-3", "1e-2", "0.1", "0.5", "1", "2", "--layers", "0", "1"]
+GRID += ["--eps-chunk", "2"]  # 2 components x 2 kinds x 2 layers x 3 blocks: 24 chunks
+
+
+def _atlas(out, *extra, env=None, wait=True):
+    command = [sys.executable, "-m", "attn_lib", "atlas", "--out", str(out), *GRID, *extra]
+    environment = {**os.environ, "JAX_PLATFORMS": "cpu", **(env or {})}
+    if not wait:
+        return subprocess.Popen(command, env=environment, start_new_session=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)  # fmt: skip
+    run = subprocess.run(command, env=environment, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return run.stdout
+
+
+def _values(store):
+    with xr.open_zarr(store) as data:
+        return {name: data[name].values for name in atlas.METRICS}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The atlas from one process on one device."""
+    store = tmp_path_factory.mktemp("one") / "a.zarr"
+    assert "48 settings in 24 chunks" in _atlas(store)
+    return _values(store)
+
+
+def test_the_store_holds_every_metric_of_every_setting(reference):
+    for name, values in reference.items():
+        assert values.shape == (2, 2, 6, 2, 2, 2), name
+        assert np.isfinite(values).all(), name
+    # inverse at small ε: one-hot rows, entropy 0; scale at small ε: uniform, entropy 1
+    assert reference["entropy"][0, 1, 0, 0, 0].max() < 0.01
+    assert reference["entropy"][0, 0, 0, 0, 0].min() > 0.99
+    assert np.all(reference["total_variation"][:, :, 4] < 1e-6), "ε = 1 is the identity"
+
+
+def test_two_devices_give_the_same_store(tmp_path, reference):
+    # Within 1e-6, not bit for bit: a device's share of a chunk is a smaller vmapped
+    # batch, and XLA's CPU kernels sum in another order for another batch shape.
+    flags = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    _atlas(tmp_path / "a.zarr", env=flags)
+    for name, values in _values(tmp_path / "a.zarr").items():
+        np.testing.assert_allclose(values, reference[name], rtol=0, atol=1e-6)
+
+
+def test_two_processes_write_the_store_of_one(tmp_path, reference):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    coordinator = ["--coordinator", f"127.0.0.1:{port}", "--num-processes", "2"]
+    processes = [
+        _atlas(tmp_path / "a.zarr", *coordinator, "--process-id", str(i), wait=False)
+        for i in range(2)
+    ]
+    outputs = [p.communicate(timeout=300)[0].decode() for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], outputs
+    assert all("24 settings in 12 chunks" in out for out in outputs), outputs
+    for name, values in _values(tmp_path / "a.zarr").items():
+        np.testing.assert_array_equal(values, reference[name])  # each chunk: one device
+
+
+def test_a_killed_run_resumes_with_only_the_missing_chunks(tmp_path, reference):
+    store = tmp_path / "a.zarr"
+    done = tmp_path / "a.zarr.done"
+    process = _atlas(store, wait=False)
+    deadline = time.monotonic() + 120
+    while len(list(done.glob("*.json"))) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.communicate()  # reaps it and closes its pipe
+    before = len(list(done.glob("*.json")))
+    assert 3 <= before < 24, "killed mid-way"
+    out = _atlas(store)
+    assert f"in {24 - before} chunks ({before} were done before)" in out, out
+    for name, values in _values(store).items():
+        np.testing.assert_array_equal(values, reference[name])
+
+
+def test_a_chunk_without_its_record_is_not_trusted(tmp_path):
+    store = tmp_path / "a.zarr"
+    grid = atlas.Grid(("query",), ("scale",), (0.5, 1.0), (0,), eps_chunk=1)
+    atlas.build(Synthetic.create(), store, grid, parameters={"source": "synthetic"}, progress=False)
+    assert np.isfinite(atlas.load(store)["entropy"].values).all()
+    (tmp_path / "a.zarr.done" / "0_0_0_1.json").unlink()  # as if killed mid-write
+    loaded = atlas.load(store)["entropy"].values
+    assert np.isfinite(loaded[:, :, 0]).all() and np.isnan(loaded[:, :, 1]).all()
+
+
+@pytest.mark.parametrize(
+    ("grid", "message"),
+    [
+        ({"components": ("output",)}, "components must be a non-empty list of"),
+        ({"kinds": ("rotate",)}, "kinds must be a non-empty list of"),
+        ({"epsilons": ()}, "epsilons must not be empty"),
+        ({"kinds": ("inverse",), "epsilons": (0.0,)}, "epsilon must be > 0 for kind 'inverse'"),
+        ({"eps_chunk": 0}, r"eps_chunk must be an integer >= 1"),
+    ],
+)
+def test_a_bad_grid_is_refused_before_any_work(grid, message):
+    fields = {
+        "components": ("query",),
+        "kinds": ("scale",),
+        "epsilons": (0.5,),
+        "modify_layers": (0,),
+    }
+    with pytest.raises(ValueError, match=message):
+        atlas.Grid(**{**fields, **grid})
+
+
+def test_a_store_of_other_settings_is_refused_unless_overwritten(tmp_path):
+    store, source = tmp_path / "a.zarr", Synthetic.create()
+    first = atlas.Grid(("query",), ("scale",), (0.5,), (0,))
+    atlas.build(source, store, first, parameters={"source": "synthetic"}, progress=False)
+    other = atlas.Grid(("key",), ("scale",), (0.5,), (0,))
+    with pytest.raises(ValueError, match="holds an atlas of other parameters or settings"):
+        atlas.build(source, store, other, parameters={"source": "synthetic"}, progress=False)
+    summary = atlas.build(
+        source, store, other, parameters={"source": "synthetic"}, overwrite=True, progress=False
+    )
+    assert summary["chunks_now"] == 1
+    assert list(atlas.load(store).component.values) == ["key"]
