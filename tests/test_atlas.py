@@ -138,3 +138,27 @@ def test_a_store_of_other_settings_is_refused_unless_overwritten(tmp_path):
     )
     assert summary["chunks_now"] == 1
     assert list(atlas.load(store).component.values) == ["key"]
+
+
+def test_responses_read_each_component_where_it_shows(tmp_path):
+    store = tmp_path / "a.zarr"
+    grid = atlas.Grid(("query", "value"), ("scale",), (1e-3, 1.0), (0, 1), eps_chunk=2)
+    atlas.build(Synthetic.create(), store, grid, parameters={"source": "synthetic"}, progress=False)
+    data = atlas.load(store)
+    tv = data["total_variation"].sel(kind="scale", epsilon=1e-3)
+    response = atlas.responses(data, "total_variation", "scale", 1e-3)
+    assert np.isnan(response.sel(component="value", observe_layer=0)).all(), "no layer below 0"
+    for component, modified, observed in (("value", 0, 1), ("query", 1, 1), ("query", 0, 0)):
+        np.testing.assert_array_equal(
+            response.sel(component=component, observe_layer=observed),
+            tv.sel(component=component, modify_layer=modified, observe_layer=observed),
+        )
+    assert np.nanmax(atlas.responses(data, "total_variation", "scale", 1.0)) < 1e-6  # ε = 1
+    top = atlas.top_heads(data, "scale", 1e-3, count=1)
+    assert top.component.tolist() == ["query", "value"]
+    for row in top.itertuples():
+        assert row.response == np.nanmax(response.sel(component=row.component))
+        curve = atlas.curves(data, "total_variation", "scale", top)[
+            f"{row.component} L{row.layer} H{row.head}"
+        ]
+        assert curve[0] == pytest.approx(row.response) and curve[1] < 1e-6
