@@ -86,11 +86,10 @@ class Grid:
         return slice(index * self.eps_chunk, min((index + 1) * self.eps_chunk, len(self.epsilons)))
 
 
-def key_mask(source) -> jax.Array | None:
-    """Which keys each row may see, ``(T, T)``, or None for all (from the unmodified
-    weights of layer 0: a masked key gets exactly 0 in every head)."""
-    base = np.asarray(all_weights(source, None, modify_layer=0))[0]
-    allowed = (base > 0).any(axis=0)
+def key_mask(base: jax.Array) -> jax.Array | None:
+    """Which keys each row may see, ``(T, T)``, or None for all, from the unmodified
+    weights ``base (layers, heads, T, T)``: a masked key gets exactly 0 in every head."""
+    allowed = np.asarray(base[0] > 0).any(axis=0)
     return None if allowed.all() else jnp.asarray(allowed)
 
 
@@ -211,15 +210,18 @@ def build(
         if not same and process == 0:
             shutil.rmtree(store)
             shutil.rmtree(done_dir, ignore_errors=True)
-    if not store.exists() and process == 0:
-        _template(grid, layers, heads, attrs).to_zarr(store, compute=False, mode="w", zarr_format=2)
+    if not store.exists() and process == 0:  # written aside, then renamed: never half a template
+        aside = store.with_name(store.name + ".template")
+        shutil.rmtree(aside, ignore_errors=True)
+        _template(grid, layers, heads, attrs).to_zarr(aside, compute=False, zarr_format=2)
+        aside.rename(store)
     if processes > 1:
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices("attn_lib.atlas template")
     chunks = [c for i, c in enumerate(grid.chunks()) if i % processes == process]
     todo = [c for c in chunks if not _record_path(store, c).is_file()]
-    mask = key_mask(source)
+    mask = key_mask(base)
     devices = jax.local_devices()
     start = time.perf_counter()
     settings = 0

@@ -162,3 +162,14 @@ def test_responses_read_each_component_where_it_shows(tmp_path):
             f"{row.component} L{row.layer} H{row.head}"
         ]
         assert curve[0] == pytest.approx(row.response) and curve[1] < 1e-6
+
+
+def test_entropy_counts_only_the_keys_a_causal_row_may_see(tmp_path):
+    store = tmp_path / "a.zarr"
+    grid = atlas.Grid(("query",), ("scale",), (1e-10,), (0,))
+    causal = Synthetic.create(causal=True)
+    atlas.build(causal, store, grid, parameters={"source": "synthetic"}, progress=False)
+    entropy = atlas.load(store)["entropy"].sel(observe_layer=0).values
+    # uniform over the past: 1 in every row but row 0, which has no choice (0)
+    np.testing.assert_allclose(entropy, 0.9, atol=1e-5)
+    assert atlas.key_mask(np.ones((1, 1, 3, 3))) is None  # nothing masked
