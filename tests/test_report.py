@@ -123,10 +123,10 @@ def test_no_single_scale_gives_three_distinct_columns_with_a_visible_5e_1(calibr
     assert report.three_distinct_columns(fake)["gains"].size == 1
 
 
-def test_the_transitional_grid_uses_the_most_distinct_gain(calibrated):
+def test_the_seed_grid_uses_the_most_distinct_gain(calibrated):
     gain, closest = report.three_distinct_columns(calibrated)["most distinct"]
     assert closest > report.DISTINCT
-    assert load_spec()["qkv_grid_transitional"]["panel"]["gain"] == pytest.approx(gain, rel=1e-3)
+    assert load_spec()["qkv_grid"]["panel"]["gain"] == pytest.approx(gain, rel=1e-3)
 
 
 def test_the_study_grid_is_fine_and_holds_the_seed_epsilons():
