@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     atlas.add_argument(
         "--layers", nargs="+", type=int, default=None, help="modified layers (default: all)"
     )
-    atlas.add_argument("--eps-chunk", type=int, default=16, help="ε per chunk of work")
+    atlas.add_argument("--eps-chunk", type=int, default=64, help="ε per chunk of work")
     atlas.add_argument("--overwrite", action="store_true", help="replace a store of other settings")
     atlas.add_argument("--coordinator", help="HOST:PORT of process 0, for several hosts")
     atlas.add_argument("--num-processes", type=int, default=1)
@@ -93,7 +93,12 @@ def _atlas(args) -> int:
     from attn_lib import atlas, pipeline
     from attn_lib.modification import KINDS
     from attn_lib.sources import SOURCES
+    from attn_lib.spec import BUILD
 
+    if not jax.config.jax_compilation_cache_dir:  # a cache the user configured wins
+        # A program compiles once per component and kind (SmolLM2: ~4 s): a resumed
+        # or repeated run loads them from here.
+        jax.config.update("jax_compilation_cache_dir", str(BUILD / "jax-cache"))
     if args.coordinator:  # several hosts: each runs this with its own --process-id
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)

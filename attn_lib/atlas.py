@@ -36,7 +36,13 @@ import attn_lib
 from attn_lib import metrics
 from attn_lib.checks import check_integer
 from attn_lib.compute import _sweep, all_weights
-from attn_lib.modification import COMPONENTS, KINDS, Modification, check_epsilon
+from attn_lib.modification import (
+    COMPONENTS,
+    KINDS,
+    Modification,
+    check_epsilon,
+    first_shown_layer,
+)
 from attn_lib.store import write_json
 
 METRICS = ("entropy", "sink", "diagonal", "previous", "total_variation")
@@ -51,7 +57,7 @@ class Grid:
     kinds: tuple[str, ...]
     epsilons: tuple[float, ...]
     modify_layers: tuple[int, ...]
-    eps_chunk: int = 16
+    eps_chunk: int = 64
 
     def __post_init__(self):
         for name, values, allowed in (
@@ -104,8 +110,9 @@ def summarise(weights: jax.Array, base: jax.Array, mask) -> dict[str, jax.Array]
     }
 
 
-def _local(source, modification, epsilons, base, mask, *, modify_layer):
-    """One device's share of a chunk: the metrics for its ε, ``{metric: (n, layers, heads)}``."""
+def _local(source, modification, epsilons, base, mask, modify_layer):
+    """One device's share of a chunk: the metrics for its ε, ``{metric: (n, layers, heads)}``.
+    ``modify_layer`` is traced: one compilation serves every layer."""
     reduce = partial(summarise, base=base, mask=mask)
     return _sweep(
         source, modification, epsilons, modify_layer=modify_layer, batch_size=8, reduce=reduce
@@ -113,30 +120,35 @@ def _local(source, modification, epsilons, base, mask, *, modify_layer):
 
 
 @functools.cache
-def _sharded(modify_layer: int, devices: tuple):
-    """The jitted, ``shard_map``-ped :func:`_local` for one modified layer and devices."""
+def _sharded(devices: tuple):
+    """The jitted, ``shard_map``-ped :func:`_local` for these devices."""
     mesh = Mesh(np.array(devices), ("eps",))
     return jax.jit(
         jax.shard_map(
-            partial(_local, modify_layer=modify_layer),
+            _local,
             mesh=mesh,
-            in_specs=(P(), P(), P("eps"), P(), P()),
+            in_specs=(P(), P(), P("eps"), P(), P(), P()),
             out_specs=P("eps"),
+            # The layer loop's carry turns per-device (ε-dependent) only in some layers
+            # (a Value modification leaves its own layer's weights alone): no VMA check.
+            check_vma=False,
         )
     )
 
 
 def chunk_metrics(source, modification, epsilons, base, mask, *, modify_layer, devices):
-    """The metrics of one chunk, its ε split across ``devices`` with ``jax.shard_map``.
+    """The metrics of one chunk, its ε split across ``devices`` with ``jax.shard_map``,
+    as ``{metric: (n, layers, heads)}`` arrays still being computed (JAX dispatches
+    asynchronously; ``np.asarray`` waits for them).
 
     The ε are padded to a multiple of the device count with copies of the last one,
     and the padding dropped from the result.
     """
     n, count = len(epsilons), len(devices)
     padded = np.concatenate([epsilons, np.full(-n % count, epsilons[-1])]).astype(np.float32)
-    run = _sharded(modify_layer, tuple(devices))
-    out = run(source, modification, jnp.asarray(padded), base, mask)
-    return {name: np.asarray(value)[:n] for name, value in out.items()}
+    run = _sharded(tuple(devices))
+    out = run(source, modification, jnp.asarray(padded), base, mask, jnp.int32(modify_layer))
+    return {name: value[:n] for name, value in out.items()}
 
 
 def _record_path(store: Path, chunk) -> Path:
@@ -223,19 +235,29 @@ def build(
     todo = [c for c in chunks if not _record_path(store, c).is_file()]
     mask = key_mask(base)
     devices = jax.local_devices()
-    start = time.perf_counter()
-    settings = 0
-    for chunk in tqdm(todo, desc="atlas chunks", unit="chunk", disable=not progress):
+
+    def dispatch(chunk):
         ci, ki, li, bi = chunk
-        block = grid.block(bi)
-        epsilons = np.asarray(grid.epsilons[block])
         modification = Modification(grid.components[ci], grid.kinds[ki], 1.0)
+        epsilons = np.asarray(grid.epsilons[grid.block(bi)])
         values = chunk_metrics(
             source, modification, epsilons, base, mask,
             modify_layer=grid.modify_layers[li], devices=devices,
         )  # fmt: skip
+        return chunk, values
+
+    start = time.perf_counter()
+    settings = 0
+    pending = dispatch(todo[0]) if todo else None
+    for i in tqdm(range(len(todo)), desc="atlas chunks", unit="chunk", disable=not progress):
+        (ci, ki, li, bi), values = pending
+        if i + 1 < len(todo):  # the next chunk computes while this one is written
+            pending = dispatch(todo[i + 1])
+        block = grid.block(bi)
         dims = ("component", "kind", "epsilon", "modify_layer", "observe_layer", "head")
-        region = xr.Dataset({name: (dims, values[name][None, None, :, None]) for name in METRICS})
+        region = xr.Dataset(
+            {name: (dims, np.asarray(values[name])[None, None, :, None]) for name in METRICS}
+        )
         where = {
             "component": slice(ci, ci + 1),
             "kind": slice(ki, ki + 1),
@@ -245,9 +267,8 @@ def build(
             "head": slice(0, heads),
         }
         region.to_zarr(store, region=where, mode="r+", zarr_format=2)
-        write_json(
-            _record_path(store, chunk), {"chunk": list(chunk), "epsilons": epsilons.tolist()}
-        )
+        epsilons = list(grid.epsilons[block])
+        write_json(_record_path(store, todo[i]), {"chunk": list(todo[i]), "epsilons": epsilons})
         settings += len(epsilons)
     seconds = time.perf_counter() - start
     return {
@@ -292,7 +313,7 @@ def responses(dataset, metric: str, kind: str, epsilon: float):
     modified = set(dataset.modify_layer.values.tolist())
     out = np.full((len(components), len(layers), dataset["head"].size), np.nan, np.float32)
     for c, component in enumerate(components):
-        below = 1 if component == "value" else 0
+        below = first_shown_layer(component, 0)  # how far below it is modified
         for layer in layers.tolist():
             if layer - below in modified:
                 where = {"modify_layer": layer - below, "observe_layer": layer}
@@ -329,7 +350,7 @@ def curves(dataset, metric: str, kind: str, heads) -> dict[str, np.ndarray]:
     its modification shows (Value one layer down), named "component L<layer> H<head>"."""
     out = {}
     for row in heads.itertuples():
-        below = 1 if row.component == "value" else 0
+        below = first_shown_layer(row.component, 0)
         where = {"component": row.component, "modify_layer": row.layer - below}
         values = dataset[metric].sel(kind=kind, **where, observe_layer=row.layer)
         out[f"{row.component} L{row.layer} H{row.head}"] = values.isel(head=row.head).values

@@ -14,30 +14,35 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from attn_lib.checks import check_integer
-from attn_lib.layered import stack_layers
+from attn_lib.checks import check_index, check_integer
 from attn_lib.modification import Modification, check_epsilon
 
 
-@partial(jax.jit, static_argnames=("modify_layer",))
 def all_weights(source, modification: Modification | None, *, modify_layer: int) -> jax.Array:
     """Weights of every layer of ``source``, ``(layers, heads, T, T)``.
 
     ``modification`` (None: unmodified) is applied in layer ``modify_layer`` only.
+    The layer is traced: one compilation serves every layer.
     """
+    check_index("modify_layer", modify_layer, source.layers)
+    return _all_weights(source, modification, modify_layer)
+
+
+@jax.jit
+def _all_weights(source, modification, modify_layer):
     return source.weights(modification, modify_layer=modify_layer)
 
 
-@partial(jax.jit, static_argnames=("modify_layer", "batch_size", "reduce"))
+@partial(jax.jit, static_argnames=("batch_size", "reduce"))
 def _sweep(source, modification, epsilons, *, modify_layer, batch_size, reduce):
     h, below = source.below(modify_layer)  # independent of ε: computed once
 
     def one(epsilon):
-        _, above = source.above(h, modification.with_epsilon(epsilon), modify_layer=modify_layer)
-        return above if reduce is None else reduce(stack_layers(below, above))
+        modified = modification.with_epsilon(epsilon)
+        _, weights = source.above(h, below, modified, modify_layer=modify_layer)
+        return weights if reduce is None else reduce(weights)
 
-    mapped = jax.lax.map(one, epsilons, batch_size=batch_size)
-    return mapped if reduce is not None else stack_layers(below, mapped, axis=1)
+    return jax.lax.map(one, epsilons, batch_size=batch_size)
 
 
 def sweep(
@@ -75,6 +80,7 @@ def sweep(
     for value in eps.tolist():
         check_epsilon(modification.kind, value)
     check_integer("batch_size", batch_size, 1)
+    check_index("modify_layer", modify_layer, source.layers)
     return _sweep(
         source,
         modification,

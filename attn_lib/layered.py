@@ -100,48 +100,62 @@ def modified_attention(
 
 
 class Layered:
-    """Mixin for sources made of ``self.layers`` layers (see the module docstring)."""
+    """Mixin for sources made of ``self.layers`` layers (see the module docstring).
 
-    def below(self, modify_layer: int) -> tuple[jax.Array, list[jax.Array]]:
-        """The input of layer ``modify_layer`` and the weights of the layers below it:
-        everything that does not depend on the modification."""
-        check_index("modify_layer", modify_layer, self.layers)
-        h, weights = self.embed(), []
-        for i in range(modify_layer):
+    A source keeps its layers' parameters stacked, ``params["layers"]`` (see
+    :func:`stacked`), so the stack runs as a loop over one compiled layer: the layer
+    index, ``modify_layer`` included, may be traced, and one compilation serves
+    every modified layer.
+    """
+
+    def layer_params(self, i) -> dict:
+        """Layer ``i``'s parameters (``i`` may be traced)."""
+        return jax.tree.map(lambda stack: stack[i], self.params["layers"])
+
+    def _layers(self, start, stop, h, weights):
+        """Run layers ``start`` to ``stop - 1``, unmodified, writing their weights."""
+
+        def body(i, carry):
+            h, weights = carry
             h, w = self.layer(i, h, None)
-            weights.append(w)
-        return h, weights
+            return h, weights.at[i].set(w)
+
+        return jax.lax.fori_loop(start, stop, body, (h, weights))
+
+    def below(self, modify_layer) -> tuple[jax.Array, jax.Array]:
+        """The input of layer ``modify_layer`` and the weights of every layer,
+        ``(layers, ..., heads, T, T)``, filled for the layers below it (zeros above):
+        everything that does not depend on the modification."""
+        if not isinstance(modify_layer, jax.Array):
+            check_index("modify_layer", modify_layer, self.layers)
+        h = self.embed()
+        _, shape = jax.eval_shape(lambda h: self.layer(0, h, None), h)
+        weights = jnp.zeros((self.layers, *shape.shape), shape.dtype)
+        return self._layers(0, modify_layer, h, weights)
 
     def above(
-        self, h: jax.Array, modification: Modification | None, *, modify_layer: int
+        self, h: jax.Array, weights: jax.Array, modification: Modification | None, *, modify_layer
     ) -> tuple[jax.Array, jax.Array]:
         """Run layers ``modify_layer`` onwards from ``h`` with ``modification`` in the
-        first of them: the last hidden state and those layers' weights, stacked."""
-        weights = []
-        for i in range(modify_layer, self.layers):
-            h, w = self.layer(i, h, modification if i == modify_layer else None)
-            weights.append(w)
-        return h, jnp.stack(weights)
+        first of them: the last hidden state and ``weights`` (from :meth:`below`) with
+        those layers' weights written in."""
+        h, w = self.layer(modify_layer, h, modification)
+        return self._layers(modify_layer + 1, self.layers, h, weights.at[modify_layer].set(w))
 
     def run(
-        self, modification: Modification | None, *, modify_layer: int
+        self, modification: Modification | None, *, modify_layer
     ) -> tuple[jax.Array, jax.Array]:
         """The last hidden state and the weights of every layer, ``(layers, ..., heads,
         T, T)``, with ``modification`` applied in layer ``modify_layer`` only."""
-        h, below = self.below(modify_layer)
-        h, above = self.above(h, modification, modify_layer=modify_layer)
-        return h, stack_layers(below, above)
+        h, weights = self.below(modify_layer)
+        return self.above(h, weights, modification, modify_layer=modify_layer)
 
-    def weights(self, modification: Modification | None, *, modify_layer: int) -> jax.Array:
+    def weights(self, modification: Modification | None, *, modify_layer) -> jax.Array:
         """The weights of every layer, ``(layers, heads, T, T)``."""
         return self.run(modification, modify_layer=modify_layer)[1]
 
 
-def stack_layers(below: list[jax.Array], above: jax.Array, axis: int = 0) -> jax.Array:
-    """The weights of the layers below (a list, maybe empty) and above, in one array."""
-    if not below:
-        return above
-    below = jnp.stack(below)
-    if axis:  # ``above`` has leading axes (e.g. one per ε): broadcast ``below`` over them
-        below = jnp.broadcast_to(below, above.shape[:axis] + below.shape)
-    return jnp.concatenate([below, above], axis=axis)
+def stacked(per_layer: list[dict]) -> dict:
+    """Layers' parameters (pytrees of one structure) as one pytree with a leading
+    layer axis: what :class:`Layered` keeps in ``params["layers"]``."""
+    return jax.tree.map(lambda *arrays: jnp.stack(arrays), *per_layer)

@@ -24,7 +24,7 @@ import numpy as np
 from flax import struct
 
 from attn_lib.checks import check_text, shown
-from attn_lib.layered import Labels, Layered, Source, modified_attention
+from attn_lib.layered import Labels, Layered, Source, modified_attention, stacked
 from attn_lib.modification import Modification
 from attn_lib.store import sha256
 
@@ -85,11 +85,12 @@ def convert(weights: dict[str, np.ndarray], config: dict) -> dict:
             "norm": norm("embeddings.LayerNorm"),
         }
     }
+    per_layer = []
     for i in range(config["num_hidden_layers"]):
         prefix = f"encoder.layer.{i}"
         out = dense(f"{prefix}.attention.output.dense")
         out["kernel"] = out["kernel"].reshape(heads, head_dim, hidden)
-        params[f"layer_{i}"] = {
+        per_layer.append({
             "attention": {
                 "query": projection(f"{prefix}.attention.self.query"),
                 "key": projection(f"{prefix}.attention.self.key"),
@@ -100,7 +101,8 @@ def convert(weights: dict[str, np.ndarray], config: dict) -> dict:
             "intermediate": dense(f"{prefix}.intermediate.dense"),
             "output": dense(f"{prefix}.output.dense"),
             "output_norm": norm(f"{prefix}.output.LayerNorm"),
-        }
+        })  # fmt: skip
+    params["layers"] = stacked(per_layer)
     return jax.tree.map(jnp.asarray, params)
 
 
@@ -231,7 +233,7 @@ class MiniLM(Layered):
     def layer(self, i: int, h: jax.Array, modification: Modification | None):
         block = BertLayer(self.heads, self.hidden, self.intermediate, self.norm_eps)
         h, state = block.apply(
-            {"params": self.params[f"layer_{i}"]},
+            {"params": self.layer_params(i)},
             h,
             self.mask,
             modification,

@@ -204,3 +204,11 @@ class Modification:
 jax.tree_util.register_dataclass(
     Modification, data_fields=["epsilon"], meta_fields=["component", "kind", "seed", "head"]
 )
+
+
+def first_shown_layer(component: str, modify_layer: int) -> int:
+    """The first layer whose weights a modification of ``component`` in layer
+    ``modify_layer`` can change: that layer for Query and Key, the next for Value (a
+    layer's weights do not depend on its own Value). Layers below never change."""
+    check_choice("component", component, COMPONENTS)
+    return modify_layer + (component == "value")

@@ -34,7 +34,7 @@ import numpy as np
 from flax import struct
 
 from attn_lib.checks import check_text, shown
-from attn_lib.layered import Labels, Layered, Source, modify_and_attend
+from attn_lib.layered import Labels, Layered, Source, modify_and_attend, stacked
 from attn_lib.modification import Modification
 from attn_lib.softmax import causal_mask
 from attn_lib.spec import BUILD
@@ -74,9 +74,10 @@ def convert(tensors: dict[str, np.ndarray]) -> dict:
         return (w if heads is None else unpermute(w, heads)).T
 
     params = {"embedding": tensors["token_embd.weight"], "norm": tensors["output_norm.weight"]}
+    per_layer = []
     for i in range(LAYERS):
         b = f"blk.{i}."
-        params[f"layer_{i}"] = {
+        per_layer.append({
             "attention_norm": tensors[b + "attn_norm.weight"],
             "query": kernel(b + "attn_q.weight", HEADS),
             "key": kernel(b + "attn_k.weight", KV_HEADS),
@@ -86,7 +87,8 @@ def convert(tensors: dict[str, np.ndarray]) -> dict:
             "gate": kernel(b + "ffn_gate.weight"),
             "up": kernel(b + "ffn_up.weight"),
             "down": kernel(b + "ffn_down.weight"),
-        }
+        })  # fmt: skip
+    params["layers"] = stacked(per_layer)
     return params
 
 
@@ -225,7 +227,7 @@ class SmolLM2(Layered):
         return self.params["embedding"][self.ids]
 
     def layer(self, i: int, h: jax.Array, modification: Modification | None):
-        p = self.params[f"layer_{i}"]
+        p = self.layer_params(i)
         x = rms_norm(h, p["attention_norm"])
 
         def heads(kernel, count):  # (T, count·d) → (count, T, d)

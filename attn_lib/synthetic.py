@@ -25,7 +25,14 @@ import numpy as np
 from flax import struct
 
 from attn_lib.checks import check_flag, check_integer, check_real
-from attn_lib.layered import MAX_PANEL_TOKENS, Labels, Layered, Source, modified_attention
+from attn_lib.layered import (
+    MAX_PANEL_TOKENS,
+    Labels,
+    Layered,
+    Source,
+    modified_attention,
+    stacked,
+)
 from attn_lib.modification import Modification
 from attn_lib.softmax import causal_mask
 
@@ -78,8 +85,8 @@ def stack_params(
     """
     rng = np.random.default_rng(seed)
     d_model = heads * head_dim
-    params = {}
-    for layer in range(layers):
+    per_layer = []
+    for _ in range(layers):
         query = np.zeros((d_model, heads, head_dim))
         value = np.zeros((d_model, heads, head_dim))
         for h in range(heads):
@@ -88,11 +95,13 @@ def stack_params(
             value[block, h, :] = _rotation(rng, head_dim)
         key = query + key_jitter * gain * rng.standard_normal(query.shape) / np.sqrt(head_dim)
         out = np.transpose(value, (1, 2, 0))
-        params[f"layer_{layer}"] = {
-            name: {"kernel": jnp.asarray(kernel, jnp.float32)}
-            for name, kernel in (("query", query), ("key", key), ("value", value), ("out", out))
-        }
-    return params
+        per_layer.append(
+            {
+                name: {"kernel": jnp.asarray(kernel, jnp.float32)}
+                for name, kernel in (("query", query), ("key", key), ("value", value), ("out", out))
+            }
+        )
+    return {"layers": stacked(per_layer)}
 
 
 @struct.dataclass
@@ -172,7 +181,7 @@ class Synthetic(Layered):
             attention_fn=partial(modified_attention, modification=modification),
         )
         out, state = attend.apply(
-            {"params": self.params[f"layer_{i}"]},
+            {"params": self.layer_params(i)},
             h,
             mask=self.mask,
             sow_weights=True,

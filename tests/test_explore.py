@@ -4,7 +4,7 @@ import pytest
 from conftest import requires_minilm, requires_smollm2
 
 from attn_lib import pipeline
-from attn_lib.compute import all_weights
+from attn_lib.compute import _all_weights
 from attn_lib.explore import Explorer
 from attn_lib.runner import declared_parameters
 from attn_lib.spec import NOTEBOOKS
@@ -17,10 +17,10 @@ def explorer():
 
 def test_moving_epsilon_redraws_in_place_without_compiling(explorer):
     first = explorer.update()
-    figure, compiled = explorer.figure, all_weights._cache_size()
+    figure, compiled = explorer.figure, _all_weights._cache_size()
     later = explorer.update(epsilon=1e-3)
     assert explorer.figure is figure, "the same figure, its colours changed"
-    assert all_weights._cache_size() == compiled, "no new compilation for a new ε"
+    assert _all_weights._cache_size() == compiled, "no new compilation for a new ε"
     assert later["diagonal"] > first["diagonal"]
     assert explorer.figure.axes[0].get_title() == "Modifying Query with ε = 1e-3"
     mesh = explorer.figure.axes[0].collections[0].get_array()

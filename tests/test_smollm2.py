@@ -142,7 +142,7 @@ def test_the_dequantized_arrays_are_cached_and_a_damaged_cache_is_remade(tmp_pat
         assert cached.is_file()
         smollm2.load.cache_clear()
         again, _ = smollm2.load()  # from the cache
-        np.testing.assert_array_equal(again["layer_7"]["key"], params["layer_7"]["key"])
+        np.testing.assert_array_equal(again["layers"]["key"][7], params["layers"]["key"][7])
         cached.write_bytes(cached.read_bytes()[:1000])  # a damaged cache
         smollm2.load.cache_clear()
         remade, _ = smollm2.load()
@@ -168,12 +168,11 @@ def test_without_undoing_the_permutation_the_maps_are_wrong(reference):
     """The reference check can fail: with the GGUF's Q/K row order and the half-split
     rotation, the maps no longer match transformers."""
     params, _ = smollm2.load()
-    gguf_order = dict(params)
-    for i in range(smollm2.LAYERS):
-        layer = dict(params[f"layer_{i}"])
-        for name, heads in (("query", smollm2.HEADS), ("key", smollm2.KV_HEADS)):
-            layer[name] = _permute(layer[name].T, heads).T  # kernels are (in, out)
-        gguf_order[f"layer_{i}"] = layer
+    layers = dict(params["layers"])
+    for name, heads in (("query", smollm2.HEADS), ("key", smollm2.KV_HEADS)):
+        kernels = np.asarray(layers[name])  # (layers, in, out)
+        layers[name] = np.stack([_permute(k.T, heads).T for k in kernels])
+    gguf_order = {**params, "layers": layers}
     source = smollm2.SmolLM2.create(str(reference["prompts"][0]))
     wrong = attn_lib.all_weights(source.replace(params=gguf_order), None, modify_layer=0)
     assert np.abs(np.asarray(wrong) - reference["weights_0"]).max() > 0.1

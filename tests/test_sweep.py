@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from attn_lib import Modification, all_weights, metrics, sweep
-from attn_lib.compute import _sweep
+from attn_lib.compute import _all_weights, _sweep
 
 EPSILONS = np.logspace(-10, 1, 7)
 
@@ -27,6 +27,17 @@ def test_one_compilation_serves_every_sweep(synthetic):
     compiled = _sweep._cache_size()
     sweep(synthetic, modification, EPSILONS * 0.5, modify_layer=0)
     assert _sweep._cache_size() == compiled
+    sweep(synthetic, modification, EPSILONS, modify_layer=1)  # the layer is traced
+    assert _sweep._cache_size() == compiled
+
+
+def test_one_compilation_serves_every_modified_layer(synthetic):
+    modification = Modification("query", "scale", 0.5)
+    all_weights(synthetic, modification, modify_layer=0)
+    compiled = _all_weights._cache_size()
+    weights = [all_weights(synthetic, modification, modify_layer=i) for i in (0, 1)]
+    assert _all_weights._cache_size() == compiled
+    assert not np.array_equal(weights[0], weights[1]), "and each layer is its own"
 
 
 def _diagonal(weights):

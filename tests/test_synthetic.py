@@ -11,6 +11,7 @@ from attn_lib import (
     attention_weights,
     perturb,
 )
+from attn_lib.modification import first_shown_layer
 
 
 def test_shape_and_rows(synthetic):
@@ -91,7 +92,7 @@ def test_scale_towards_zero_gives_uniform_rows(component, epsilon):
 @pytest.mark.parametrize("epsilon", [1.0, 0.5])
 def test_layer_zero_is_attention_over_the_projections(synthetic, component, epsilon):
     # Recomputed by hand from the parameters: x → x/ε on Q or K, then softmax.
-    params = synthetic.params["layer_0"]
+    params = synthetic.layer_params(0)
     x = synthetic.inputs
     q = jnp.einsum("td,dhk->htk", x, params["query"]["kernel"])
     k = jnp.einsum("td,dhk->htk", x, params["key"]["kernel"])
@@ -132,3 +133,12 @@ def test_create_rejects(fields, message):
 def test_modify_layer_out_of_range(synthetic, layer):
     with pytest.raises(ValueError, match=r"modify_layer must be an integer in \[0, 1\]"):
         all_weights(synthetic, None, modify_layer=layer)
+
+
+@pytest.mark.parametrize("component", COMPONENTS)
+def test_first_shown_layer_is_the_first_whose_weights_change(synthetic, component):
+    base = np.asarray(all_weights(synthetic, None, modify_layer=0))
+    modification = Modification(component, "scale", 0.3)
+    moved = np.asarray(all_weights(synthetic, modification, modify_layer=0))
+    changed = [not np.allclose(moved[i], base[i]) for i in range(synthetic.layers)]
+    assert changed.index(True) == first_shown_layer(component, 0)
