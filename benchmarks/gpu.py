@@ -29,7 +29,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-from run import timed
+from common import timed
 
 from attn_lib import attention_weights, metrics
 from attn_lib.store import write_json
