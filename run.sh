@@ -2,7 +2,9 @@
 # The project's two entry points, on a machine with Python 3.11 and pip:
 #   ./run.sh figures   set up a fresh virtual environment and draw every figure
 #   ./run.sh test      set up a fresh virtual environment and pass every test
-# Each prints how long every stage took.
+#   ./run.sh lab       open the notebooks in JupyterLab (setting up the environment first
+#                      if it has no JupyterLab); extra arguments go to `jupyter lab`
+# figures and test print how long every stage took.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -31,6 +33,27 @@ figures() {
     stage "draw every figure" env JAX_PLATFORMS=cpu "$VENV/bin/python" -m attn_lib figures
 }
 
+lab() {
+    [ -x "$VENV/bin/jupyter-lab" ] || stage "set up the environment" setup lab
+    local root=()
+    [ "$(id -u)" = 0 ] && root=(--allow-root)  # Jupyter refuses root without it
+    exec "$VENV/bin/jupyter" lab --ServerApp.root_dir=. \
+        --LabApp.default_url=/lab/tree/notebooks/explore.ipynb "${root[@]}" "$@"
+}
+
+browser() {  # Debian's Chromium and its driver, for tests/test_browser.py
+    if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then
+        return
+    fi
+    if [ "$(id -u)" != 0 ]; then
+        echo "tests/test_browser.py needs Debian's chromium and chromium-driver:" \
+            "sudo apt-get install -y chromium chromium-driver" >&2
+        return 1
+    fi
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+}
+
 lint() {
     "$VENV/bin/ruff" check .
     "$VENV/bin/ruff" format --check .
@@ -38,20 +61,23 @@ lint() {
 
 test_all() {
     local produced=build/ci-figures
-    export JAX_PLATFORMS=cpu ATTN_LIB_REQUIRE_WEIGHTS=1
+    export JAX_PLATFORMS=cpu ATTN_LIB_REQUIRE_WEIGHTS=1 ATTN_LIB_REQUIRE_BROWSER=1
     stage "set up a fresh environment" setup test
+    stage "browser (Debian's Chromium)" browser
     stage "lint" lint
-    stage "unit tests" "$VENV/bin/python" -m pytest -n 2 tests
+    stage "unit tests" "$VENV/bin/python" -m pytest -n 2 tests --ignore tests/test_browser.py
     rm -rf "$produced"
     stage "draw every figure into $produced" "$VENV/bin/python" -m attn_lib figures --out "$produced"
     stage "compare with the committed figures" "$VENV/bin/python" -m attn_lib compare "$produced"
     # loadfile keeps each notebook's cells on one worker, in order.
     stage "notebooks (nbval)" "$VENV/bin/python" -m pytest -n 2 --dist loadfile \
         --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg notebooks
+    stage "browser (JupyterLab in Chromium)" "$VENV/bin/python" -m pytest tests/test_browser.py
 }
 
 case "${1:-}" in
     figures) figures ;;
     test) test_all ;;
-    *) echo "usage: $0 figures|test" >&2; exit 2 ;;
+    lab) shift; lab "$@" ;;
+    *) echo "usage: $0 figures|test|lab" >&2; exit 2 ;;
 esac

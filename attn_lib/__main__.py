@@ -2,7 +2,7 @@
 
 python -m attn_lib figures [--jobs N] [--force] [--only NAME] [--out DIR] [--spec FILE]
 python -m attn_lib compare PRODUCED [--committed figures] [--diffs DIR] [--spec FILE]
-python -m attn_lib notebooks
+python -m attn_lib notebooks [NAME ...]
 python -m attn_lib atlas --source NAME [--text TEXT] --out STORE [--components ...] [--kinds ...]
     [--epsilons ...] [--layers ...] [--eps-chunk N] [--overwrite]
     [--coordinator HOST:PORT --num-processes N --process-id I]
@@ -51,10 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     atlas.add_argument("--coordinator", help="HOST:PORT of process 0, for several hosts")
     atlas.add_argument("--num-processes", type=int, default=1)
     atlas.add_argument("--process-id", type=int, default=0)
-    commands.add_parser(
+    notebooks = commands.add_parser(
         "notebooks",
         help="re-execute notebooks/ in place with default parameters, metadata stripped",
     )
+    notebooks.add_argument("names", nargs="*", help="only these notebooks (stems, e.g. explore)")
     args = parser.parse_args(argv)
     try:
         return _command(args)
@@ -81,7 +82,7 @@ def _command(args) -> int:
     from attn_lib import runner
 
     if args.command == "notebooks":
-        runner.refresh_notebooks()
+        runner.refresh_notebooks(args.names or None)
         return 0
     return runner.run(args.spec, out=args.out, jobs=args.jobs, force=args.force, only=args.only)
 

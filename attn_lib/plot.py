@@ -1,7 +1,8 @@
 """The panel and grid drawings, in the house style, and byte-deterministic saving.
 
 House style: a red (1.0) to blue (0.0) colour map from 0 to 1, square cells, a
-colour bar labelled "Attention Weight", titles in the seed figure's form.
+colour bar labelled "Attention Weight", titles in the seed figure's form; masked
+(future) cells of a causal map unpainted over a grey hatch.
 """
 
 from collections.abc import Sequence
@@ -16,6 +17,7 @@ from attn_lib.store import atomic_path
 
 CMAP = "RdBu_r"
 COLORBAR_LABEL = "Attention Weight"
+MASKED_HATCH = "0.7"  # the grey hatching of masked (future) cells
 DPI = 150
 PANEL_SIZE = (5.0, 4.2)
 # Fixed metadata and hash salt make every save byte-identical across runs.
@@ -35,10 +37,21 @@ def format_epsilon(epsilon: float) -> str:
     return f"{mantissa}e{int(exponent)}"
 
 
-def heatmap(weights: np.ndarray, tokens: Sequence[str], title: str, ax, *, colorbar: bool = True):
-    """One attention map on ``ax``: rows are queries, columns keys."""
+def mask_of(panel: dict) -> np.ndarray | None:
+    """Where ``panel``'s queries cannot look (True): the future keys of a causal map,
+    whose weights are exactly 0 by construction, not by the data; None if none."""
+    if not panel["parameters"]["causal"]:
+        return None
+    return np.triu(np.ones(np.shape(panel["weights"]), bool), k=1)
+
+
+def heatmap(panel: dict, ax, *, colorbar: bool = True):
+    """``panel``'s attention map on ``ax``: rows are queries, columns keys. Masked
+    cells (:func:`mask_of`) are left unpainted over a grey hatch, so that they cannot be
+    read as weights of 0 (or, in this colour map, 0.5); the colour bar is unchanged."""
     sns.heatmap(
-        np.asarray(weights),
+        np.asarray(panel["weights"]),
+        mask=mask_of(panel),
         ax=ax,
         cmap=CMAP,
         vmin=0.0,
@@ -46,24 +59,26 @@ def heatmap(weights: np.ndarray, tokens: Sequence[str], title: str, ax, *, color
         square=True,
         cbar=colorbar,
         cbar_kws={"label": COLORBAR_LABEL} if colorbar else None,
-        xticklabels=list(tokens),
-        yticklabels=list(tokens),
+        xticklabels=list(panel["tokens"]),
+        yticklabels=list(panel["tokens"]),
     )
-    ax.set_title(title)
+    ax.patch.set(facecolor="white", edgecolor=MASKED_HATCH, hatch="////", linewidth=0)
+    ax.set_title(panel["title"])
     ax.set_xlabel("Key")
     ax.set_ylabel("Query")
     ax.tick_params(labelsize=7)
 
 
-def panel_figure(weights: np.ndarray, tokens: Sequence[str], title: str):
-    """A figure holding one panel with its own colour bar.
+def panel_figure(panel: dict):
+    """A figure holding one panel (``weights``, ``tokens``, ``title``, ``parameters``)
+    with its own colour bar.
 
     Figures are made outside pyplot: Jupyter's inline backend neither shows nor closes
     them behind our back, and a saved file never depends on whether it was shown first.
     """
     with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=PANEL_SIZE, dpi=DPI, layout="constrained")
-        heatmap(weights, tokens, title, fig.subplots())
+        heatmap(panel, fig.subplots())
     return fig
 
 
@@ -71,7 +86,8 @@ def grid_figure(panels: Sequence[Sequence[dict]], caption: str, subtitle: str = 
     """Panels drawn from their data in a grid, with one shared colour bar and a caption.
 
     Args:
-      panels: rows of dicts with ``weights`` (T, T), ``tokens`` and ``title``.
+      panels: rows of panels (dicts with ``weights`` (T, T), ``tokens``, ``title`` and
+        ``parameters``).
       caption: the line under the grid.
       subtitle: an optional line above it (e.g. the modification's formula).
     """
@@ -82,13 +98,37 @@ def grid_figure(panels: Sequence[Sequence[dict]], caption: str, subtitle: str = 
         axes = fig.subplots(n_rows, n_cols, squeeze=False)
         for row, axes_row in zip(panels, axes, strict=True):
             for panel, ax in zip(row, axes_row, strict=False):
-                heatmap(panel["weights"], panel["tokens"], panel["title"], ax, colorbar=False)
+                heatmap(panel, ax, colorbar=False)
         mappable = axes[0, 0].collections[0]
         fig.colorbar(mappable, ax=axes, label=COLORBAR_LABEL, shrink=0.6)
         fig.supxlabel(caption, fontsize=11)
         if subtitle:
             fig.suptitle(subtitle, fontsize=9, color="0.3")
     return fig
+
+
+def html(fig, alt: str) -> dict:
+    """``fig`` as a notebook output with alternative text: an ``<img>`` carrying ``alt``
+    (``text/html``, which HTML exports and screen readers read) and ``alt`` alone
+    (``text/plain``, for plain renderers and nbval). The whole canvas is drawn, as laid
+    out (a tight bounding box would draw it twice: 110 ms against 88 for the explorer's)."""
+    import base64
+    import html as markup
+    import io
+
+    buffer = io.BytesIO()
+    with matplotlib.rc_context(STYLE):
+        fig.savefig(buffer, format="png", dpi=DPI, metadata=METADATA["png"])
+    data = base64.b64encode(buffer.getvalue()).decode()
+    tag = f'<img alt="{markup.escape(alt)}" src="data:image/png;base64,{data}">'
+    return {"text/html": tag, "text/plain": alt}
+
+
+def show(fig, alt: str) -> None:
+    """Display ``fig`` in a notebook with alternative text (see :func:`html`)."""
+    from IPython.display import display
+
+    display(html(fig, alt), raw=True)
 
 
 def save(fig, stem: str | Path, formats: Sequence[str] = ("png", "pdf")) -> list[Path]:

@@ -262,12 +262,34 @@ def _execute(job: Job, build: Path) -> None:
         loop.close()
 
 
-def refresh_notebooks() -> None:
-    """Re-execute every notebook in ``notebooks/`` in place with its default parameters,
-    then drop papermill's run metadata (timestamps would make every run a diff)."""
+def lab_form(value):
+    """A notebook's JSON as JupyterLab saves it back: Lab reads it into JavaScript, where
+    10.0 is 10, so an integral float is written as an integer. Committed in this form, a
+    notebook opened and saved untouched is not a diff."""
+    if isinstance(value, dict):
+        return value.__class__({key: lab_form(item) for key, item in value.items()})
+    if isinstance(value, list):
+        return [lab_form(item) for item in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def refresh_notebooks(names: list[str] | None = None) -> None:
+    """Re-execute every notebook in ``notebooks/`` (or those ``names``, stems) in place
+    with its default parameters,
+    then drop papermill's run metadata (timestamps would make every run a diff) and the
+    widget state (new model ids every run; a live kernel makes the widgets anew), and
+    write it in the form Lab saves (:func:`lab_form`)."""
     import nbformat
 
-    for notebook in sorted(NOTEBOOKS.glob("*.ipynb")):
+    notebooks = sorted(NOTEBOOKS.glob("*.ipynb"))
+    unknown = sorted(set(names or ()) - {n.stem for n in notebooks})
+    if unknown:
+        raise ValueError(
+            f"no notebook {unknown} in notebooks/; there are {[n.stem for n in notebooks]}"
+        )
+    for notebook in [n for n in notebooks if names is None or n.stem in names]:
         print(f"executing {notebook.relative_to(REPO)}")
         with atomic_path(notebook) as tmp:
             papermill.execute_notebook(
@@ -275,10 +297,11 @@ def refresh_notebooks() -> None:
             )
             executed = nbformat.read(tmp, as_version=4)
             executed.metadata.pop("papermill", None)
+            executed.metadata.pop("widgets", None)
             for cell in executed.cells:
                 cell.metadata.pop("papermill", None)
                 cell.metadata.pop("execution", None)
-            nbformat.write(executed, tmp)
+            nbformat.write(lab_form(executed), tmp)
 
 
 def error_line(error: BaseException) -> str:

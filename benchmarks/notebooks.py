@@ -116,7 +116,7 @@ def _in_process_collection(spec: str, out: str) -> float:
     for panels, grid in runner.expand(figures, Path(spec), Path(out)):
         for job in panels:
             panel = pipeline.compute_panel(pipeline.validate_panel_parameters(job.parameters))
-            fig = plot.panel_figure(panel["weights"], panel["tokens"], panel["title"])
+            fig = plot.panel_figure(panel)
             pipeline.save_panel(panel, fig, job.parameters["output_dir"], job.name)
         entry = figures[grid.figure]
         fig = plot.grid_figure(
@@ -195,10 +195,8 @@ def bench_pipeline(quick: bool) -> list[dict]:
 def _explore_case(quick: bool) -> dict:
     """The explorer's update latency while ε moves, as the slider would move it."""
     from attn_lib.explore import Explorer
-    from attn_lib.runner import declared_parameters
-    from attn_lib.spec import NOTEBOOKS
 
-    explorer = Explorer(declared_parameters(NOTEBOOKS / "panel.ipynb"))
+    explorer = Explorer()
     path = np.logspace(-12, 2, 30 if quick else 100).tolist()
     explorer.update(epsilon=path[0])  # the first draw and compilation are not an update
     times = []

@@ -15,6 +15,7 @@ import platform
 import sys
 
 import atlas
+import browser
 import models
 import sweeps
 from common import HERE
@@ -27,6 +28,7 @@ BENCHMARKS = {
     **notebooks.BENCHMARKS,
     **models.BENCHMARKS,
     **atlas.BENCHMARKS,
+    **browser.BENCHMARKS,
 }
 
 

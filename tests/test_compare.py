@@ -58,7 +58,7 @@ def test_a_moved_colour_map_is_caught_and_its_diff_kept(folders, monkeypatch):
     produced, committed, diffs, figures = folders
     panel = pipeline.load_panel(committed / "qkv_grid" / "query_eps5e-1.npz")
     monkeypatch.setattr(plot, "CMAP", "viridis")
-    fig = plot.panel_figure(panel["weights"], panel["tokens"], panel["title"])
+    fig = plot.panel_figure(panel)
     plot.save(fig, produced / "qkv_grid" / "query_eps5e-1", ("png",))
     [problem] = compare_figures(produced, committed, diffs, figures)
     assert problem.startswith("qkv_grid/query_eps5e-1.png: RMS ")

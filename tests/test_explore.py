@@ -1,18 +1,18 @@
 """The explorer behind notebooks/explore.ipynb: updates, saving, widgets."""
 
+import numpy as np
 import pytest
 from conftest import requires_minilm, requires_smollm2
 
 from attn_lib import pipeline
 from attn_lib.compute import _all_weights
-from attn_lib.explore import Explorer
-from attn_lib.runner import declared_parameters
-from attn_lib.spec import NOTEBOOKS
+from attn_lib.explore import Explorer, Widget, choices, snap
+from attn_lib.sources import SOURCES
 
 
 @pytest.fixture
 def explorer():
-    return Explorer(declared_parameters(NOTEBOOKS / "panel.ipynb"))
+    return Explorer()
 
 
 def test_moving_epsilon_redraws_in_place_without_compiling(explorer):
@@ -25,6 +25,15 @@ def test_moving_epsilon_redraws_in_place_without_compiling(explorer):
     assert explorer.figure.axes[0].get_title() == "Modifying Query with ε = 1e-3"
     mesh = explorer.figure.axes[0].collections[0].get_array()
     assert mesh.reshape(10, 10).tolist() == explorer.panel["weights"].tolist()
+
+
+def test_a_causal_view_keeps_its_future_cells_unpainted_as_it_updates(explorer):
+    explorer.update(causal=True)
+    explorer.update(epsilon=1e-3)  # in place: the new colours keep the mask
+    painted = ~np.ma.getmaskarray(explorer.figure.axes[0].collections[0].get_array())
+    np.testing.assert_array_equal(painted.reshape(10, 10), np.tril(np.ones((10, 10), bool)))
+    explorer.update(causal=False)
+    assert not np.ma.getmaskarray(explorer.figure.axes[0].collections[0].get_array()).any()
 
 
 def test_a_bad_value_is_refused_and_the_view_kept(explorer):
@@ -45,17 +54,9 @@ def test_save_writes_a_panel_and_the_command_that_remakes_it(explorer, tmp_path)
     assert saved["parameters"]["component"] == "key"
 
 
-def _controls(box) -> dict:
-    """The widget's controls by name, in the order a user sees them."""
-    names = ("epsilon", "component", "kind", "source", "causal", "modify_layer",
-             "observe_layer", "head", "save", "readout")  # fmt: skip
-    widgets = [w for row in box.children[:3] for w in row.children]
-    return dict(zip(names, widgets, strict=True))
-
-
 def test_the_controls_drive_the_view(explorer):
-    controls = _controls(explorer.widget())
-    figure = explorer.figure
+    widget = Widget(explorer)
+    controls, figure = widget.controls, explorer.figure
     controls["epsilon"].value = 1e-3
     controls["component"].value = "key"
     controls["head"].value = 1
@@ -63,29 +64,96 @@ def test_the_controls_drive_the_view(explorer):
     assert explorer.params["head"] == 1
     assert explorer.figure is figure
     assert explorer.figure.axes[0].get_title() == "Modifying Key with ε = 1e-3"
-    assert controls["readout"].value.startswith("entropy: ")
+    assert widget.readout.value.startswith("entropy: ")
+    assert controls["epsilon_text"].value == "0.001"
+
+
+def test_the_slider_snaps_to_the_seeds_epsilons_and_the_text_box_takes_exact_values(explorer):
+    widget = Widget(explorer)
+    controls = widget.controls
+    controls["epsilon"].value = 1.1e-3  # 0.04 decades from the seed's 1e-3
+    assert explorer.params["epsilon"] == 1e-3
+    controls["epsilon"].value = 2e-3  # 0.3 decades: its own value
+    assert explorer.params["epsilon"] == 2e-3
+    controls["kind"].value = "scale"
+    controls["epsilon_text"].value = "0"  # scale allows 0, which no log slider reaches
+    assert explorer.params["epsilon"] == 0.0
+    controls["epsilon_text"].value = "2.5e-7"
+    assert explorer.params["epsilon"] == 2.5e-7
+    controls["epsilon"].value = 10**-6.6  # the browser's slider rounds 2.5e-7 to its step …
+    assert explorer.params["epsilon"] == 2.5e-7, "… which is no move: the typed ε stays"
+    controls["epsilon"].value = 10**-6.55  # a step away: a move
+    assert explorer.params["epsilon"] == 10**-6.55
+    controls["epsilon_text"].value = "2.5e-7"
+    controls["epsilon_text"].value = "a lot"
+    assert "ε must be a number" in widget.readout.value
+    assert controls["epsilon_text"].value == "2.5e-07", "the refused text is put back"
+    controls["kind"].value = "inverse"
+    controls["epsilon_text"].value = "0"
+    assert "epsilon must be &gt; 0 for kind &#x27;inverse&#x27;" in widget.readout.value
+    assert explorer.params["epsilon"] == 2.5e-7
+
+
+def test_snap_leaves_other_values_alone():
+    assert [snap(e) for e in (0.45, 0.6, 1.2e-10, 0.3, 0.0)] == [0.5, 0.5, 1e-10, 0.3, 0.0]
+
+
+def test_value_is_observed_where_it_can_show(explorer):
+    explorer.update(component="value", modify_layer=0, observe_layer=0)
+    assert explorer.params["observe_layer"] == 0, "a layer the user chose is kept …"
+    assert "cannot change layer 0" in explorer.note, "… with a warning"
+    explorer.update(component="query")
+    explorer.update(component="value")  # choosing Value moves the view up a layer
+    assert explorer.params["observe_layer"] == 1
+    assert explorer.note == "Value modified in layer 0 shows from layer 1: observing layer 1."
+    assert explorer.metrics()["distance_to_reference"] > 0.01, "a map unlike the unmodified"
+    explorer.update(modify_layer=1)  # the last layer: nothing above to observe
+    assert "cannot change layer 1" in explorer.note
+    explorer.update(component="key")
+    assert explorer.note == ""
+
+
+def test_causal_is_offered_only_where_the_source_has_a_choice():
+    def params(source):
+        return {**pipeline.PANEL_DEFAULTS, **SOURCES[source].defaults, "source": source}
+
+    assert choices(params("synthetic"), "causal") == [False, True]
+    assert choices(params("minilm"), "causal") == [False]
+    assert choices(params("smollm2"), "causal") == [True]
+
+
+def test_the_menus_follow_the_source_and_the_saved_command_stays(explorer, monkeypatch, tmp_path):
+    widget = Widget(explorer)
+    assert widget.controls["causal"] in widget.menus.children
+    assert widget.controls["text"] not in widget.menus.children, "synthetic reads no text"
+    monkeypatch.setattr(explorer, "save", lambda: "papermill notebooks/panel.ipynb x.ipynb")
+    widget.on_save(None)
+    widget.controls["epsilon"].value = 1e-3
+    assert "papermill notebooks/panel.ipynb x.ipynb" in widget.saved.value
 
 
 @requires_minilm
 def test_switching_source_resets_the_layers_and_refuses_a_bad_choice(explorer):
-    controls = _controls(explorer.widget())
+    widget = Widget(explorer)
+    controls = widget.controls
     controls["source"].value = "minilm"
     assert list(controls["head"].options) == list(range(12))
+    assert controls["text"] in widget.menus.children
+    assert controls["causal"] not in widget.menus.children, "MiniLM is not causal"
     controls["modify_layer"].value = controls["observe_layer"].value = 3
     assert (explorer.params["source"], explorer.params["observe_layer"]) == ("minilm", 3)
     assert explorer.panel["tokens"][1] == "the"
-    controls["causal"].value = True
-    assert "causal is not a parameter of source &#x27;minilm&#x27;" in controls["readout"].value
-    assert controls["causal"].value is False, "the refused choice is put back"
-    assert explorer.params["causal"] is False
+    controls["text"].value = "A cat."
+    assert explorer.panel["tokens"] == ("[CLS]", "a", "cat", ".", "[SEP]")
     controls["source"].value = "synthetic"
     assert list(controls["head"].options) == [0, 1]
     assert (explorer.params["source"], explorer.params["observe_layer"]) == ("synthetic", 0)
-    assert controls["readout"].value.startswith("entropy: ")
+    assert widget.readout.value.startswith("entropy: ")
 
 
 def test_a_source_that_cannot_load_is_reported_and_the_controls_put_back(explorer, monkeypatch):
-    controls = _controls(explorer.widget())
+    widget = Widget(explorer)
+    controls = widget.controls
     controls["head"].value = 1
 
     def missing(params):
@@ -93,7 +161,8 @@ def test_a_source_that_cannot_load_is_reported_and_the_controls_put_back(explore
 
     monkeypatch.setattr(pipeline, "make_source", missing)
     controls["source"].value = "minilm"
-    assert "the MiniLM weights are not installed" in controls["readout"].value
+    assert "the MiniLM weights are not installed" in widget.readout.value
+    assert not any(control.disabled for control in controls.values()), "no longer busy"
     assert (controls["source"].value, controls["head"].value) == ("synthetic", 1)
     assert list(controls["head"].options) == [0, 1]
     assert explorer.params["source"] == "synthetic"
@@ -111,20 +180,25 @@ def test_new_tokens_are_drawn_anew_even_on_the_same_grid(explorer):
 
 
 @requires_smollm2
-def test_switching_to_smollm2_says_it_is_loading_and_starts_from_its_own_parameters(
+def test_switching_to_smollm2_is_busy_while_it_loads_and_starts_from_its_own_parameters(
     explorer, monkeypatch
 ):
-    controls = _controls(explorer.widget())
+    widget = Widget(explorer)
+    controls = widget.controls
     seen = []
     build = pipeline.make_source
-    monkeypatch.setattr(
-        pipeline,
-        "make_source",
-        lambda params: seen.append(controls["readout"].value) or build(params),
-    )
+
+    def make_source(params):
+        seen.append((widget.readout.value, all(c.disabled for c in controls.values())))
+        return build(params)
+
+    monkeypatch.setattr(pipeline, "make_source", make_source)
     controls["source"].value = "smollm2"
-    assert seen == ["<i>loading smollm2 …</i>"], "the message is up while the model loads"
+    message = "<i>loading smollm2: reading the weights and compiling (the first time) …</i>"
+    assert seen == [(message, True)], "the message is up and the controls off while it loads"
+    assert not any(control.disabled for control in controls.values())
     assert (explorer.params["causal"], explorer.params["seq_len"]) == (True, 10)
     assert explorer.panel["tokens"][:2] == ("The", "quick")
-    assert controls["causal"].value is True and list(controls["head"].options) == list(range(9))
-    assert controls["readout"].value.startswith("entropy: ")
+    assert controls["causal"] not in widget.menus.children, "SmolLM2 is causal, no choice"
+    assert list(controls["head"].options) == list(range(9))
+    assert widget.readout.value.startswith("entropy: ")

@@ -1,11 +1,13 @@
 """The committed notebooks are executed, clean and reproducible as nbval sees them."""
 
 import ast
+import json
 
 import nbformat
 import pytest
 from IPython.core.inputtransformer2 import TransformerManager
 
+from attn_lib import runner
 from attn_lib.spec import NOTEBOOKS
 
 NOTEBOOK_PATHS = sorted(NOTEBOOKS.glob("*.ipynb"))
@@ -47,3 +49,21 @@ def test_the_check_sees_missing_outputs():
     assert not _shows_output("x = f(1)")
     assert not _shows_output("save(x)")
     assert not _shows_output("%matplotlib inline\nx = 1")
+
+
+@pytest.mark.parametrize("path", NOTEBOOK_PATHS, ids=lambda p: p.name)
+def test_notebook_is_committed_in_the_form_lab_saves(path):
+    """JupyterLab writes a notebook back through nbformat after a trip through
+    JavaScript (tests/test_browser.py opens and saves each one); committed in that form,
+    opening one is never a diff."""
+    text = path.read_text()
+    notebook = json.loads(text)
+    assert "widgets" not in notebook["metadata"], "widget state: new model ids every run"
+    assert json.dumps(runner.lab_form(notebook)) == json.dumps(notebook), "an integral float"
+    assert nbformat.writes(nbformat.reads(text, as_version=4)) + "\n" == text
+
+
+def test_lab_form_writes_integral_floats_as_javascript_does():
+    assert json.dumps(runner.lab_form({"a": [10.0, 0.5, 2], "b": {"c": -3.0}})) == (
+        '{"a": [10, 0.5, 2], "b": {"c": -3}}'
+    )

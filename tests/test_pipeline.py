@@ -94,12 +94,32 @@ def test_bad_parameter_through_papermill_names_it(tmp_path, change, message):
     assert not list(tmp_path.glob("panel.*")), "nothing is written before validation passes"
 
 
+def test_masked_cells_are_left_unpainted_not_drawn_as_weights():
+    weights = np.tril(np.full((4, 4), 0.25))
+    panel = {"weights": weights, "tokens": "abcd", "title": "t", "parameters": {"causal": True}}
+    ax = plot.panel_figure(panel).axes[0]
+    painted = ~np.ma.getmaskarray(ax.collections[0].get_array()).reshape(4, 4)
+    np.testing.assert_array_equal(painted, np.tril(np.ones((4, 4), bool)))
+    assert ax.patch.get_hatch() == "////", "what shows through is a hatch"
+    assert ax.collections[0].get_clim() == (0.0, 1.0), "the colour scale is unchanged"
+    # a map that is not causal paints every cell, its zero weights included
+    ax = plot.panel_figure({**panel, "parameters": {"causal": False}}).axes[0]
+    assert not np.ma.getmaskarray(ax.collections[0].get_array()).any()
+
+
+def test_a_figure_shown_in_a_notebook_carries_its_alternative_text():
+    panel = {"weights": np.eye(2), "tokens": "ab", "title": "t", "parameters": {"causal": False}}
+    shown = plot.html(plot.panel_figure(panel), 'an "identity" map')
+    assert shown["text/plain"] == 'an "identity" map'
+    assert shown["text/html"].startswith('<img alt="an &quot;identity&quot; map" src="data:')
+
+
 def test_panel_files_are_deterministic_and_round_trip(tmp_path):
     params = pipeline.validate_panel_parameters({**_defaults(), "output_dir": str(tmp_path)})
     panel = pipeline.compute_panel(params)
     saved = {}
     for attempt in range(2):
-        fig = plot.panel_figure(panel["weights"], panel["tokens"], panel["title"])
+        fig = plot.panel_figure(panel)
         pipeline.save_panel(panel, fig, tmp_path, "panel")
         saved[attempt] = {p.suffix: p.read_bytes() for p in tmp_path.glob("panel.*")}
     assert set(saved[0]) == {".npz", ".png", ".pdf"}

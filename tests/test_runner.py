@@ -156,3 +156,10 @@ def test_a_notebook_figure_is_drawn_recorded_and_then_up_to_date(tmp_path, monke
     assert set(record["outputs"]) == {"one.png", "two.png"} and "panels" not in record
     assert runner.run(path, out=out, jobs=1) == 0
     assert "1 notebooks: 0 ran, 1 up to date" in capsys.readouterr().out
+
+
+def test_refreshing_an_unknown_notebook_is_refused_naming_the_notebooks(capsys):
+    from attn_lib.__main__ import main
+
+    assert main(["notebooks", "explore", "nope"]) == 2
+    assert "names must be notebooks of notebooks/ [" in capsys.readouterr().err

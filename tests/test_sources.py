@@ -61,7 +61,7 @@ def _params(**changes):
 def test_a_source_of_your_own_draws_a_panel_through_the_pipeline(toy, tmp_path):
     params = pipeline.validate_panel_parameters(_params(seq_len=5, epsilon=0.5))
     panel = pipeline.compute_panel(params)
-    fig = plot.panel_figure(panel["weights"], panel["tokens"], panel["title"])
+    fig = plot.panel_figure(panel)
     pipeline.save_panel(panel, fig, tmp_path, "toy")
     saved = pipeline.load_panel(tmp_path / "toy.npz")
     assert list(saved["tokens"]) == ["t0", "t1", "t2", "t3", "t4"]

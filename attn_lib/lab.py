@@ -1,0 +1,188 @@
+"""JupyterLab and headless Chromium, started and stopped by PID, for what is checked or
+measured in a real browser (``tests/test_browser.py``, ``benchmarks/browser.py``).
+
+:func:`jupyter_lab` serves this repository from this environment on 127.0.0.1 with a
+token and autosave off; :func:`chromium` drives Debian's Chromium through its
+chromedriver with selenium (Playwright's own browser cannot be downloaded here).
+"""
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from attn_lib.spec import REPO
+
+WAIT = 120  # seconds for anything a kernel does (the first MiniLM load is ~8 s here)
+CHROMIUM_FLAGS = (  # as root, and without the network this machine does not have
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--window-size=1400,1200",
+)  # fmt: skip
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """Stop ``process`` and everything it started (its own session), by PID."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@contextlib.contextmanager
+def jupyter_lab(home: Path) -> Iterator[tuple[str, str]]:
+    """JupyterLab on this repository at a free port; yields its URL and token.
+
+    Its settings (autosave off: nothing run in the browser is written back), workspaces,
+    runtime files and log go to ``home``; ``window.jupyterapp`` is exposed so that a
+    command runs by its id, as its menu item would.
+    """
+    settings = {  # no autosave; no question about Jupyter's news over the page
+        "docmanager-extension/plugin": {"autosave": False},
+        "apputils-extension/notification": {"fetchNews": "false"},
+    }
+    for name, values in settings.items():
+        file = home / "settings" / "@jupyterlab" / f"{name}.jupyterlab-settings"
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text(json.dumps(values))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    token = secrets.token_hex(16)
+    command = [
+        str(Path(sys.executable).with_name("jupyter-lab")), "--no-browser",
+        "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
+        f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={REPO}",
+        f"--LabApp.user_settings_dir={home / 'settings'}",
+        f"--LabApp.workspaces_dir={home / 'workspaces'}", "--LabApp.expose_app_in_browser=True",
+    ]  # fmt: skip
+    if os.geteuid() == 0:
+        command.append("--allow-root")
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JUPYTER_RUNTIME_DIR": str(home / "runtime")}
+    url = f"http://127.0.0.1:{port}"
+    with open(home / "lab.log", "w") as log:
+        server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                  start_new_session=True)  # fmt: skip
+        try:
+            deadline = time.monotonic() + WAIT
+            while True:
+                try:
+                    urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2)
+                    break
+                except OSError:
+                    if server.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError((home / "lab.log").read_text()[-3000:]) from None
+                    time.sleep(0.5)
+            yield url, token
+        finally:
+            _stop(server)
+
+
+@contextlib.contextmanager
+def chromium():
+    """A selenium driver of headless Chromium; Chromium and its driver stop after."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    service = Service(shutil.which("chromedriver"))
+    driver = webdriver.Chrome(service=service, options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        service.stop()
+
+
+def wait(driver, condition: Callable[[], object], what: str, timeout: float = WAIT):
+    """``condition()``'s first true value, polled every 10 ms, or an AssertionError
+    naming ``what`` (with a screenshot in ``build/browser/failed.png``)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        return WebDriverWait(driver, timeout, poll_frequency=0.01).until(lambda _: condition())
+    except Exception:
+        screenshot(driver, "failed")
+        raise AssertionError(f"timed out waiting for {what}") from None
+
+
+def screenshot(driver, name: str) -> None:
+    """A screenshot in ``build/browser/<name>.png``, the explorer's view (if any) in sight."""
+    from attn_lib.spec import BUILD
+
+    driver.execute_script("document.querySelector('.widget-output')?.scrollIntoView()")
+    (BUILD / "browser").mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(BUILD / "browser" / f"{name}.png"))
+
+
+def command(driver, name: str) -> None:
+    """Run the JupyterLab command ``name`` (e.g. ``docmanager:save``) in the page."""
+    driver.execute_script("return window.jupyterapp.commands.execute(arguments[0])", name)
+
+
+def open_notebook(driver, lab: tuple[str, str], path: str, *, kernel: bool = False) -> None:
+    """Open ``path`` (relative to the repository) in a fresh workspace; wait until it is
+    loaded and, with ``kernel``, until its kernel is idle."""
+    url, token = lab
+    driver.get(f"{url}/lab/tree/{path}?token={token}&reset")
+    ready = (
+        "const w = window.jupyterapp?.shell.currentWidget;"
+        "return !!(w && w.context && w.context.isReady && w.content.widgets.length);"
+    )
+    wait(driver, lambda: driver.execute_script(ready), f"{path} to open")
+    if kernel:
+        idle = (
+            "const s = window.jupyterapp.shell.currentWidget.sessionContext;"
+            "return s.session?.kernel?.status === 'idle';"
+        )
+        wait(driver, lambda: driver.execute_script(idle), f"the kernel of {path}")
+
+
+def explorer_image(driver) -> tuple[str, str]:
+    """The explorer's heatmap: its source (a PNG data URL) and alternative text."""
+    return driver.execute_script(
+        "const i = document.querySelector('.widget-output img');"
+        "return i ? [i.src, i.alt] : ['', ''];"
+    )
+
+
+def explorer_readout(driver) -> str:
+    """The explorer's metrics line (or its loading message)."""
+    return driver.execute_script(
+        "return [...document.querySelectorAll('.widget-html-content')]"
+        ".map(e => e.textContent).find(t => t.startsWith('entropy:') ||"
+        " t.startsWith('loading')) || ''"
+    )
+
+
+def enter(field, text: str) -> None:
+    """Replace what the input ``field`` holds by ``text`` and press Enter, as a user
+    would (``clear()`` would send the empty text as a change of its own)."""
+    from selenium.webdriver.common.keys import Keys
+
+    field.send_keys(Keys.CONTROL, "a")
+    field.send_keys(text, Keys.ENTER)
+
+
+def explorer_control(driver, description: str, tag: str):
+    """The ``tag`` element (``select``, ``input``) of the control labelled ``description``."""
+    from selenium.webdriver.common.by import By
+
+    xpath = (f"//div[contains(@class,'widget-inline-hbox')][./label[normalize-space(.)="
+             f"'{description}']]//{tag}")  # fmt: skip
+    return driver.find_element(By.XPATH, xpath)
