@@ -277,18 +277,15 @@ def lab_form(value):
 
 def refresh_notebooks(names: list[str] | None = None) -> None:
     """Re-execute every notebook in ``notebooks/`` (or those ``names``, stems) in place
-    with its default parameters,
-    then drop papermill's run metadata (timestamps would make every run a diff) and the
-    widget state (new model ids every run; a live kernel makes the widgets anew), and
-    write it in the form Lab saves (:func:`lab_form`)."""
+    with its default parameters, then drop papermill's run metadata (timestamps would
+    make every run a diff) and the widget state (new model ids every run; a live kernel
+    makes the widgets anew), and write it in the form Lab saves (:func:`lab_form`)."""
     import nbformat
 
     notebooks = sorted(NOTEBOOKS.glob("*.ipynb"))
-    unknown = sorted(set(names or ()) - {n.stem for n in notebooks})
-    if unknown:
-        raise ValueError(
-            f"no notebook {unknown} in notebooks/; there are {[n.stem for n in notebooks]}"
-        )
+    stems = [n.stem for n in notebooks]
+    if unknown := sorted(set(names or ()) - set(stems)):
+        raise ValueError(f"names must be notebooks of notebooks/ {stems}, got {unknown}")
     for notebook in [n for n in notebooks if names is None or n.stem in names]:
         print(f"executing {notebook.relative_to(REPO)}")
         with atomic_path(notebook) as tmp:
