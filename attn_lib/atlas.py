@@ -244,16 +244,15 @@ def build(
             source, modification, epsilons, base, mask,
             modify_layer=grid.modify_layers[li], devices=devices,
         )  # fmt: skip
-        return chunk, values
+        return chunk, epsilons, values
 
     start = time.perf_counter()
     settings = 0
     pending = dispatch(todo[0]) if todo else None
     for i in tqdm(range(len(todo)), desc="atlas chunks", unit="chunk", disable=not progress):
-        (ci, ki, li, bi), values = pending
+        (ci, ki, li, bi), epsilons, values = pending
         if i + 1 < len(todo):  # the next chunk computes while this one is written
             pending = dispatch(todo[i + 1])
-        block = grid.block(bi)
         dims = ("component", "kind", "epsilon", "modify_layer", "observe_layer", "head")
         region = xr.Dataset(
             {name: (dims, np.asarray(values[name])[None, None, :, None]) for name in METRICS}
@@ -261,14 +260,14 @@ def build(
         where = {
             "component": slice(ci, ci + 1),
             "kind": slice(ki, ki + 1),
-            "epsilon": block,
+            "epsilon": grid.block(bi),
             "modify_layer": slice(li, li + 1),
             "observe_layer": slice(0, layers),
             "head": slice(0, heads),
         }
         region.to_zarr(store, region=where, mode="r+", zarr_format=2)
-        epsilons = list(grid.epsilons[block])
-        write_json(_record_path(store, todo[i]), {"chunk": list(todo[i]), "epsilons": epsilons})
+        record = {"chunk": list(todo[i]), "epsilons": epsilons.tolist()}
+        write_json(_record_path(store, todo[i]), record)
         settings += len(epsilons)
     seconds = time.perf_counter() - start
     return {

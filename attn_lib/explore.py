@@ -1,8 +1,8 @@
 """The state and widgets behind ``notebooks/explore.ipynb``.
 
 An :class:`Explorer` keeps each source it has built and reuses the compiled
-attention: moving ε never recompiles (ε is a traced leaf of the modification), and
-every other choice compiles once, the first time it is made. An update recomputes
+attention: moving ε or choosing a layer never recompiles (both are traced), and
+another component, kind or source compiles once, the first time it is chosen. An update recomputes
 the weights and metrics and changes the drawn heatmap in place.
 """
 

@@ -1,7 +1,6 @@
 """The notebook side: import time, one panel through papermill, the whole collection,
 and the explorer's update."""
 
-import io
 import os
 import statistics
 import subprocess
@@ -194,6 +193,7 @@ def bench_pipeline(quick: bool) -> list[dict]:
 
 def _explore_case(quick: bool) -> dict:
     """The explorer's update latency while ε moves, as the slider would move it."""
+    from attn_lib import plot
     from attn_lib.explore import Explorer
 
     explorer = Explorer()
@@ -204,11 +204,11 @@ def _explore_case(quick: bool) -> dict:
         start = time.perf_counter()
         explorer.update(epsilon=eps)
         times.append(time.perf_counter() - start)
-    renders = []  # what showing the view adds: the PNG Jupyter's inline display makes
+    renders = []  # what showing the view adds: the PNG (with its alt text) the widget sends
     for eps in path[:5]:
         explorer.update(epsilon=eps)
         start = time.perf_counter()
-        explorer.figure.savefig(io.BytesIO(), format="png", bbox_inches="tight")
+        plot.html(explorer.figure, explorer.alt())
         renders.append(time.perf_counter() - start)
     return {"times": times, "render_s": statistics.median(renders)}
 
