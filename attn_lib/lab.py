@@ -12,9 +12,9 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -43,11 +43,13 @@ def _stop(process: subprocess.Popen) -> None:
 
 @contextlib.contextmanager
 def jupyter_lab(home: Path) -> Iterator[tuple[str, str]]:
-    """JupyterLab on this repository at a free port; yields its URL and token.
+    """JupyterLab on this repository at a port of the system's choosing; yields its URL
+    and token.
 
-    Its settings (autosave off: nothing run in the browser is written back), workspaces,
-    runtime files and log go to ``home``; ``window.jupyterapp`` is exposed so that a
-    command runs by its id, as its menu item would.
+    Its settings (autosave off: nothing run in the browser is written back), workspaces
+    and log go to ``home``, its runtime files to a private temporary folder;
+    ``window.jupyterapp`` is exposed so that a command runs by its id, as its menu item
+    would.
     """
     settings = {  # no autosave; no question about Jupyter's news over the page
         "docmanager-extension/plugin": {"autosave": False},
@@ -57,21 +59,22 @@ def jupyter_lab(home: Path) -> Iterator[tuple[str, str]]:
         file = home / "settings" / "@jupyterlab" / f"{name}.jupyterlab-settings"
         file.parent.mkdir(parents=True, exist_ok=True)
         file.write_text(json.dumps(values))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     token = secrets.token_hex(16)
+    # Port 0: the server binds a port the system chooses and names it in its runtime
+    # file; a port probed here could be taken by another process before the server
+    # binds it. Its kernels use Unix sockets for the same reason (attn_lib.kernels),
+    # in a runtime folder with a short path (a socket path is at most 107 bytes).
+    runtime = Path(tempfile.mkdtemp(prefix="attn-lib-lab-"))
     command = [
         str(Path(sys.executable).with_name("jupyter-lab")), "--no-browser",
-        "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
+        "--ServerApp.ip=127.0.0.1", "--ServerApp.port=0", "--KernelManager.transport=ipc",
         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={REPO}",
         f"--LabApp.user_settings_dir={home / 'settings'}",
         f"--LabApp.workspaces_dir={home / 'workspaces'}", "--LabApp.expose_app_in_browser=True",
     ]  # fmt: skip
     if os.geteuid() == 0:
         command.append("--allow-root")
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JUPYTER_RUNTIME_DIR": str(home / "runtime")}
-    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JUPYTER_RUNTIME_DIR": str(runtime)}
     with open(home / "lab.log", "w") as log:
         server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
                                   start_new_session=True)  # fmt: skip
@@ -79,15 +82,18 @@ def jupyter_lab(home: Path) -> Iterator[tuple[str, str]]:
             deadline = time.monotonic() + WAIT
             while True:
                 try:
+                    info = json.loads((runtime / f"jpserver-{server.pid}.json").read_text())
+                    url = f"http://127.0.0.1:{info['port']}"
                     urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2)
                     break
-                except OSError:
+                except (OSError, ValueError, KeyError):
                     if server.poll() is not None or time.monotonic() > deadline:
                         raise RuntimeError((home / "lab.log").read_text()[-3000:]) from None
                     time.sleep(0.5)
             yield url, token
         finally:
             _stop(server)
+            shutil.rmtree(runtime, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -14,15 +14,14 @@ import json
 import os
 import shutil
 import sys
-import threading
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import papermill
-from jupyter_client.manager import AsyncKernelManager
 
 import attn_lib
 from attn_lib.checks import check_integer, check_template, shown
+from attn_lib.kernels import AsyncPrivateKernelManager
 from attn_lib.spec import BUILD, NOTEBOOKS, REPO, SPEC, load_spec, panel_grid, resolve
 from attn_lib.store import atomic_path, sha256, write_json
 
@@ -54,15 +53,21 @@ class Job:
 
 
 def declared_parameters(notebook: Path) -> dict:
-    """The parameters a notebook declares, with their default values."""
+    """The parameters a notebook declares, with their default values.
+
+    Call it from one thread only: it parses with ``ast``, and CPython 3.11's ``ast`` is
+    not thread-safe (a ``SystemError: AST constructor recursion depth mismatch`` that
+    leaves the process's parser broken). :func:`expand` calls it before any worker starts.
+    """
     declared = papermill.inspect_notebook(str(notebook))
     return {name: ast.literal_eval(info["default"]) for name, info in declared.items()}
 
 
-def check_injection(notebook: Path, parameters: dict) -> None:
-    """Refuse names the notebook does not declare and values that are not JSON scalars:
-    papermill writes ``name = value`` into the notebook as code."""
-    declared = declared_parameters(notebook)
+def check_injection(notebook: Path, parameters: dict, declared: dict | None = None) -> None:
+    """Refuse names the notebook does not declare (``declared``, by default read from
+    it) and values that are not JSON scalars: papermill writes ``name = value`` into the
+    notebook as code."""
+    declared = declared_parameters(notebook) if declared is None else declared
     for name, value in parameters.items():
         if not isinstance(name, str) or not name.isidentifier() or name not in declared:
             raise ValueError(
@@ -96,15 +101,20 @@ def expand(
     spec: dict, spec_path: Path, out: Path, only: list[str] | None = None
 ) -> list[tuple[list[Job], Job]]:
     """The jobs for each figure: its panels, then its grid. Every path a job writes or
-    deletes is checked to lie inside ``out`` (or ``build/notebooks``) first."""
+    deletes is checked to lie inside ``out`` (or ``build/notebooks``), and every job's
+    parameters against its notebook's declared ones, here, before any worker starts."""
     unknown = set(only or ()) - set(spec)
     if unknown:
         raise ValueError(f"--only: no figure named {sorted(unknown)}; known: {sorted(spec)}")
     panel_nb, grid_nb = NOTEBOOKS / "panel.ipynb", NOTEBOOKS / "grid.ipynb"
-    defaults = declared_parameters(panel_nb)
+    declared = {panel_nb: declared_parameters(panel_nb), grid_nb: declared_parameters(grid_nb)}
+    defaults = declared[panel_nb]
     fields = ("Component", "eps", *defaults)
 
     def job(figure, name, notebook, parameters, folder, suffixes, record, draws_figure=False):
+        if notebook not in declared:
+            declared[notebook] = declared_parameters(notebook)
+        check_injection(notebook, parameters, declared[notebook])
         stage = out / STAGING / figure / name
         outputs = tuple(folder / f"{stem}{suffix}" for stem, suffix in suffixes)
         for path in (*outputs, record, stage):
@@ -120,7 +130,6 @@ def expand(
         if "notebook" in spec[figure]:
             name = spec[figure]["notebook"]
             notebook, parameters = NOTEBOOKS / f"{name}.ipynb", {"output_dir": portable(folder)}
-            check_injection(notebook, parameters)
             suffixes = [(output, ".png") for output in spec[figure]["outputs"]]
             record = folder / f"{name}.json"
             figures.append(
@@ -212,35 +221,23 @@ def use_compilation_cache(folder: Path = BUILD / "jax-cache") -> None:
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 
-class SerialStartKernelManager(AsyncKernelManager):
-    """A kernel manager whose kernels choose their ports and start one at a time.
-
-    Kernels started at the same moment can pick the same free ZMQ ports (papermill
-    issue 511). All our kernels start from threads of this one process, where
-    jupyter_client's ``LocalPortCache`` never hands out a port twice; the lock makes
-    that cache safe across threads.
-    """
-
-    _lock = threading.Lock()
-
-    async def _async_start_kernel(self, **kw):
-        with self._lock:
-            await super()._async_start_kernel(**kw)
-
-
-# Every kernel we start: serialised port choice, and a quiet log. ipykernel logs a
+# Every kernel we start: private Unix sockets, no TCP port to collide on (papermill
+# issue 511, across processes too), and a quiet log. ipykernel logs a
 # warning about unencrypted local TCP at every start and "KeyboardInterrupt caught"
 # at some shutdowns; a real failure reaches us as papermill's exception instead.
 KERNEL_OPTIONS = {
-    "kernel_manager_class": SerialStartKernelManager,
+    "kernel_manager_class": AsyncPrivateKernelManager,
     "extra_arguments": ["--log-level=CRITICAL"],
 }
 
 
 def _execute(job: Job, build: Path) -> None:
-    """Run one notebook with papermill; the executed copy is kept under ``build``."""
+    """Run one notebook with papermill; the executed copy is kept under ``build``.
+
+    This runs on a worker thread: nothing here may parse with ``ast`` (see
+    :func:`declared_parameters`); the parameters were checked by :func:`expand`.
+    """
     parameters = {**job.parameters, "output_dir": portable(job.stage)}
-    check_injection(job.notebook, parameters)
     executed = build / job.figure / f"{job.name}.ipynb"
     executed.parent.mkdir(parents=True, exist_ok=True)
     # papermill runs on this worker thread's event loop; owning it lets us close it.

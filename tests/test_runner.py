@@ -1,9 +1,12 @@
+import ast
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 
 import matplotlib.pyplot as plt
@@ -15,6 +18,22 @@ from attn_lib import runner
 from attn_lib.spec import NOTEBOOKS
 
 PANEL = NOTEBOOKS / "panel.ipynb"
+
+
+def test_many_jobs_in_one_process_parse_nothing_on_their_threads(tmp_path, monkeypatch):
+    # Sixteen jobs on eight threads, without kernels: only the runner's own code runs.
+    def fake_papermill(notebook, executed, parameters, **kwargs):
+        stage = runner.resolve(parameters["output_dir"])
+        for name in (parameters.get("name"), parameters.get("figure")):
+            for suffix in (".npz", ".png", ".pdf", ".svg"):
+                (stage / f"{name}{suffix}").write_bytes(b"x")
+
+    monkeypatch.setattr(runner, "BUILD", tmp_path / "build")
+    monkeypatch.setattr(runner.papermill, "execute_notebook", fake_papermill)
+    spec = _tiny_spec(tmp_path, [{"name": f"e{i}", "epsilon": 0.5} for i in range(8)])
+    found = _spying(monkeypatch)
+    assert runner.run(spec, out=tmp_path / "out", jobs=8) == 0
+    assert found["ast off the main thread"] == []
 
 
 def test_injection_refuses_undeclared_names_and_non_scalars():
@@ -59,15 +78,40 @@ def _files(folder):
     return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
+def _spying(monkeypatch):
+    """Record every ``ast.parse`` off the main thread (CPython 3.11's ``ast`` is not
+    thread-safe) and every TCP port this process asks the system to choose."""
+    found = {"ast off the main thread": [], "tcp ports chosen": []}
+    parse, bind = ast.parse, socket.socket.bind
+
+    def spy_parse(*args, **kwargs):
+        if threading.current_thread() is not threading.main_thread():
+            found["ast off the main thread"].append(threading.current_thread().name)
+        return parse(*args, **kwargs)
+
+    def spy_bind(self, address):
+        if self.family in (socket.AF_INET, socket.AF_INET6) and address[1] == 0:
+            found["tcp ports chosen"].append(address)
+        return bind(self, address)
+
+    monkeypatch.setattr(ast, "parse", spy_parse)
+    monkeypatch.setattr(socket.socket, "bind", spy_bind)
+    return found
+
+
 def test_runner_is_deterministic_caches_and_kernels_do_not_collide(tmp_path, monkeypatch):
-    # Four panels on four kernels at once, twice (papermill issue 511), then a no-op.
+    # Four panels on four kernels at once, twice, then a no-op. No worker thread parses
+    # with ast (a race in CPython 3.11) and no kernel takes a TCP port (papermill
+    # issue 511): the spy sees every call, so a race that did not strike still fails.
     monkeypatch.setattr(runner, "BUILD", tmp_path / "build")
     spec = _tiny_spec(tmp_path, [{"name": "a", "epsilon": 0.5}, {"name": "b", "epsilon": 0.1}])
     out = tmp_path / "out"
     runs = []
+    found = _spying(monkeypatch)
     for _ in range(2):
         assert runner.run(spec, out=out, jobs=4, force=True) == 0
         runs.append(_files(out))
+    assert found == {"ast off the main thread": [], "tcp ports chosen": []}
     assert {"tiny.png", "tiny.svg", "tiny/query_a.npz", "tiny/key_b.png"} <= set(runs[0])
     assert runs[0] == runs[1], "two runs give byte-identical files"
 
