@@ -88,3 +88,36 @@ def test_a_file_that_cannot_be_compared_is_named_and_the_rest_still_compared(fol
         ["qkv_grid.png", "cannot compare"],
     ], problems
     assert "BadZipFile" in problems[0]
+
+
+def _panel_arrays(path):
+    with np.load(path) as data:
+        return {key: data[key] for key in data.files}
+
+
+def test_rounding_from_another_cpu_passes_and_a_real_change_does_not(folders):
+    produced = folders[0]
+    path = produced / "qkv_grid" / "query_eps5e-1.npz"
+    arrays = _panel_arrays(path)
+    # as measured between an AVX2 and an AVX-512 machine
+    arrays["weights"][5, 2] += 6e-5
+    arrays["all_weights"][-1] -= 3e-5
+    save_npz(path, arrays)
+    assert compare_figures(*folders) == []
+    # another head of the same layer, and the same head at another ε
+    other = _panel_arrays(REPO / "figures" / "qkv_grid" / "query_eps1e-3.npz")
+    for weights in (arrays["all_weights"][0, 1], other["weights"]):
+        save_npz(path, {**arrays, "weights": weights})
+        problems = compare_figures(*folders)
+        assert len(problems) == 1 and problems[0].startswith(
+            "qkv_grid/query_eps5e-1.npz: weights["
+        ), problems
+
+
+def test_a_fifo_named_like_a_panel_is_refused_without_reading_it(folders):
+    import os
+
+    produced, committed = folders[:2]
+    os.mkfifo(produced / "qkv_grid" / "key_eps5e-1.npz")
+    os.mkfifo(committed / "qkv_grid" / "key_eps5e-1.npz")
+    assert compare_figures(*folders) == ["qkv_grid/key_eps5e-1.npz: not a regular file"]
