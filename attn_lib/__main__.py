@@ -5,11 +5,13 @@ python -m attn_lib compare PRODUCED [--committed figures] [--diffs DIR] [--spec 
 python -m attn_lib notebooks [NAME ...]
 python -m attn_lib atlas --source NAME [--text TEXT] --out STORE [--components ...] [--kinds ...]
     [--epsilons ...] [--layers ...] [--eps-chunk N] [--overwrite]
-    [--coordinator HOST:PORT --num-processes N --process-id I]
+    [--coordinator HOST:PORT --num-processes N --process-id I [--init-timeout S]]
 """
 
 import argparse
+import os
 import sys
+import threading
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,8 +51,14 @@ def main(argv: list[str] | None = None) -> int:
     atlas.add_argument("--eps-chunk", type=int, default=64, help="ε per chunk of work")
     atlas.add_argument("--overwrite", action="store_true", help="replace a store of other settings")
     atlas.add_argument("--coordinator", help="HOST:PORT of process 0, for several hosts")
-    atlas.add_argument("--num-processes", type=int, default=1)
-    atlas.add_argument("--process-id", type=int, default=0)
+    atlas.add_argument("--num-processes", type=int, help="with --coordinator: how many")
+    atlas.add_argument("--process-id", type=int, help="with --coordinator: 0 … N-1")
+    atlas.add_argument(
+        "--init-timeout",
+        type=float,
+        default=120.0,
+        help="seconds for every process to join the coordinator (default 120)",
+    )
     notebooks = commands.add_parser(
         "notebooks",
         help="re-execute notebooks/ in place with default parameters, metadata stripped",
@@ -100,9 +108,9 @@ def _atlas(args) -> int:
         # A program compiles once per component and kind (SmolLM2: ~4 s): a resumed
         # or repeated run loads them from here.
         jax.config.update("jax_compilation_cache_dir", str(BUILD / "jax-cache"))
-    if args.coordinator:  # several hosts: each runs this with its own --process-id
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+    distributed = check_distributed(
+        args.coordinator, args.num_processes, args.process_id, args.init_timeout
+    )
     if args.source not in SOURCES:
         raise ValueError(f"--source must be one of {list(SOURCES)}, got {args.source!r}")
     source = SOURCES[args.source]
@@ -120,6 +128,8 @@ def _atlas(args) -> int:
         tuple(layers),
         args.eps_chunk,
     )
+    if distributed:  # several hosts: each runs this with its own --process-id
+        join(*distributed)
     built = source.build(params)
     own = {name: params[name] for name in ("source", *source.parameters)}
     summary = atlas.build(built, args.out, grid, parameters=own, overwrite=args.overwrite)
@@ -130,6 +140,57 @@ def _atlas(args) -> int:
         f"{summary['bytes'] / 1e6:.2f} MB"
     )
     return 0
+
+
+def check_distributed(coordinator, processes, process_id, timeout) -> tuple | None:
+    """``(coordinator, processes, process_id, timeout)`` for ``jax.distributed``, checked,
+    or None for one process. The three flags go together, or none is given."""
+    from attn_lib.checks import check_integer, check_real
+
+    given = [coordinator is not None, processes is not None, process_id is not None]
+    if not any(given):
+        return None
+    if not all(given):
+        raise ValueError(
+            "--coordinator HOST:PORT, --num-processes N and --process-id I go together "
+            "(several processes); give all three or none"
+        )
+    host, _, port = coordinator.rpartition(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(
+            f"--coordinator must be HOST:PORT with a port in [1, 65535], got {coordinator!r}"
+        )
+    processes = check_integer("--num-processes", processes, 1)
+    process_id = check_integer("--process-id", process_id, 0, processes - 1)
+    timeout = check_real("--init-timeout", timeout, 1, 86400)
+    return coordinator, processes, process_id, timeout
+
+
+def join(coordinator: str, processes: int, process_id: int, timeout: float) -> None:
+    """``jax.distributed.initialize``, or a one-line error and exit code 2 when not every
+    process has joined within ``timeout`` seconds. JAX's own deadline aborts the process
+    natively, with a C++ stack trace; this one fires first."""
+    import jax
+
+    joined = threading.Event()
+
+    def expire():
+        if not joined.wait(timeout):
+            print(
+                f"error: not all {processes} processes joined the coordinator {coordinator} "
+                f"within {timeout:g} s (--init-timeout); start every --process-id 0 … "
+                f"{processes - 1} with the same --coordinator",
+                file=sys.stderr,
+                flush=True,
+            )
+            os._exit(2)
+
+    threading.Thread(target=expire, daemon=True).start()
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(
+        coordinator, processes, process_id, initialization_timeout=int(timeout) + 60
+    )
+    joined.set()
 
 
 if __name__ == "__main__":

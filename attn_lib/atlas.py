@@ -11,18 +11,29 @@ modified one run once), split across the local devices with ``jax.shard_map`` ov
 one-axis ``Mesh``. Across hosts (``jax.distributed.initialize``), each process takes
 every ``process_count``-th chunk and writes its own region of the store.
 
-The store is Zarr, written through xarray: a template first (``compute=False``), then
-each chunk with ``region=``. A chunk's completion record (``<store>.done/<chunk>.json``)
-is written only after its region, so a run that is killed and started again computes
-just the chunks without a record; a half-written chunk is never trusted.
+The store is Zarr, written through xarray: a template first (``compute=False``, into a
+new hidden folder beside the store, then renamed), then each chunk with ``region=``.
+The template carries the atlas's mark, a new id: a folder without it is not an atlas,
+and is never written into or deleted. A chunk's completion record
+(``<store>/.attn-lib-done/<chunk>.json``) is written after its region and names the
+store's id, the chunk and a sha256 of the region's values; a chunk whose record is
+missing, empty, of another store or of other values is computed again, and
+:func:`load` refuses to present it as data. One run at a time writes a store (a lock
+on ``.<store>.lock`` beside it).
 """
 
+import contextlib
 import dataclasses
+import fcntl
 import functools
+import hashlib
 import itertools
 import json
+import os
 import shutil
+import tempfile
 import time
+import uuid
 from functools import partial
 from pathlib import Path
 
@@ -46,6 +57,8 @@ from attn_lib.modification import (
 from attn_lib.store import write_json
 
 METRICS = ("entropy", "sink", "diagonal", "previous", "total_variation")
+MARK = "attn_lib_atlas"  # the store attribute that makes a folder an atlas: its id
+RECORDS = ".attn-lib-done"  # inside the store: one completion record per chunk
 DEFAULT_EPSILONS = tuple(np.logspace(-10, 1, 23).tolist())  # 2 points a decade
 
 
@@ -74,6 +87,16 @@ class Grid:
         for kind in self.kinds:
             for epsilon in self.epsilons:
                 check_epsilon(kind, epsilon)
+        for name in ("components", "kinds", "epsilons", "modify_layers"):
+            values = getattr(self, name)
+            twice = sorted({v for v in values if values.count(v) > 1})
+            if twice:  # the readers select by value: each must be there once
+                raise ValueError(f"{name} must each be given once, got {twice} more than once")
+        for layer in self.modify_layers:
+            check_integer("modify_layers", layer, 0)
+        # ε and layers in order: the readers select the nearest ε, which needs it
+        object.__setattr__(self, "epsilons", tuple(sorted(float(e) for e in self.epsilons)))
+        object.__setattr__(self, "modify_layers", tuple(sorted(self.modify_layers)))
         check_integer("eps_chunk", self.eps_chunk, 1)
 
     def chunks(self) -> list[tuple[int, int, int, int]]:
@@ -152,14 +175,95 @@ def chunk_metrics(source, modification, epsilons, base, mask, *, modify_layer, d
 
 
 def _record_path(store: Path, chunk) -> Path:
-    return store.with_name(store.name + ".done") / ("_".join(map(str, chunk)) + ".json")
+    return store / RECORDS / ("_".join(map(str, chunk)) + ".json")
+
+
+DIMS = ("component", "kind", "epsilon", "modify_layer", "observe_layer", "head")
+
+
+def _region(grid: Grid, chunk) -> dict:
+    """Where ``chunk`` lies in the store, for ``isel`` and ``to_zarr(region=)``."""
+    ci, ki, li, bi = chunk
+    return {
+        "component": slice(ci, ci + 1),
+        "kind": slice(ki, ki + 1),
+        "epsilon": grid.block(bi),
+        "modify_layer": slice(li, li + 1),
+    }
+
+
+def _digest(values: dict) -> str:
+    """A sha256 of a chunk's metric values, as float32, in :data:`METRICS` order."""
+    digest = hashlib.sha256()
+    for name in METRICS:
+        digest.update(np.ascontiguousarray(values[name], dtype=np.float32).data)
+    return digest.hexdigest()
+
+
+def _complete(store: Path, ident: str, grid: Grid, dataset, chunk) -> bool:
+    """Whether ``chunk``'s record is there and names this store, this chunk and the
+    values its region holds now."""
+    try:
+        record = json.loads(_record_path(store, chunk).read_text())
+        if record["store"] != ident or record["chunk"] != list(chunk):
+            return False
+    except (OSError, ValueError, KeyError, TypeError):
+        return False  # no record, an empty or corrupt one: not done
+    region = dataset[list(METRICS)].isel(_region(grid, chunk))
+    return record["sha256"] == _digest({name: region[name].values for name in METRICS})
+
+
+def atlas_id(store: str | Path) -> str | None:
+    """The id of the atlas in ``store``, or None where ``store`` is no atlas (not a Zarr
+    group, or one without the atlas's mark)."""
+    import zarr
+
+    try:
+        ident = zarr.open_group(str(store), mode="r").attrs.get(MARK)
+    except Exception:  # whatever the folder holds, it is not an atlas
+        return None
+    return ident if isinstance(ident, str) else None
+
+
+def check_store(store: str | Path) -> Path:
+    """``store`` as a path the atlas may write: a name of its own, no symbolic link, and
+    a folder that is an atlas if it exists."""
+    path = Path(store)
+    if path.name in ("", ".", ".."):
+        raise ValueError(
+            f"--out must name the store's own folder, e.g. build/x.zarr; got {str(store)!r}"
+        )
+    if path.is_symlink():
+        raise ValueError(
+            f"--out {str(store)!r} is a symbolic link: refused (name the folder itself)"
+        )
+    if path.exists() and atlas_id(path) is None:
+        raise ValueError(
+            f"--out {str(store)!r} exists and is not an atlas (it lacks the atlas's mark): "
+            "refused, with --overwrite too; choose a new path"
+        )
+    return path
+
+
+@contextlib.contextmanager
+def _exclusive(store: Path):
+    """Hold the lock of ``store`` (``.<name>.lock`` beside it), or refuse: two runs on one
+    store would both compute every chunk, and race to create it."""
+    store.parent.mkdir(parents=True, exist_ok=True)
+    with open(store.parent / f".{store.name}.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(
+                f"another atlas run is writing {store}; wait for it to finish, or use another --out"
+            ) from None
+        yield  # the lock goes with the file's closing, also when the process is killed
 
 
 def _template(grid: Grid, layers: int, heads: int, attrs: dict):
     import dask.array as da
     import xarray as xr
 
-    dims = ("component", "kind", "epsilon", "modify_layer", "observe_layer", "head")
     shape = (
         len(grid.components),
         len(grid.kinds),
@@ -170,7 +274,7 @@ def _template(grid: Grid, layers: int, heads: int, attrs: dict):
     )
     chunks = (1, 1, grid.eps_chunk, 1, layers, heads)
     data = {
-        name: (dims, da.full(shape, np.nan, dtype=np.float32, chunks=chunks)) for name in METRICS
+        name: (DIMS, da.full(shape, np.nan, dtype=np.float32, chunks=chunks)) for name in METRICS
     }
     coords = {
         "component": list(grid.components),
@@ -180,7 +284,7 @@ def _template(grid: Grid, layers: int, heads: int, attrs: dict):
         "observe_layer": np.arange(layers),
         "head": np.arange(heads),
     }
-    return xr.Dataset(data, coords=coords, attrs=attrs)
+    return xr.Dataset(data, coords=coords, attrs={**attrs, MARK: uuid.uuid4().hex})
 
 
 def build(
@@ -192,17 +296,16 @@ def build(
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict:
-    """Compute every chunk of ``grid`` not yet recorded in ``store`` and write it there.
+    """Compute every chunk of ``grid`` not yet complete in ``store`` and write it there.
 
     ``parameters`` (e.g. the source's name and text) and the grid are kept in the
-    store's attributes; a store made with other ones is refused unless ``overwrite``.
-    Returns a summary: chunks done now and before, settings, seconds, maps per second.
+    store's attributes; an atlas made with other ones is refused unless ``overwrite``,
+    which replaces it. A folder that is not an atlas is refused either way
+    (:func:`check_store`). Returns a summary: chunks done now and before, settings,
+    seconds, maps per second.
     """
-    import xarray as xr
-    from tqdm.auto import tqdm
 
-    store = Path(store)
-    done_dir = _record_path(store, ()).parent
+    store = check_store(store)
     base = all_weights(source, None, modify_layer=0)
     layers, heads = base.shape[:2]
     attrs = {
@@ -211,28 +314,50 @@ def build(
         "library": f"attn_lib {attn_lib.__version__}",
     }
     process, processes = jax.process_index(), jax.process_count()
+    # Process 0 alone creates or replaces the store; the others wait for it below.
+    with _exclusive(store) if process == 0 else contextlib.nullcontext():
+        if process == 0:
+            _prepare(store, grid, layers, heads, attrs, overwrite)
+        if processes > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("attn_lib.atlas template")
+        return _fill(source, store, grid, base, process, processes, progress)
+
+
+def _prepare(store: Path, grid: Grid, layers: int, heads: int, attrs: dict, overwrite: bool):
+    """Leave ``store`` an atlas of ``attrs``: kept, replaced (``overwrite``) or new."""
+    import xarray as xr
+
     if store.exists():
         found = xr.open_zarr(store).attrs
-        same = all(found.get(k) == attrs[k] for k in ("parameters", "grid"))
-        if not same and not overwrite:
+        if all(found.get(k) == attrs[k] for k in ("parameters", "grid")):
+            return
+        if not overwrite:
             raise ValueError(
                 f"{store} holds an atlas of other parameters or settings; "
                 "pass overwrite=True (--overwrite) to replace it"
             )
-        if not same and process == 0:
-            shutil.rmtree(store)
-            shutil.rmtree(done_dir, ignore_errors=True)
-    if not store.exists() and process == 0:  # written aside, then renamed: never half a template
-        aside = store.with_name(store.name + ".template")
+        shutil.rmtree(store)  # an atlas by its mark (check_store), records inside it
+    # Written into a new folder of our own, then renamed: never half a template.
+    aside = Path(tempfile.mkdtemp(dir=store.parent, prefix=f".{store.name}.template-"))
+    try:
+        _template(grid, layers, heads, attrs).to_zarr(aside, mode="w", compute=False, zarr_format=2)
+        os.rename(aside, store)
+    finally:
         shutil.rmtree(aside, ignore_errors=True)
-        _template(grid, layers, heads, attrs).to_zarr(aside, compute=False, zarr_format=2)
-        aside.rename(store)
-    if processes > 1:
-        from jax.experimental import multihost_utils
 
-        multihost_utils.sync_global_devices("attn_lib.atlas template")
+
+def _fill(source, store: Path, grid: Grid, base, process: int, processes: int, progress: bool):
+    """Compute and write this process's chunks that are not complete."""
+    import xarray as xr
+    from tqdm.auto import tqdm
+
+    layers, heads = base.shape[:2]
+    ident = atlas_id(store)
     chunks = [c for i, c in enumerate(grid.chunks()) if i % processes == process]
-    todo = [c for c in chunks if not _record_path(store, c).is_file()]
+    with xr.open_zarr(store) as dataset:
+        todo = [c for c in chunks if not _complete(store, ident, grid, dataset, c)]
     mask = key_mask(base)
     devices = jax.local_devices()
 
@@ -250,24 +375,16 @@ def build(
     settings = 0
     pending = dispatch(todo[0]) if todo else None
     for i in tqdm(range(len(todo)), desc="atlas chunks", unit="chunk", disable=not progress):
-        (ci, ki, li, bi), epsilons, values = pending
+        chunk, epsilons, values = pending
         if i + 1 < len(todo):  # the next chunk computes while this one is written
             pending = dispatch(todo[i + 1])
-        dims = ("component", "kind", "epsilon", "modify_layer", "observe_layer", "head")
-        region = xr.Dataset(
-            {name: (dims, np.asarray(values[name])[None, None, :, None]) for name in METRICS}
-        )
-        where = {
-            "component": slice(ci, ci + 1),
-            "kind": slice(ki, ki + 1),
-            "epsilon": grid.block(bi),
-            "modify_layer": slice(li, li + 1),
-            "observe_layer": slice(0, layers),
-            "head": slice(0, heads),
-        }
+        values = {name: np.asarray(values[name])[None, None, :, None] for name in METRICS}
+        region = xr.Dataset({name: (DIMS, values[name]) for name in METRICS})
+        where = {**_region(grid, chunk), "observe_layer": slice(0, layers), "head": slice(0, heads)}
         region.to_zarr(store, region=where, mode="r+", zarr_format=2)
-        record = {"chunk": list(todo[i]), "epsilons": epsilons.tolist()}
-        write_json(_record_path(store, todo[i]), record)
+        record = {"store": ident, "chunk": list(chunk), "epsilons": epsilons.tolist(),
+                  "sha256": _digest(values)}  # fmt: skip
+        write_json(_record_path(store, chunk), record)
         settings += len(epsilons)
     seconds = time.perf_counter() - start
     return {
@@ -281,22 +398,35 @@ def build(
     }
 
 
-def load(store: str | Path):
-    """The atlas in ``store`` as an ``xarray.Dataset`` (lazy), its records checked: a
-    chunk without a completion record reads as NaN."""
+def load(store: str | Path, *, complete: bool = True):
+    """The atlas in ``store`` as an ``xarray.Dataset``, every chunk's record checked.
+
+    A chunk that is not complete (no record, or one that does not match its values) is
+    never presented as data: with ``complete`` (the default) a ``ValueError`` names the
+    missing chunks; without it they read as NaN and ``attrs["missing"]`` lists them.
+    """
     import xarray as xr
 
     store = Path(store)
+    ident = atlas_id(store)
+    if ident is None:
+        raise ValueError(f"{store} is not an atlas (no Zarr group with the atlas's mark)")
     dataset = xr.open_zarr(store)
     fields = json.loads(dataset.attrs["grid"])
     grid = Grid(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
-    missing = [c for c in grid.chunks() if not _record_path(store, c).is_file()]
+    missing = [c for c in grid.chunks() if not _complete(store, ident, grid, dataset, c)]
+    if missing and complete:
+        raise ValueError(
+            f"{store}: {len(missing)} of {len(grid.chunks())} chunks are not complete "
+            f"(component, kind, layer, ε block: {missing[:4]}{' …' if len(missing) > 4 else ''}); "
+            "run the atlas command again to compute them, or load(complete=False)"
+        )
     if missing:
         dataset = dataset.load()
-    for ci, ki, li, bi in missing:
-        where = {"component": ci, "kind": ki, "epsilon": grid.block(bi), "modify_layer": li}
-        for name in METRICS:
-            dataset[name][where] = np.nan
+        for chunk in missing:
+            for name in METRICS:
+                dataset[name][_region(grid, chunk)] = np.nan
+        dataset.attrs["missing"] = json.dumps(missing)
     return dataset
 
 

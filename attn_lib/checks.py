@@ -4,6 +4,7 @@ what is allowed, and returns the value. No JAX and no YAML, so every layer impor
 
 import re
 import reprlib
+import string
 
 import numpy as np
 
@@ -71,14 +72,37 @@ def check_name(name: str, value: object) -> str:
     return value
 
 
+MAX_TITLE = 200  # characters of a title, as written and as rendered
+# What may follow a field's colon: a precision and a type, no width (``{eps:>2000000000}``
+# pads to 2 GB) and no nested field.
+FORMAT_SPEC = re.compile(r"(\.[0-9])?[deEfgG%]?")
+
+
 def check_template(name: str, value: object, fields) -> str:
-    """A ``str.format`` template that uses only ``fields``, checked before any work."""
+    """A ``str.format`` template of at most :data:`MAX_TITLE` characters whose fields are
+    plain names of ``fields`` (no attribute, index or conversion: ``{seed.__class__}``
+    reads Python's internals), each with at most a precision and a type
+    (:data:`FORMAT_SPEC`), checked before any work."""
     check_text(name, value)
-    try:
-        value.format_map({field: "" for field in fields})
-    except (KeyError, IndexError, ValueError) as error:
+
+    def refuse(why: str):
         raise ValueError(
-            f"{name} {shown(value)} is not a valid template ({type(error).__name__}: {error}); "
-            f"it may use {', '.join('{' + f + '}' for f in fields)}, and {{{{ }}}} for a brace"
-        ) from None
+            f"{name} {shown(value)} is not a valid template ({why}); it may use "
+            f"{', '.join('{' + f + '}' for f in fields)}, each plain or with a precision "
+            f"and type such as {{eps:.2g}}, and {{{{ }}}} for a brace"
+        )
+
+    if len(value) > MAX_TITLE:
+        refuse(f"{len(value)} characters, at most {MAX_TITLE}")
+    try:
+        parsed = list(string.Formatter().parse(value))
+    except ValueError as error:
+        refuse(str(error))
+    for _, field, spec, conversion in parsed:
+        if field is None:
+            continue
+        if field not in fields:
+            refuse(f"unknown field {shown(field)}")
+        if conversion or not FORMAT_SPEC.fullmatch(spec):
+            refuse(f"the format {shown(spec if not conversion else '!' + conversion)}")
     return value

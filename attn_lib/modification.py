@@ -22,6 +22,9 @@ from jax.typing import ArrayLike
 from attn_lib.checks import check_choice, check_integer, shown
 from attn_lib.softmax import compute_dtype
 
+# jax.random.key keeps 32 bits of a seed (without x64): 2**32 would be seed 0 again, and
+# 2**64 overflows inside it.
+MAX_SEED = 2**32 - 1
 COMPONENTS = ("query", "key", "value")
 
 
@@ -163,7 +166,7 @@ class Modification:
     def __post_init__(self):
         check_choice("component", self.component, COMPONENTS)
         check_choice("kind", self.kind, tuple(KINDS))
-        check_integer("seed", self.seed, 0)
+        check_integer("seed", self.seed, 0, MAX_SEED)
         if self.head is not None:  # None: every head
             check_integer("head", self.head, 0)
         # A concrete ε is checked here; a traced one is checked by sweep before tracing,

@@ -13,6 +13,7 @@ import numpy as np
 
 from attn_lib import plot
 from attn_lib.checks import (
+    MAX_TITLE,
     check_choice,
     check_index,
     check_integer,
@@ -23,7 +24,7 @@ from attn_lib.checks import (
 )
 from attn_lib.compute import all_weights
 from attn_lib.layered import MAX_PANEL_TOKENS
-from attn_lib.modification import COMPONENTS, KINDS, Modification, check_epsilon
+from attn_lib.modification import COMPONENTS, KINDS, MAX_SEED, Modification, check_epsilon
 from attn_lib.sources import SOURCES
 from attn_lib.spec import panel_grid, resolve
 from attn_lib.store import save_npz
@@ -115,11 +116,24 @@ def validate_panel_parameters(params: dict) -> dict:
             ) from None
     check_index("observe_layer", p["observe_layer"], source.layers)
     check_index("head", p["head"], source.heads)
-    check_integer("seed", p["seed"], 0)
+    check_integer("seed", p["seed"], 0, MAX_SEED)
     check_template("title", p["title"], ("Component", "eps", *PANEL_PARAMETERS))
+    try:
+        title = panel_title(p)
+    except ValueError as error:  # a format that does not suit its field's value
+        raise ValueError(f"title {shown(p['title'])} cannot be drawn: {error}") from None
+    if len(title) > MAX_TITLE:
+        raise ValueError(f"title renders to {len(title)} characters; at most {MAX_TITLE}")
     check_text("output_dir", p["output_dir"], empty=False)
     check_name("name", p["name"])
     return p
+
+
+def panel_title(params: dict) -> str:
+    """The panel's title: its template (or :data:`DEFAULT_TITLE`) filled in."""
+    eps = plot.format_epsilon(params["epsilon"])
+    template = params["title"] or DEFAULT_TITLE
+    return template.format(Component=params["component"].capitalize(), eps=eps, **params)
 
 
 def make_source(params: dict):
@@ -147,10 +161,7 @@ def compute_panel(params: dict, source=None) -> dict:
         head=None if params["modify_head"] == -1 else params["modify_head"],
     )
     weights = np.asarray(all_weights(source, modification, modify_layer=params["modify_layer"]))
-    eps = plot.format_epsilon(params["epsilon"])
-    title = (params["title"] or DEFAULT_TITLE).format(
-        Component=params["component"].capitalize(), eps=eps, **params
-    )
+    title = panel_title(params)
     return {
         "weights": weights[params["observe_layer"], params["head"]],
         "all_weights": weights,

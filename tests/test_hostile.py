@@ -295,3 +295,72 @@ def test_a_bad_notebook_figure_is_refused(tmp_path, entry, message):
     path.write_text(yaml.safe_dump({"nb": {"caption": "c", **entry}}))
     with pytest.raises(ValueError, match=message):
         load_spec(path)
+
+
+# 8. A title template is plain field names with at most a precision and a type.
+
+
+@pytest.mark.parametrize(
+    ("title", "why"),
+    [
+        ("{eps:>2000000000}", r"the format '>2000000000'"),
+        ("{eps:>1000000}", r"the format '>1000000'"),
+        ("{seed.__class__.__init__}", r"unknown field 'seed.__class__.__init__'"),
+        ("{eps!r}", r"the format '!r'"),
+        ("{eps:{seed}}", r"the format '\{seed\}'"),
+        ("x" * 201, r"201 characters, at most 200"),
+    ],
+)
+def test_a_title_beyond_plain_fields_is_refused_before_any_kernel(
+    tmp_path, build, monkeypatch, title, why
+):
+    monkeypatch.setattr(runner, "_execute", lambda job, build: pytest.fail("a kernel started"))
+    with pytest.raises(ValueError, match=r"title .* is not a valid template \(" + why):
+        runner.run(_spec(tmp_path, title=title), out=tmp_path / "out")
+
+
+def test_a_title_must_render_short_and_fit_its_values():
+    from attn_lib.pipeline import PANEL_DEFAULTS, validate_panel_parameters
+
+    assert validate_panel_parameters({**PANEL_DEFAULTS, "title": "{epsilon:.1e} {seed:d}"})
+    with pytest.raises(ValueError, match=r"title '\{eps:d\}' cannot be drawn: Unknown format"):
+        validate_panel_parameters({**PANEL_DEFAULTS, "title": "{eps:d}"})
+    with pytest.raises(ValueError, match=r"title renders to 2\d\d characters; at most 200"):
+        validate_panel_parameters(
+            {**PANEL_DEFAULTS, "title": "{output_dir}" * 3, "output_dir": "d" * 90}
+        )
+
+
+# 10. A seed is what jax.random.key keeps: 32 bits.
+
+
+@pytest.mark.parametrize("seed", [2**32, 2**64, -1])
+def test_a_seed_beyond_32_bits_is_refused_by_name(seed):
+    from attn_lib import Modification
+    from attn_lib.pipeline import PANEL_DEFAULTS, validate_panel_parameters
+
+    message = rf"seed must be an integer in \[0, 4294967295\], got {seed}"
+    with pytest.raises(ValueError, match=message):
+        validate_panel_parameters({**PANEL_DEFAULTS, "seed": seed})
+    with pytest.raises(ValueError, match=message):
+        Modification("query", "noise", 0.5, seed=seed)
+    assert Modification("query", "noise", 0.5, seed=2**32 - 1).seed == 2**32 - 1
+
+
+# 13. Tokens and titles are text, never mathtext.
+
+
+def test_dollar_tokens_and_titles_are_drawn_as_they_are(tmp_path):
+    import numpy as np
+
+    from attn_lib import plot
+
+    tokens = ["$$", "a$b", "$x^2$", r"\frac"]
+    panel = {"weights": np.eye(4), "tokens": tokens, "title": "cost: $5 $$",
+             "parameters": {"causal": False}}  # fmt: skip
+    fig = plot.panel_figure(panel)
+    plot.save(fig, tmp_path / "panel", ("png", "pdf", "svg"))
+    ax = fig.axes[0]
+    assert [label.get_text() for label in ax.get_xticklabels()] == tokens
+    assert ax.get_title() == "cost: $5 $$"
+    assert all(not label.get_parse_math() for label in ax.get_xticklabels())

@@ -10,6 +10,7 @@ from conftest import requires_smollm2
 
 import attn_lib
 from attn_lib import smollm2
+from attn_lib.store import save_npz
 
 pytestmark = requires_smollm2
 REFERENCE = Path(__file__).parent / "reference" / "smollm2_reference.npz"
@@ -143,12 +144,31 @@ def test_the_dequantized_arrays_are_cached_and_a_damaged_cache_is_remade(tmp_pat
         smollm2.load.cache_clear()
         again, _ = smollm2.load()  # from the cache
         np.testing.assert_array_equal(again["layers"]["key"][7], params["layers"]["key"][7])
-        cached.write_bytes(cached.read_bytes()[:1000])  # a damaged cache
-        smollm2.load.cache_clear()
-        remade, _ = smollm2.load()
-        np.testing.assert_array_equal(remade["embedding"], params["embedding"])
+        whole = cached.read_bytes()
         with np.load(cached) as data:
-            assert "tokenizer" in data.files, "and written again whole"
+            arrays = {k: data[k] for k in data.files}
+        wrong = arrays["blk.0.attn_q.weight"].copy()
+        wrong[0] *= 2  # well-formed, and wrong
+        missing = {k: v for k, v in arrays.items() if k != "blk.3.ffn_up.weight"}
+        for damage in (
+            {**arrays, "blk.0.attn_k.weight": arrays["blk.0.attn_k.weight"][:-1]},  # a row short
+            {**arrays, "tokenizer": np.array("{not a tokenizer")},
+            {**arrays, "blk.0.attn_q.weight": wrong},
+            {**arrays, "version": np.array("other code")},
+            missing,
+            None,  # truncated
+        ):
+            if damage is None:
+                cached.write_bytes(whole[:1000])
+            else:
+                save_npz(cached, damage)
+            smollm2.load.cache_clear()
+            remade, tokenizer = smollm2.load()
+            np.testing.assert_array_equal(
+                remade["layers"]["query"][0], params["layers"]["query"][0]
+            )
+            assert tokenizer.encode("The cat").ids == [504, 2644]
+            assert cached.read_bytes() == whole, "and written again whole"
     finally:
         smollm2.load.cache_clear()
 
