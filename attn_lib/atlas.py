@@ -304,7 +304,6 @@ def build(
     (:func:`check_store`). Returns a summary: chunks done now and before, settings,
     seconds, maps per second.
     """
-
     store = check_store(store)
     base = all_weights(source, None, modify_layer=0)
     layers, heads = base.shape[:2]
@@ -326,9 +325,11 @@ def build(
 
 
 def _prepare(store: Path, grid: Grid, layers: int, heads: int, attrs: dict, overwrite: bool):
-    """Leave ``store`` an atlas of ``attrs``: kept, replaced (``overwrite``) or new."""
+    """Leave ``store`` an atlas of ``attrs``: kept, replaced (``overwrite``) or new.
+    Called under the store's lock, where what :func:`check_store` saw still holds."""
     import xarray as xr
 
+    check_store(store)
     if store.exists():
         found = xr.open_zarr(store).attrs
         if all(found.get(k) == attrs[k] for k in ("parameters", "grid")):

@@ -110,7 +110,7 @@ class Explorer:
             heatmap_ax = self.figure.axes[0]
             weights = np.ma.masked_array(panel["weights"], plot.mask_of(panel))
             heatmap_ax.collections[0].set_array(weights.ravel())
-            heatmap_ax.set_title(panel["title"])
+            heatmap_ax.set_title(plot.plain(panel["title"]))
         self.params, self.panel, self.note = params, panel, note
         return self.metrics()
 

@@ -26,14 +26,7 @@ METADATA = {
     "pdf": {"CreationDate": None, "Producer": None},
     "svg": {"Date": None},
 }
-# No mathtext: token labels and titles are text, and real tokenizers have tokens such as
-# "$$" that matplotlib would parse as formulas (and fail on).
-STYLE = {
-    "svg.hashsalt": "attn-lib",
-    "font.size": 9,
-    "axes.titlesize": 9,
-    "text.parse_math": False,
-}
+STYLE = {"svg.hashsalt": "attn-lib", "font.size": 9, "axes.titlesize": 9}
 
 
 def format_epsilon(epsilon: float) -> str:
@@ -42,6 +35,12 @@ def format_epsilon(epsilon: float) -> str:
         return "0"
     mantissa, exponent = f"{epsilon:.0e}".split("e")
     return f"{mantissa}e{int(exponent)}"
+
+
+def plain(text: str) -> str:
+    """``text`` as matplotlib shows it literally: a pair of ``$`` would start mathtext,
+    and real tokenizers have tokens such as ``$$`` (a parse error, not a label)."""
+    return str(text).replace("$", r"\$")
 
 
 def mask_of(panel: dict) -> np.ndarray | None:
@@ -66,11 +65,11 @@ def heatmap(panel: dict, ax, *, colorbar: bool = True):
         square=True,
         cbar=colorbar,
         cbar_kws={"label": COLORBAR_LABEL} if colorbar else None,
-        xticklabels=list(panel["tokens"]),
-        yticklabels=list(panel["tokens"]),
+        xticklabels=[plain(token) for token in panel["tokens"]],
+        yticklabels=[plain(token) for token in panel["tokens"]],
     )
     ax.patch.set(facecolor="white", edgecolor=MASKED_HATCH, hatch="////", linewidth=0)
-    ax.set_title(panel["title"])
+    ax.set_title(plain(panel["title"]))
     ax.set_xlabel("Key")
     ax.set_ylabel("Query")
     ax.tick_params(labelsize=7)
@@ -108,9 +107,9 @@ def grid_figure(panels: Sequence[Sequence[dict]], caption: str, subtitle: str = 
                 heatmap(panel, ax, colorbar=False)
         mappable = axes[0, 0].collections[0]
         fig.colorbar(mappable, ax=axes, label=COLORBAR_LABEL, shrink=0.6)
-        fig.supxlabel(caption, fontsize=11)
+        fig.supxlabel(plain(caption), fontsize=11)
         if subtitle:
-            fig.suptitle(subtitle, fontsize=9, color="0.3")
+            fig.suptitle(plain(subtitle), fontsize=9, color="0.3")
     return fig
 
 

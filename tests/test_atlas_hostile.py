@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
+from conftest import requires_minilm
 
 from attn_lib import atlas
 from attn_lib.__main__ import main
+from attn_lib.spec import NOTEBOOKS, REPO
 from attn_lib.synthetic import Synthetic
 
 ONE = atlas.Grid(("query",), ("scale",), (0.5, 1.0), (0,), eps_chunk=1)
@@ -235,3 +237,33 @@ def test_a_process_whose_peers_never_join_stops_with_one_line(tmp_path):
     assert run.returncode == 2, run.stderr[-2000:]
     assert "error: not all 2 processes joined the coordinator 127.0.0.1:9 within 2 s" in run.stderr
     assert "Traceback" not in run.stderr and not (tmp_path / "a.zarr").exists()
+
+
+@requires_minilm
+def test_the_atlas_notebook_refuses_a_store_of_other_settings(tmp_path, source):
+    import papermill
+
+    from attn_lib import runner
+
+    store = tmp_path / "other.zarr"  # as `python -m attn_lib atlas` would leave one
+    _build(source, store)
+    before = _tree(store)
+    with pytest.raises(papermill.PapermillExecutionError, match="holds an atlas of other"):
+        papermill.execute_notebook(
+            str(NOTEBOOKS / "atlas.ipynb"),
+            str(tmp_path / "atlas.ipynb"),
+            parameters={"store": str(store), "output_dir": str(tmp_path)},
+            cwd=str(REPO),
+            progress_bar=False,
+            **runner.KERNEL_OPTIONS,
+        )
+    assert _tree(store) == before and not list(tmp_path.glob("*.png"))
+
+
+def test_no_documented_command_writes_the_atlas_notebooks_store():
+    from attn_lib import runner
+
+    store = runner.declared_parameters(NOTEBOOKS / "atlas.ipynb")["store"]
+    documented = re.findall(r"--out (\S+)", (REPO / "README.md").read_text())
+    assert "build/atlas/minilm.zarr" in documented and store not in documented
+    assert not store.startswith(("build/atlas/", "figures/"))
