@@ -142,7 +142,9 @@ def test_the_dequantized_arrays_are_cached_and_a_damaged_cache_is_remade(tmp_pat
         cached = tmp_path / f"{smollm2.SHA256}.npz"
         assert cached.is_file()
         smollm2.load.cache_clear()
-        again, _ = smollm2.load()  # from the cache
+        with monkeypatch.context() as patch:  # from the cache, not the GGUF
+            patch.setattr(smollm2, "_read_gguf", lambda file: pytest.fail("read the GGUF"))
+            again, _ = smollm2.load()
         np.testing.assert_array_equal(again["layers"]["key"][7], params["layers"]["key"][7])
         whole = cached.read_bytes()
         with np.load(cached) as data:
@@ -150,18 +152,13 @@ def test_the_dequantized_arrays_are_cached_and_a_damaged_cache_is_remade(tmp_pat
         wrong = arrays["blk.0.attn_q.weight"].copy()
         wrong[0] *= 2  # well-formed, and wrong
         missing = {k: v for k, v in arrays.items() if k != "blk.3.ffn_up.weight"}
+        # each costs a read of the GGUF; tests/test_store.py tries every kind of damage
         for damage in (
-            {**arrays, "blk.0.attn_k.weight": arrays["blk.0.attn_k.weight"][:-1]},  # a row short
+            missing,
             {**arrays, "tokenizer": np.array("{not a tokenizer")},
             {**arrays, "blk.0.attn_q.weight": wrong},
-            {**arrays, "version": np.array("other code")},
-            missing,
-            None,  # truncated
         ):
-            if damage is None:
-                cached.write_bytes(whole[:1000])
-            else:
-                save_npz(cached, damage)
+            save_npz(cached, damage)
             smollm2.load.cache_clear()
             remade, tokenizer = smollm2.load()
             np.testing.assert_array_equal(
