@@ -18,6 +18,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import papermill
+from jupyter_core.utils import ensure_event_loop
 
 import attn_lib
 from attn_lib.checks import check_integer, check_template, shown
@@ -240,9 +241,11 @@ def _execute(job: Job, build: Path) -> None:
     parameters = {**job.parameters, "output_dir": portable(job.stage)}
     executed = build / job.figure / f"{job.name}.ipynb"
     executed.parent.mkdir(parents=True, exist_ok=True)
-    # papermill runs on this worker thread's event loop; owning it lets us close it.
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
+    # papermill's kernel client runs on the event loop jupyter_core keeps for this thread
+    # (ensure_event_loop: a new one the first time), and never closes it. Left open, the
+    # loop is collected later on some thread with a ResourceWarning; under pytest that is
+    # an unraisable exception whose traceback is formatted with ast: the race above.
+    loop = ensure_event_loop()
     try:
         papermill.execute_notebook(
             str(job.notebook),
@@ -255,6 +258,7 @@ def _execute(job: Job, build: Path) -> None:
             **KERNEL_OPTIONS,
         )
     finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
         asyncio.set_event_loop(None)
         loop.close()
 

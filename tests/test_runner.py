@@ -86,7 +86,9 @@ def _spying(monkeypatch):
 
     def spy_parse(*args, **kwargs):
         if threading.current_thread() is not threading.main_thread():
-            found["ast off the main thread"].append(threading.current_thread().name)
+            frames = [sys._getframe(depth) for depth in range(1, 4)]
+            callers = [f"{f.f_code.co_filename}:{f.f_lineno}" for f in frames]
+            found["ast off the main thread"].append(" < ".join(callers))
         return parse(*args, **kwargs)
 
     def spy_bind(self, address):
