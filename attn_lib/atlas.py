@@ -24,7 +24,6 @@ on ``.<store>.lock`` beside it).
 
 import contextlib
 import dataclasses
-import fcntl
 import functools
 import hashlib
 import itertools
@@ -54,7 +53,7 @@ from attn_lib.modification import (
     check_epsilon,
     first_shown_layer,
 )
-from attn_lib.store import write_json
+from attn_lib.store import exclusive, write_json
 
 METRICS = ("entropy", "sink", "diagonal", "previous", "total_variation")
 MARK = "attn_lib_atlas"  # the store attribute that makes a folder an atlas: its id
@@ -245,21 +244,6 @@ def check_store(store: str | Path) -> Path:
     return path
 
 
-@contextlib.contextmanager
-def _exclusive(store: Path):
-    """Hold the lock of ``store`` (``.<name>.lock`` beside it), or refuse: two runs on one
-    store would both compute every chunk, and race to create it."""
-    store.parent.mkdir(parents=True, exist_ok=True)
-    with open(store.parent / f".{store.name}.lock", "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ValueError(
-                f"another atlas run is writing {store}; wait for it to finish, or use another --out"
-            ) from None
-        yield  # the lock goes with the file's closing, also when the process is killed
-
-
 def _template(grid: Grid, layers: int, heads: int, attrs: dict):
     import dask.array as da
     import xarray as xr
@@ -313,8 +297,11 @@ def build(
         "library": f"attn_lib {attn_lib.__version__}",
     }
     process, processes = jax.process_index(), jax.process_count()
-    # Process 0 alone creates or replaces the store; the others wait for it below.
-    with _exclusive(store) if process == 0 else contextlib.nullcontext():
+    # Process 0 alone creates or replaces the store; the others wait for it below. Two
+    # runs on one store would both compute every chunk, and race to create it.
+    busy = f"another atlas run is writing {store}; wait for it to finish, or use another --out"
+    lock = store.parent / f".{store.name}.lock"
+    with exclusive(lock, busy) if process == 0 else contextlib.nullcontext():
         if process == 0:
             _prepare(store, grid, layers, heads, attrs, overwrite)
         if processes > 1:

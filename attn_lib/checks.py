@@ -85,24 +85,24 @@ def check_template(name: str, value: object, fields) -> str:
     (:data:`FORMAT_SPEC`), checked before any work."""
     check_text(name, value)
 
-    def refuse(why: str):
-        raise ValueError(
+    def refuse(why: str) -> ValueError:
+        return ValueError(
             f"{name} {shown(value)} is not a valid template ({why}); it may use "
             f"{', '.join('{' + f + '}' for f in fields)}, each plain or with a precision "
             f"and type such as {{eps:.2g}}, and {{{{ }}}} for a brace"
         )
 
     if len(value) > MAX_TITLE:
-        refuse(f"{len(value)} characters, at most {MAX_TITLE}")
+        raise refuse(f"{len(value)} characters, at most {MAX_TITLE}")
     try:
         parsed = list(string.Formatter().parse(value))
     except ValueError as error:
-        refuse(str(error))
+        raise refuse(str(error)) from None
     for _, field, spec, conversion in parsed:
         if field is None:
             continue
         if field not in fields:
-            refuse(f"unknown field {shown(field)}")
+            raise refuse(f"unknown field {shown(field)}")
         if conversion or not FORMAT_SPEC.fullmatch(spec):
-            refuse(f"the format {shown(spec if not conversion else '!' + conversion)}")
+            raise refuse(f"the format {shown(spec if not conversion else '!' + conversion)}")
     return value

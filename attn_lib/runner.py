@@ -7,9 +7,7 @@ skipped without starting a kernel.
 
 import ast
 import asyncio
-import contextlib
 import dataclasses
-import fcntl
 import json
 import os
 import shutil
@@ -24,7 +22,7 @@ import attn_lib
 from attn_lib.checks import check_integer, check_template, shown
 from attn_lib.kernels import AsyncPrivateKernelManager
 from attn_lib.spec import BUILD, NOTEBOOKS, REPO, SPEC, load_spec, panel_grid, resolve
-from attn_lib.store import atomic_path, sha256, write_json
+from attn_lib.store import atomic_path, exclusive, sha256, write_json
 
 STAGING = ".attn-lib-staging"  # in the output folder: where jobs write before they land
 LOCK = ".attn-lib.lock"  # in the output folder: one runner at a time
@@ -223,9 +221,8 @@ def use_compilation_cache(folder: Path = BUILD / "jax-cache") -> None:
 
 
 # Every kernel we start: private Unix sockets, no TCP port to collide on (papermill
-# issue 511, across processes too), and a quiet log. ipykernel logs a
-# warning about unencrypted local TCP at every start and "KeyboardInterrupt caught"
-# at some shutdowns; a real failure reaches us as papermill's exception instead.
+# issue 511, across processes too), and a quiet log (ipykernel logs "KeyboardInterrupt
+# caught" at some shutdowns); a real failure reaches us as papermill's exception.
 KERNEL_OPTIONS = {
     "kernel_manager_class": AsyncPrivateKernelManager,
     "extra_arguments": ["--log-level=CRITICAL"],
@@ -310,21 +307,6 @@ def error_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-@contextlib.contextmanager
-def _exclusive(out: Path):
-    """Hold ``out``'s lock file, or refuse: two runners on one folder would do the work
-    twice and delete each other's files."""
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / LOCK, "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ValueError(
-                f"another runner is drawing into {out}; wait for it to finish, or use another --out"
-            ) from None
-        yield  # the lock goes with the file's closing, also when the process is killed
-
-
 def run(
     spec_path: str | Path = SPEC,
     *,
@@ -369,7 +351,9 @@ def run(
     waiting = {figure: len(figure_panels) for figure, (figure_panels, _) in grids.items()}
     total = len(panels) + len(figures)
     interrupted = False
-    with _exclusive(out), tqdm(total=total, desc="notebooks", unit="nb") as bar:
+    # Two runners on one folder would do the work twice and delete each other's files.
+    busy = f"another runner is drawing into {out}; wait for it to finish, or use another --out"
+    with exclusive(out / LOCK, busy), tqdm(total=total, desc="notebooks", unit="nb") as bar:
         pool = ThreadPoolExecutor(jobs)
         first = panels + [grid for figure_panels, grid in figures if not figure_panels]
         pending = {pool.submit(run_job, job): job for job in first}

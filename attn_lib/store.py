@@ -1,6 +1,7 @@
 """Files that are written whole or not at all, byte-identical from run to run."""
 
 import contextlib
+import fcntl
 import hashlib
 import io
 import json
@@ -50,6 +51,20 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def exclusive(lock: Path, busy: str) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``lock`` (made if missing, left in place), or
+    refuse with ``ValueError(busy)`` when another process holds it. The lock goes with
+    the file's closing, also when the process is killed."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as file:
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(busy) from None
+        yield
 
 
 def save_npz(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:
