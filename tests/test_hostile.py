@@ -224,6 +224,9 @@ def test_ctrl_c_cancels_the_queue_and_prints_the_summary(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # as at a terminal: a shell without job control starts background commands with
+        # SIGINT ignored, and an ignored SIGINT is inherited (CI may start us so)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     _wait_for(lambda: any(out.glob("tiny/*.json")), "the first panel")
     process.send_signal(signal.SIGINT)
