@@ -6,7 +6,8 @@ import pytest
 
 from attn_lib import minilm, smollm2
 
-# Mixed-dtype arithmetic must be deliberate in the library (see STYLE.md).
+# Mixed-dtype arithmetic must be deliberate in the library (strict promotion, as in
+# Equinox's tests).
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 
 

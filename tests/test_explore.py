@@ -1,5 +1,7 @@
 """The explorer behind notebooks/explore.ipynb: updates, saving, widgets."""
 
+import html
+
 import numpy as np
 import pytest
 from conftest import requires_minilm, requires_smollm2
@@ -126,10 +128,17 @@ def test_the_menus_follow_the_source_and_the_saved_command_stays(explorer, monke
     widget = Widget(explorer)
     assert widget.controls["causal"] in widget.menus.children
     assert widget.controls["text"] not in widget.menus.children, "synthetic reads no text"
-    monkeypatch.setattr(explorer, "save", lambda: "papermill notebooks/panel.ipynb x.ipynb")
-    widget.on_save(None)
     widget.controls["epsilon"].value = 1e-3
-    assert "papermill notebooks/panel.ipynb x.ipynb" in widget.saved.value
+    save = explorer.save  # the real one, into a folder of this test's own
+    monkeypatch.setattr(explorer, "save", lambda: save(output_dir=str(tmp_path)))
+    widget.on_save(None)
+    saved = widget.saved.value
+    command = html.unescape(saved.split("<code>")[1].split("</code>")[0])
+    assert command.startswith(f"papermill notebooks/panel.ipynb {tmp_path}/explore.ipynb ")
+    assert "-p epsilon 0.001" in command, "the command re-makes the view that was saved"
+    assert pipeline.load_panel(tmp_path / "explore.npz")["parameters"]["epsilon"] == 1e-3
+    widget.controls["epsilon"].value = 0.5
+    assert widget.saved.value == saved, "moving a control leaves the saved command shown"
 
 
 @requires_minilm

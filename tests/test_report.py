@@ -129,11 +129,14 @@ def test_the_seed_grid_uses_the_most_distinct_gain(calibrated):
     assert load_spec()["qkv_grid"]["panel"]["gain"] == pytest.approx(gain, rel=1e-3)
 
 
-def test_the_study_grid_is_fine_and_holds_the_seed_epsilons():
+def test_the_study_grid_is_fine_and_a_map_is_read_only_on_it():
     assert len(report.EPSILONS) >= 100
     assert report.EPSILONS.min() == pytest.approx(1e-12) and report.EPSILONS.max() == 100
-    for eps in report.SEED_EPSILONS:
-        assert np.isclose(report.EPSILONS, eps).any()
+    weights = {"query": np.arange(3.0)[:, None, None, None, None] * np.ones((3, 1, 1, 2, 2))}
+    study = report.Study("scale", np.array([1e-3, 0.1, 0.5]), weights, np.ones((1, 1, 2, 2)))
+    np.testing.assert_array_equal(study.at("query", 0.1), np.ones((2, 2)))
+    with pytest.raises(ValueError, match=r"epsilon 1e-10 is not on the study's grid"):
+        study.at("query", 1e-10)  # the nearest, 1e-3, is not the map asked for
 
 
 def test_jvp_agrees_with_finite_differences():
