@@ -57,6 +57,7 @@ browser() {  # Debian's Chromium and its driver, for tests/test_browser.py
 lint() {
     "$VENV/bin/ruff" check .
     "$VENV/bin/ruff" format --check .
+    "$VENV/bin/lint-imports"  # the floors of the library ([tool.importlinter])
 }
 
 test_all() {
