@@ -219,15 +219,19 @@ def test_a_brace_in_a_title_or_label_is_refused_before_any_kernel(tmp_path, buil
 def test_ctrl_c_cancels_the_queue_and_prints_the_summary(tmp_path):
     columns = [{"name": f"e{i}", "epsilon": 10.0**-i} for i in range(6)]
     spec, out = _spec(tmp_path, columns=columns), tmp_path / "out"
-    process = subprocess.Popen(
-        [*_runner_command(spec, out), "--jobs", "1"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        # as at a terminal: a shell without job control starts background commands with
-        # SIGINT ignored, and an ignored SIGINT is inherited (CI may start us so)
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    # As at a terminal: a shell without job control starts background commands with
+    # SIGINT ignored, and the runner would inherit that (CI may start us so). A handled
+    # signal is reset to the default in a child, where Python makes it KeyboardInterrupt.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        process = subprocess.Popen(
+            [*_runner_command(spec, out), "--jobs", "1"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
     _wait_for(lambda: any(out.glob("tiny/*.json")), "the first panel")
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=120)
