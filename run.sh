@@ -10,6 +10,9 @@ cd "$(dirname "$0")"
 
 VENV=.venv
 PYTHON=${PYTHON:-python3}
+# attn_lib's caches (SmolLM2's dequantized weights, compiled programs) stay in the
+# checkout's build/ (an installed attn_lib uses the user's cache folder).
+export ATTN_LIB_CACHE=${ATTN_LIB_CACHE:-$PWD/build}
 
 stage() {  # stage NAME COMMAND...: run a command and report its duration
     local name=$1 start=$SECONDS

@@ -1,9 +1,10 @@
 """attn_lib: softmax attention under modifications of its Query, Key or Value.
 
-The core (``softmax``, ``modification``, ``synthetic``, ``compute``, ``metrics``)
-needs JAX and Flax only; drawing and the notebook pipeline live in modules of their
-own. The names below load on first use, so that ``python -m attn_lib figures`` can
-find that nothing needs re-running without importing JAX.
+The core (``softmax``, ``modification``, ``compute``, ``metrics``, ``checks``) needs
+JAX only; the sources of Q, K and V are in ``models``, drawing and the notebook runner
+in ``figures``, whole-model analyses in ``analysis``. The names below load on first
+use, so that ``python -m attn_lib figures`` can find that nothing needs re-running
+without importing JAX.
 """
 
 import importlib
@@ -19,7 +20,7 @@ _HOMES = {
     "Modification": "modification",
     "check_epsilon": "modification",
     "perturb": "modification",
-    "Synthetic": "synthetic",
+    "Synthetic": "models.synthetic",
     "all_weights": "compute",
     "sweep": "compute",
     "metrics": None,  # the module itself

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     atlas = commands.add_parser(
         "atlas", help="metrics of every layer and head under every setting, into a Zarr store"
     )
-    atlas.add_argument("--source", default="synthetic", help="a source of attn_lib.sources")
+    atlas.add_argument("--source", default="synthetic", help="a source of attn_lib.models")
     atlas.add_argument("--text", default=None, help="the input of a real model")
     atlas.add_argument("--out", required=True, help="the Zarr store, e.g. build/atlas/x.zarr")
     atlas.add_argument("--components", nargs="+", default=["query", "key", "value"])
@@ -74,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _command(args) -> int:
     if args.command == "compare":
-        from attn_lib.compare import compare_figures
-        from attn_lib.spec import load_spec
+        from attn_lib.figures.compare import compare_figures
+        from attn_lib.figures.spec import load_spec
 
         figures = list(load_spec(args.spec))
         problems = compare_figures(args.produced, args.committed, args.diffs, figures)
@@ -87,7 +87,7 @@ def _command(args) -> int:
     if args.command == "atlas":
         return _atlas(args)
 
-    from attn_lib import runner
+    from attn_lib.figures import runner
 
     if args.command == "notebooks":
         runner.refresh_notebooks(args.names or None)
@@ -99,15 +99,16 @@ def _atlas(args) -> int:
     """Check everything, build the source, then the atlas; print a summary."""
     import jax
 
-    from attn_lib import atlas, pipeline
+    from attn_lib.analysis import atlas
+    from attn_lib.figures import panels
+    from attn_lib.models import SOURCES
+    from attn_lib.models.weights import cache_dir
     from attn_lib.modification import KINDS
-    from attn_lib.sources import SOURCES
-    from attn_lib.spec import BUILD
 
     if not jax.config.jax_compilation_cache_dir:  # a cache the user configured wins
         # A program compiles once per component and kind (SmolLM2: ~4 s): a resumed
         # or repeated run loads them from here.
-        jax.config.update("jax_compilation_cache_dir", str(BUILD / "jax-cache"))
+        jax.config.update("jax_compilation_cache_dir", str(cache_dir("jax")))
     distributed = check_distributed(
         args.coordinator, args.num_processes, args.process_id, args.init_timeout
     )
@@ -115,8 +116,8 @@ def _atlas(args) -> int:
         raise ValueError(f"--source must be one of {list(SOURCES)}, got {args.source!r}")
     source = SOURCES[args.source]
     text = {} if args.text is None else {"text": args.text}
-    params = {**pipeline.PANEL_DEFAULTS, **source.defaults, "source": args.source, **text}
-    params = pipeline.validate_panel_parameters(params)
+    params = {**panels.PANEL_DEFAULTS, **source.defaults, "source": args.source, **text}
+    params = panels.validate_panel_parameters(params)
     layers = args.layers if args.layers is not None else list(range(source.layers))
     for layer in layers:
         if not 0 <= layer < source.layers:

@@ -13,11 +13,12 @@ import shlex
 import ipywidgets as w
 import numpy as np
 
-from attn_lib import metrics, pipeline, plot
+from attn_lib import metrics
+from attn_lib.analysis.showcase import SEED_EPSILONS
 from attn_lib.compute import all_weights
+from attn_lib.figures import panels, plot
+from attn_lib.models import SOURCES
 from attn_lib.modification import COMPONENTS, KINDS, first_shown_layer
-from attn_lib.showcase import SEED_EPSILONS
-from attn_lib.sources import SOURCES
 
 EPSILON_RANGE = (-12, 2)  # log10 of the slider's ends
 SNAP = 0.15  # decades: a slider ε this close to one of the seed's is that ε exactly
@@ -38,7 +39,7 @@ def choices(params: dict, name: str) -> list:
     allowed = []
     for value in (False, True):
         try:
-            pipeline.validate_panel_parameters({**params, name: value})
+            panels.validate_panel_parameters({**params, name: value})
         except ValueError:
             continue
         allowed.append(value)
@@ -48,13 +49,13 @@ def choices(params: dict, name: str) -> list:
 class Explorer:
     """Panel parameters in, weights, metrics and a heatmap out, fast enough to follow a
     slider. ``defaults`` are the panel notebook's parameters
-    (:data:`attn_lib.pipeline.PANEL_DEFAULTS`, which a test keeps equal to them)."""
+    (:data:`attn_lib.figures.panels.PANEL_DEFAULTS`, which a test keeps equal to them)."""
 
-    def __init__(self, defaults: dict = pipeline.PANEL_DEFAULTS):
+    def __init__(self, defaults: dict = panels.PANEL_DEFAULTS):
         self.notebook_defaults = defaults
         self._sources: dict[tuple, object] = {}
         self._unmodified: dict[tuple, np.ndarray] = {}
-        self.params = pipeline.validate_panel_parameters(defaults)
+        self.params = panels.validate_panel_parameters(defaults)
         self.panel = None
         self.figure = None
         self.note = ""  # what the view changed or cannot show, in words
@@ -66,7 +67,7 @@ class Explorer:
     def _source(self, params: dict):
         key = self._key(params)
         if key not in self._sources:
-            self._sources[key] = pipeline.make_source(params)
+            self._sources[key] = panels.make_source(params)
         return self._sources[key]
 
     def needs_loading(self, **changes) -> bool:
@@ -81,23 +82,23 @@ class Explorer:
         """The validated parameters ``changes`` lead to (see :meth:`update`)."""
         params = {**self.params}
         if changes.get("source", params["source"]) != params["source"]:
-            own = {k: v for k, v in self.notebook_defaults.items() if k not in pipeline.COMMON}
+            own = {k: v for k, v in self.notebook_defaults.items() if k not in panels.COMMON}
             first = {"modify_layer": 0, "observe_layer": 0, "head": 0, "modify_head": -1}
             params |= own | SOURCES[changes["source"]].defaults | first
-        return pipeline.validate_panel_parameters({**params, **changes})
+        return panels.validate_panel_parameters({**params, **changes})
 
     def update(self, **changes) -> dict:
         """Apply ``changes`` to the parameters (validated first), recompute, redraw.
 
         A new ``source`` starts from its own parameters: the others back at their
-        defaults, its :attr:`~attn_lib.layered.Source.defaults` (e.g. a sentence), layer
+        defaults, its :attr:`~attn_lib.models.base.Source.defaults` (e.g. a sentence), layer
         and head 0; ``changes`` apply on top. Where the modification cannot show in the
         observed layer (Value in its own layer), the view observes the first layer where
         it can, unless ``changes`` chose the observed layer; :attr:`note` says which.
         Returns the metrics of the drawn map, averaged over its rows.
         """
         params, note = self._shown(self._next(changes), chose_layer="observe_layer" in changes)
-        panel = pipeline.compute_panel(params, self._source(params))
+        panel = panels.compute_panel(params, self._source(params))
         tokens = None if self.panel is None else list(self.panel["tokens"])
         if tokens != list(panel["tokens"]) or self.params["causal"] != params["causal"]:
             # a new grid of cells, new labels or a new mask: draw anew
@@ -153,14 +154,14 @@ class Explorer:
     def save(self, output_dir: str = "build/explore", name: str = "explore") -> str:
         """Save the current view as a panel (PNG, PDF and npz with its parameters, as
         the panel notebook would) and return the papermill command that re-makes it."""
-        params = pipeline.validate_panel_parameters(
+        params = panels.validate_panel_parameters(
             {**self.params, "output_dir": output_dir, "name": name}
         )
         if self.panel is None:
             self.update()
         panel = {**self.panel, "parameters": params}  # the view as computed, filed as a panel
         fig = plot.panel_figure(panel)
-        pipeline.save_panel(panel, fig, output_dir, name)
+        panels.save_panel(panel, fig, output_dir, name)
         changed = [
             f"-p {key} {shlex.quote(str(value))}"
             for key, value in params.items()

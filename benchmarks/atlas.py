@@ -15,20 +15,22 @@ LAYERS = {"minilm": (0, 1, 2, 3, 4, 5), "smollm2": (0, 10, 20, 29)}
 
 
 def _source(name: str):
-    from attn_lib import pipeline
-    from attn_lib.sources import SOURCES
+    from attn_lib.figures import panels
+    from attn_lib.models import SOURCES
 
     source = SOURCES[name]
-    params = {**pipeline.PANEL_DEFAULTS, **source.defaults, "source": name, "text": TEXTS[name]}
-    built = source.build(pipeline.validate_panel_parameters(params))
+    params = {**panels.PANEL_DEFAULTS, **source.defaults, "source": name, "text": TEXTS[name]}
+    built = source.build(panels.validate_panel_parameters(params))
     assert built.seq_len == 16, built.seq_len
     return built
 
 
 def _grid(layers, n_eps: int):
-    import attn_lib.atlas
+    import attn_lib.analysis.atlas
 
-    return attn_lib.atlas.Grid(("query",), ("scale",), tuple(np.logspace(-10, 1, n_eps)), layers)
+    return attn_lib.analysis.atlas.Grid(
+        ("query",), ("scale",), tuple(np.logspace(-10, 1, n_eps)), layers
+    )
 
 
 def _atlas_case(name: str, n_eps: int, layers: list[int]) -> dict:
@@ -36,12 +38,16 @@ def _atlas_case(name: str, n_eps: int, layers: list[int]) -> dict:
     each into a fresh store: its summary and this process's peak memory."""
     import jax
 
-    import attn_lib.atlas
+    import attn_lib.analysis.atlas
 
     source, grid = _source(name), _grid(tuple(layers), n_eps)
     with tempfile.TemporaryDirectory() as tmp:
-        attn_lib.atlas.build(source, f"{tmp}/warm.zarr", grid, parameters={}, progress=False)
-        summary = attn_lib.atlas.build(source, f"{tmp}/a.zarr", grid, parameters={}, progress=False)
+        attn_lib.analysis.atlas.build(
+            source, f"{tmp}/warm.zarr", grid, parameters={}, progress=False
+        )
+        summary = attn_lib.analysis.atlas.build(
+            source, f"{tmp}/a.zarr", grid, parameters={}, progress=False
+        )
     return {**summary, "devices": jax.local_device_count(), "peak_rss_mb": peak_rss_mb()}
 
 
@@ -50,18 +56,18 @@ def _loop_case(name: str, n_eps: int, layers: list[int]) -> dict:
     run again for each setting), after one warm-up call per modified layer."""
     import jax
 
-    import attn_lib.atlas
+    import attn_lib.analysis.atlas
     from attn_lib.compute import all_weights
     from attn_lib.modification import Modification
 
     source = _source(name)
     base = all_weights(source, None, modify_layer=0)
-    mask = attn_lib.atlas.key_mask(base)
+    mask = attn_lib.analysis.atlas.key_mask(base)
 
     @partial(jax.jit, static_argnums=2)
     def one(source, modification, layer):
         weights = all_weights(source, modification, modify_layer=layer)
-        return attn_lib.atlas.summarise(weights, base, mask)
+        return attn_lib.analysis.atlas.summarise(weights, base, mask)
 
     modification = Modification("query", "scale", 1.0)
     for layer in layers:

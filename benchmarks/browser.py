@@ -1,7 +1,8 @@
-"""The explorer in a real browser (JupyterLab in headless Chromium, attn_lib.lab): the
+"""The explorer in a real browser (JupyterLab in headless Chromium, tests/lab.py): the
 time from typing a new ε to the new heatmap on the page, and the first load of each
 source. Needs Debian's chromium and chromium-driver."""
 
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -11,9 +12,9 @@ from common import in_subprocess
 
 
 def _browser_case(changes: int) -> dict:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the harness
+    import lab
     from selenium.webdriver.support.ui import Select
-
-    from attn_lib import lab
 
     with (
         tempfile.TemporaryDirectory() as home,

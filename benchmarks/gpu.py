@@ -32,7 +32,7 @@ import jax.numpy as jnp
 from common import timed
 
 from attn_lib import attention_weights, metrics
-from attn_lib.store import write_json
+from attn_lib.files import write_json
 
 HEADS, HEAD_DIM = 8, 64
 DTYPES = (jnp.float32, jnp.bfloat16)

@@ -12,7 +12,7 @@ def _minilm_case(quick: bool) -> dict:
     import jax
 
     import attn_lib
-    from attn_lib import minilm
+    from attn_lib.models import minilm
 
     repeats = 3 if quick else 10
     start = time.perf_counter()
@@ -78,7 +78,7 @@ def bench_minilm(quick: bool) -> list[dict]:
 
 def _smollm2_load(cache: str) -> dict:
     """One load of SmolLM2 with its float32 cache in ``cache`` (cold if empty)."""
-    from attn_lib import smollm2
+    from attn_lib.models import smollm2
 
     smollm2.CACHE = Path(cache)
     start = time.perf_counter()
@@ -91,7 +91,7 @@ def _smollm2_forward(n_tokens: int, repeats: int) -> dict:
     import jax
 
     import attn_lib
-    from attn_lib import smollm2
+    from attn_lib.models import smollm2
 
     source = smollm2.SmolLM2.create(" a" * n_tokens)
     assert source.seq_len == n_tokens, source.seq_len
@@ -109,7 +109,7 @@ def _smollm2_sweep(method: str, repeats: int) -> dict:
     import jax
 
     import attn_lib
-    from attn_lib import smollm2
+    from attn_lib.models import smollm2
 
     source = smollm2.SmolLM2.create(" a" * 16)
     modification = attn_lib.Modification("query", "scale", 1.0)

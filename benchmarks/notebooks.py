@@ -57,7 +57,7 @@ def _papermill_panel(out: str) -> dict:
     """One panel notebook through papermill, split by papermill's per-cell durations."""
     import papermill
 
-    from attn_lib import runner
+    from attn_lib.figures import runner
 
     runner.use_compilation_cache()  # as the runner does
     notebook = runner.NOTEBOOKS / "panel.ipynb"
@@ -108,18 +108,18 @@ def _in_process_collection(spec: str, out: str) -> float:
     """Every panel and grid of ``spec`` computed, drawn and saved in this one process,
     as the notebooks would; returns the time including imports."""
     start = time.perf_counter()
-    from attn_lib import pipeline, plot, runner
-    from attn_lib.spec import load_spec
+    from attn_lib.figures import panels, plot, runner
+    from attn_lib.figures.spec import load_spec
 
     figures = load_spec(spec)
-    for panels, grid in runner.expand(figures, Path(spec), Path(out)):
-        for job in panels:
-            panel = pipeline.compute_panel(pipeline.validate_panel_parameters(job.parameters))
+    for jobs, grid in runner.expand(figures, Path(spec), Path(out)):
+        for job in jobs:
+            panel = panels.compute_panel(panels.validate_panel_parameters(job.parameters))
             fig = plot.panel_figure(panel)
-            pipeline.save_panel(panel, fig, job.parameters["output_dir"], job.name)
+            panels.save_panel(panel, fig, job.parameters["output_dir"], job.name)
         entry = figures[grid.figure]
         fig = plot.grid_figure(
-            pipeline.grid_panels(figures, grid.figure, out),
+            panels.grid_panels(figures, grid.figure, out),
             entry["caption"],
             entry.get("formula", ""),
         )
@@ -133,7 +133,8 @@ def bench_pipeline(quick: bool) -> list[dict]:
 
     import yaml
 
-    from attn_lib.spec import SPEC, load_spec
+    from attn_lib.figures.paths import SPEC
+    from attn_lib.figures.spec import load_spec
 
     def figures(spec, out, *extra, cache):
         start = time.perf_counter()
@@ -193,8 +194,8 @@ def bench_pipeline(quick: bool) -> list[dict]:
 
 def _explore_case(quick: bool) -> dict:
     """The explorer's update latency while ε moves, as the slider would move it."""
-    from attn_lib import plot
     from attn_lib.explore import Explorer
+    from attn_lib.figures import plot
 
     explorer = Explorer()
     path = np.logspace(-12, 2, 30 if quick else 100).tolist()

@@ -21,7 +21,7 @@ import sweeps
 from common import HERE
 
 import notebooks
-from attn_lib.store import write_json
+from attn_lib.files import write_json
 
 BENCHMARKS = {
     **sweeps.BENCHMARKS,

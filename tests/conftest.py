@@ -4,7 +4,7 @@ import os
 import jax
 import pytest
 
-from attn_lib import minilm, smollm2
+from attn_lib.models import minilm, smollm2
 
 # Mixed-dtype arithmetic must be deliberate in the library (strict promotion, as in
 # Equinox's tests).

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from attn_lib import atlas
-from attn_lib.synthetic import Synthetic
+from attn_lib.analysis import atlas
+from attn_lib.models.synthetic import Synthetic
 
 GRID = ["--components", "query", "value", "--kinds", "scale", "inverse"]
 GRID += ["--epsilons", "1e-3", "1e-2", "0.1", "0.5", "1", "2", "--layers", "0", "1"]

@@ -15,10 +15,10 @@ import xarray as xr
 import zarr
 from conftest import requires_minilm
 
-from attn_lib import atlas
 from attn_lib.__main__ import main
-from attn_lib.spec import NOTEBOOKS, REPO
-from attn_lib.synthetic import Synthetic
+from attn_lib.analysis import atlas
+from attn_lib.figures.paths import NOTEBOOKS, REPO
+from attn_lib.models.synthetic import Synthetic
 
 ONE = atlas.Grid(("query",), ("scale",), (0.5, 1.0), (0,), eps_chunk=1)
 OTHER = atlas.Grid(("key",), ("scale",), (0.5,), (0,))
@@ -243,7 +243,7 @@ def test_a_process_whose_peers_never_join_stops_with_one_line(tmp_path):
 def test_the_atlas_notebook_refuses_a_store_of_other_settings(tmp_path, source):
     import papermill
 
-    from attn_lib import runner
+    from attn_lib.figures import runner
 
     store = tmp_path / "other.zarr"  # as `python -m attn_lib atlas` would leave one
     _build(source, store)
@@ -261,7 +261,7 @@ def test_the_atlas_notebook_refuses_a_store_of_other_settings(tmp_path, source):
 
 
 def test_no_documented_command_writes_the_atlas_notebooks_store():
-    from attn_lib import runner
+    from attn_lib.figures import runner
 
     store = runner.declared_parameters(NOTEBOOKS / "atlas.ipynb")["store"]
     documented = re.findall(r"--out (\S+)", (REPO / "README.md").read_text())

@@ -1,5 +1,5 @@
 """The notebooks as a user meets them: JupyterLab in headless Chromium (Debian's chromium
-and chromium-driver, driven by selenium; see attn_lib.lab).
+and chromium-driver, driven by selenium; see tests/lab.py).
 
 Every notebook is opened and saved untouched: no diff may follow. Then explore.ipynb is
 run and its controls used, with screenshots in build/browser/. Every process started is
@@ -13,10 +13,10 @@ import re
 import shutil
 import subprocess
 
+import lab
 import pytest
 
-from attn_lib import lab
-from attn_lib.spec import NOTEBOOKS, REPO
+from attn_lib.figures.paths import NOTEBOOKS, REPO
 
 pytestmark = pytest.mark.skipif(
     not (shutil.which("chromium") and shutil.which("chromedriver"))

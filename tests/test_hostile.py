@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from attn_lib import __main__ as cli
-from attn_lib import runner
-from attn_lib.spec import load_spec
+from attn_lib.figures import runner
+from attn_lib.figures.spec import load_spec
 
 
 def _spec(tmp_path, rows=None, columns=None, **entry):
@@ -162,7 +162,7 @@ def test_an_alias_bomb_is_refused_at_once_without_expanding_it(tmp_path):
 
 def test_a_huge_spec_is_refused_before_it_is_parsed(tmp_path, monkeypatch):
     path = _spec(tmp_path)
-    monkeypatch.setattr("attn_lib.spec.MAX_SPEC_BYTES", 100)
+    monkeypatch.setattr("attn_lib.figures.spec.MAX_SPEC_BYTES", 100)
     with pytest.raises(ValueError, match="bytes; a spec may have at most 100"):
         load_spec(path)
 
@@ -327,7 +327,7 @@ def test_a_title_beyond_plain_fields_is_refused_before_any_kernel(
 
 
 def test_a_title_must_render_short_and_fit_its_values():
-    from attn_lib.pipeline import PANEL_DEFAULTS, validate_panel_parameters
+    from attn_lib.figures.panels import PANEL_DEFAULTS, validate_panel_parameters
 
     assert validate_panel_parameters({**PANEL_DEFAULTS, "title": "{epsilon:.1e} {seed:d}"})
     with pytest.raises(ValueError, match=r"title '\{eps:d\}' cannot be drawn: Unknown format"):
@@ -344,7 +344,7 @@ def test_a_title_must_render_short_and_fit_its_values():
 @pytest.mark.parametrize("seed", [2**32, 2**64, -1])
 def test_a_seed_beyond_32_bits_is_refused_by_name(seed):
     from attn_lib import Modification
-    from attn_lib.pipeline import PANEL_DEFAULTS, validate_panel_parameters
+    from attn_lib.figures.panels import PANEL_DEFAULTS, validate_panel_parameters
 
     message = rf"seed must be an integer in \[0, 4294967295\], got {seed}"
     with pytest.raises(ValueError, match=message):
@@ -360,7 +360,7 @@ def test_a_seed_beyond_32_bits_is_refused_by_name(seed):
 def test_dollar_tokens_and_titles_are_drawn_as_they_are(tmp_path):
     import numpy as np
 
-    from attn_lib import plot
+    from attn_lib.figures import plot
 
     tokens = ["$$", "a$b", "$x^2$", r"\frac"]
     panel = {"weights": np.eye(4), "tokens": tokens, "title": "cost: $5 $$",

@@ -8,8 +8,8 @@ from pathlib import Path
 import nbval.kernel
 import yaml
 
-from attn_lib.kernels import PrivateKernelManager
-from attn_lib.spec import NOTEBOOKS
+from attn_lib.figures.kernels import PrivateKernelManager
+from attn_lib.figures.paths import NOTEBOOKS
 
 
 def test_a_kernel_talks_over_unix_sockets_in_a_private_folder_removed_after():

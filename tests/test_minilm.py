@@ -9,7 +9,7 @@ import pytest
 from conftest import requires_minilm
 
 import attn_lib
-from attn_lib import minilm
+from attn_lib.models import minilm
 
 pytestmark = requires_minilm
 REFERENCE = Path(__file__).parent / "reference" / "minilm_reference.npz"

@@ -7,8 +7,8 @@ import nbformat
 import pytest
 from IPython.core.inputtransformer2 import TransformerManager
 
-from attn_lib import runner
-from attn_lib.spec import NOTEBOOKS
+from attn_lib.figures import runner
+from attn_lib.figures.paths import NOTEBOOKS
 
 NOTEBOOK_PATHS = sorted(NOTEBOOKS.glob("*.ipynb"))
 

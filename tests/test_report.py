@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from attn_lib import Modification, Synthetic, report
-from attn_lib.spec import load_spec
+from attn_lib import Modification, Synthetic
+from attn_lib.analysis import report
+from attn_lib.figures.spec import load_spec
 
 
 @pytest.fixture(scope="module")

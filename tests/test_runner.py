@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import yaml
 
-from attn_lib import runner
-from attn_lib.spec import NOTEBOOKS
+from attn_lib.figures import runner
+from attn_lib.figures.paths import NOTEBOOKS
 
 PANEL = NOTEBOOKS / "panel.ipynb"
 
@@ -166,7 +166,7 @@ def test_an_interrupted_run_leaves_no_truncated_file_and_resumes(tmp_path):
 def test_a_notebook_figure_is_drawn_recorded_and_then_up_to_date(tmp_path, monkeypatch, capsys):
     import nbformat
 
-    from attn_lib import spec as spec_module
+    from attn_lib.figures import spec as spec_module
 
     notebooks = tmp_path / "notebooks"
     shutil.copytree(NOTEBOOKS, notebooks)  # and a notebook of its own beside them
@@ -177,7 +177,7 @@ def test_a_notebook_figure_is_drawn_recorded_and_then_up_to_date(tmp_path, monke
         parameters,
         nbformat.v4.new_code_cell(
             "import matplotlib.pyplot as plt\n"
-            "from attn_lib.spec import resolve\n"
+            "from attn_lib.figures.paths import resolve\n"
             "for name in ('one', 'two'):\n"
             "    plt.imsave(resolve(output_dir) / f'{name}.png', [[0.0, 1.0]])"
         ),

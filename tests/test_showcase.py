@@ -7,9 +7,12 @@ import numpy as np
 import pytest
 from conftest import requires_minilm, requires_smollm2
 
-from attn_lib import Modification, all_weights, metrics, minilm, pipeline, report, showcase
-from attn_lib.sources import SOURCES
-from attn_lib.spec import REPO, load_spec, panel_grid
+from attn_lib import Modification, all_weights, metrics
+from attn_lib.analysis import report, showcase
+from attn_lib.figures import panels
+from attn_lib.figures.paths import REPO
+from attn_lib.figures.spec import load_spec, panel_grid
+from attn_lib.models import SOURCES, minilm
 
 
 def _maps(*heads):
@@ -109,7 +112,7 @@ def _look_alike(figure: str, across: str, folder=REPO / "figures") -> set[tuple[
         for setting in settings:
             row, column = (line, setting) if across == "columns" else (setting, line)
             path = folder / figure / f"{row}_{column}.npz"
-            maps[setting] = pipeline.load_panel(path)["weights"]
+            maps[setting] = panels.load_panel(path)["weights"]
         for a, b in itertools.combinations(settings, 2):
             if (
                 float(np.asarray(metrics.total_variation(maps[a], maps[b])).mean())

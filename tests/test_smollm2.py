@@ -9,8 +9,8 @@ import pytest
 from conftest import requires_smollm2
 
 import attn_lib
-from attn_lib import smollm2
-from attn_lib.store import save_npz
+from attn_lib.files import save_npz
+from attn_lib.models import smollm2
 
 pytestmark = requires_smollm2
 REFERENCE = Path(__file__).parent / "reference" / "smollm2_reference.npz"
@@ -119,7 +119,7 @@ def test_a_corrupt_file_is_refused_naming_it(tmp_path):
     with open(copy, "r+b") as f:
         f.seek(-1, 2)
         f.write(b"\0" if f.read(1) != b"\0" else b"\1")
-    with pytest.raises(ValueError, match=rf"{copy}: sha256 \w+, expected b179c952"):
+    with pytest.raises(ValueError, match=rf"{copy} has sha256 \w+, expected b179c952"):
         smollm2.load(str(copy))
     with pytest.raises(ValueError, match="no such file"):
         smollm2.load(str(tmp_path / "nowhere.gguf"))
@@ -135,11 +135,11 @@ def test_a_missing_package_names_the_install_command(monkeypatch):
 
 
 def test_the_dequantized_arrays_are_cached_and_a_damaged_cache_is_remade(tmp_path, monkeypatch):
-    monkeypatch.setattr(smollm2, "CACHE", tmp_path)
+    monkeypatch.setenv("ATTN_LIB_CACHE", str(tmp_path))
     smollm2.load.cache_clear()
     try:
         params, _ = smollm2.load()
-        cached = tmp_path / f"{smollm2.SHA256}.npz"
+        cached = tmp_path / "smollm2" / f"{smollm2.SHA256}.npz"
         assert cached.is_file()
         smollm2.load.cache_clear()
         with monkeypatch.context() as patch:  # from the cache, not the GGUF

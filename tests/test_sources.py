@@ -10,10 +10,12 @@ import pytest
 from conftest import requires_minilm
 from flax import struct
 
-from attn_lib import minilm, pipeline, plot, sources
+from attn_lib import models
 from attn_lib.checks import check_integer
-from attn_lib.layered import Labels, Layered, Source, modify_and_attend
-from attn_lib.synthetic import Synthetic
+from attn_lib.figures import panels, plot
+from attn_lib.models import minilm
+from attn_lib.models.base import Labels, Layered, Source, modify_and_attend
+from attn_lib.models.synthetic import Synthetic
 
 
 @struct.dataclass
@@ -51,19 +53,19 @@ TOY = Source(
 
 @pytest.fixture
 def toy(monkeypatch):
-    monkeypatch.setitem(sources.SOURCES, "toy", TOY)
+    monkeypatch.setitem(models.SOURCES, "toy", TOY)
 
 
 def _params(**changes):
-    return {**pipeline.PANEL_DEFAULTS, "source": "toy", **changes}
+    return {**panels.PANEL_DEFAULTS, "source": "toy", **changes}
 
 
 def test_a_source_of_your_own_draws_a_panel_through_the_pipeline(toy, tmp_path):
-    params = pipeline.validate_panel_parameters(_params(seq_len=5, epsilon=0.5))
-    panel = pipeline.compute_panel(params)
+    params = panels.validate_panel_parameters(_params(seq_len=5, epsilon=0.5))
+    panel = panels.compute_panel(params)
     fig = plot.panel_figure(panel)
-    pipeline.save_panel(panel, fig, tmp_path, "toy")
-    saved = pipeline.load_panel(tmp_path / "toy.npz")
+    panels.save_panel(panel, fig, tmp_path, "toy")
+    saved = panels.load_panel(tmp_path / "toy.npz")
     assert list(saved["tokens"]) == ["t0", "t1", "t2", "t3", "t4"]
     weights = saved["weights"]  # scores 9/√5 on the diagonal, 0 elsewhere, doubled by 1/ε
     expected = np.exp(18 / np.sqrt(5)) / (np.exp(18 / np.sqrt(5)) + 4)
@@ -80,7 +82,7 @@ def test_a_source_of_your_own_draws_a_panel_through_the_pipeline(toy, tmp_path):
 )
 def test_a_source_of_your_own_is_checked_by_its_entry(toy, changes, message):
     with pytest.raises(ValueError, match=message):
-        pipeline.validate_panel_parameters(_params(**changes))
+        panels.validate_panel_parameters(_params(**changes))
 
 
 def _trace_counter():

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from attn_lib.store import cached_arrays, save_npz
+from attn_lib.files import save_npz
+from attn_lib.models.weights import cached_arrays
 
 
 def _made(calls):

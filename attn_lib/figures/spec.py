@@ -1,5 +1,5 @@
-"""Paths and the figure spec: everything the runner needs to decide what to run,
-without importing JAX or matplotlib (a no-op re-run stays fast).
+"""The figure spec: what the runner needs to decide what to run, without importing
+JAX or matplotlib (a no-op re-run stays fast).
 
 A spec comes from a file someone else may have written, so it is read strictly: no
 YAML aliases, no duplicate keys, every name a plain file-name stem, every panel name
@@ -11,17 +11,9 @@ from pathlib import Path
 import yaml
 
 from attn_lib.checks import check_name, check_text, shown
+from attn_lib.figures.paths import NOTEBOOKS, SPEC, resolve
 
-REPO = Path(__file__).resolve().parents[1]
-NOTEBOOKS = REPO / "notebooks"
-SPEC = REPO / "figures" / "figures.yaml"
-BUILD = REPO / "build"
 MAX_SPEC_BYTES = 1 << 20  # a spec of hundreds of figures is ~100 kB
-
-
-def resolve(path: str | Path) -> Path:
-    """A relative path is taken from the repository root, wherever the kernel runs."""
-    return REPO / path if not Path(path).is_absolute() else Path(path)
 
 
 class _StrictLoader(yaml.SafeLoader):

@@ -6,9 +6,10 @@ import pytest
 import yaml
 from papermill.translators import translate_parameters
 
-from attn_lib import pipeline, plot, runner
-from attn_lib.spec import NOTEBOOKS, REPO, load_spec, panel_grid
-from attn_lib.store import atomic_path, save_npz
+from attn_lib.figures import panels, plot, runner
+from attn_lib.figures.paths import NOTEBOOKS, REPO
+from attn_lib.figures.spec import load_spec, panel_grid
+from attn_lib.files import atomic_path, save_npz
 
 PANEL = NOTEBOOKS / "panel.ipynb"
 
@@ -25,8 +26,8 @@ def test_format_epsilon(epsilon, text):
 
 
 def test_notebook_declares_exactly_the_validated_parameters_and_defaults():
-    assert _defaults() == pipeline.PANEL_DEFAULTS
-    pipeline.validate_panel_parameters(_defaults())
+    assert _defaults() == panels.PANEL_DEFAULTS
+    panels.validate_panel_parameters(_defaults())
 
 
 BAD = [
@@ -76,7 +77,7 @@ BAD = [
 @pytest.mark.parametrize(("change", "message"), BAD)
 def test_validation_names_the_parameter(change, message):
     with pytest.raises(ValueError, match=message):
-        pipeline.validate_panel_parameters({**_defaults(), **change})
+        panels.validate_panel_parameters({**_defaults(), **change})
 
 
 @pytest.mark.parametrize(("change", "message"), [BAD[i] for i in (0, 2, 6, 7, 10, 11, 13)])
@@ -115,16 +116,16 @@ def test_a_figure_shown_in_a_notebook_carries_its_alternative_text():
 
 
 def test_panel_files_are_deterministic_and_round_trip(tmp_path):
-    params = pipeline.validate_panel_parameters({**_defaults(), "output_dir": str(tmp_path)})
-    panel = pipeline.compute_panel(params)
+    params = panels.validate_panel_parameters({**_defaults(), "output_dir": str(tmp_path)})
+    panel = panels.compute_panel(params)
     saved = {}
     for attempt in range(2):
         fig = plot.panel_figure(panel)
-        pipeline.save_panel(panel, fig, tmp_path, "panel")
+        panels.save_panel(panel, fig, tmp_path, "panel")
         saved[attempt] = {p.suffix: p.read_bytes() for p in tmp_path.glob("panel.*")}
     assert set(saved[0]) == {".npz", ".png", ".pdf"}
     assert saved[0] == saved[1]
-    loaded = pipeline.load_panel(tmp_path / "panel.npz")
+    loaded = panels.load_panel(tmp_path / "panel.npz")
     np.testing.assert_array_equal(loaded["weights"], panel["weights"])
     assert loaded["parameters"] == {k: v for k, v in params.items() if k != "output_dir"}
     assert loaded["title"] == "Modifying Query with ε = 5e-1"
@@ -153,10 +154,10 @@ def test_a_killed_writers_temporary_is_removed_by_the_next_write(tmp_path):
 def test_a_misspelled_papermill_parameter_is_refused():
     cell = translate_parameters("python3", "python", {"epsilion": 1e-3, "kind": "scale"})
     history = ["import numpy", cell, "x = 1"]
-    assert pipeline.injected_names(history) == {"epsilion", "kind"}
+    assert panels.injected_names(history) == {"epsilion", "kind"}
     with pytest.raises(ValueError, match=r"unknown parameters \['epsilion'\]"):
-        pipeline.check_injected(history, pipeline.PANEL_PARAMETERS)
-    pipeline.check_injected(history[:1] + history[2:], pipeline.PANEL_PARAMETERS)
+        panels.check_injected(history, panels.PANEL_PARAMETERS)
+    panels.check_injected(history[:1] + history[2:], panels.PANEL_PARAMETERS)
 
 
 def test_committed_panels_match_the_spec():
@@ -164,7 +165,7 @@ def test_committed_panels_match_the_spec():
     for figure in spec:
         for row in panel_grid(spec, figure):
             for name, params in row:
-                saved = pipeline.load_panel(REPO / "figures" / figure / f"{name}.npz")
+                saved = panels.load_panel(REPO / "figures" / figure / f"{name}.npz")
                 for key, value in params.items():
                     assert saved["parameters"][key] == value, (figure, name, key)
 

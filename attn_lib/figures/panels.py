@@ -2,7 +2,7 @@
 
 The panel notebook declares its parameters (and their defaults) in its cell tagged
 ``parameters``; this module validates them, computes and saves a panel, and loads the
-saved panels of a grid. Kernels import it; :mod:`attn_lib.runner` drives them.
+saved panels of a grid. Kernels import it; :mod:`attn_lib.figures.runner` drives them.
 """
 
 import ast
@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 
-from attn_lib import plot
 from attn_lib.checks import (
     MAX_TITLE,
     check_choice,
@@ -23,11 +22,13 @@ from attn_lib.checks import (
     shown,
 )
 from attn_lib.compute import all_weights
-from attn_lib.layered import MAX_PANEL_TOKENS
+from attn_lib.figures import plot
+from attn_lib.figures.paths import resolve
+from attn_lib.figures.spec import panel_grid
+from attn_lib.files import save_npz
+from attn_lib.models import SOURCES
+from attn_lib.models.base import MAX_PANEL_TOKENS
 from attn_lib.modification import COMPONENTS, KINDS, MAX_SEED, Modification, check_epsilon
-from attn_lib.sources import SOURCES
-from attn_lib.spec import panel_grid, resolve
-from attn_lib.store import save_npz
 
 DEFAULT_TITLE = "Modifying {Component} with ε = {eps}"
 # The panel notebook's parameters and their defaults (its parameters cell says the

@@ -25,7 +25,7 @@ MAX_PANEL_TOKENS = 256
 
 @dataclasses.dataclass(frozen=True)
 class Source:
-    """A source of Q, K and V as the registry (:data:`attn_lib.sources.SOURCES`) knows it.
+    """A source of Q, K and V as the registry (:data:`attn_lib.models.SOURCES`) knows it.
 
     Attributes:
       name: what ``-p source`` says.

@@ -13,7 +13,7 @@ import numpy as np
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from attn_lib.store import atomic_path
+from attn_lib.files import atomic_path
 
 CMAP = "RdBu_r"
 COLORBAR_LABEL = "Attention Weight"
@@ -196,7 +196,7 @@ def metric_curves(
 
 def calibration(result: dict[str, np.ndarray], band: tuple[float, float], *, marks=()):
     """Diagonal mass of the seed's three panels against the stack's base scale: a line
-    per ε (``result`` from :func:`attn_lib.report.calibration`), ``band`` shaded (maps
+    per ε (``result`` from :func:`attn_lib.analysis.report.calibration`), ``band`` shaded (maps
     neither uniform nor one-hot), dotted lines at ``marks`` (e.g. the stack's own gain)."""
     with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=(5.2, 3.2), dpi=DPI, layout="constrained")
@@ -232,7 +232,7 @@ def derivative_check(check: dict[str, np.ndarray], label: str):
 
 def atlas_responses(response, label: str):
     """One layer × head heatmap per component of ``response`` (from
-    :func:`attn_lib.atlas.responses`), on one colour scale; blank where not computed."""
+    :func:`attn_lib.analysis.atlas.responses`), on one colour scale; blank where not computed."""
     with matplotlib.rc_context(STYLE):
         components = list(response.component.values)
         fig = Figure(figsize=(3.2 * len(components) + 1.0, 3.0), dpi=DPI, layout="constrained")

@@ -20,9 +20,10 @@ from jupyter_core.utils import ensure_event_loop
 
 import attn_lib
 from attn_lib.checks import check_integer, check_template, shown
-from attn_lib.kernels import AsyncPrivateKernelManager
-from attn_lib.spec import BUILD, NOTEBOOKS, REPO, SPEC, load_spec, panel_grid, resolve
-from attn_lib.store import atomic_path, exclusive, sha256, write_json
+from attn_lib.figures.kernels import AsyncPrivateKernelManager
+from attn_lib.figures.paths import BUILD, NOTEBOOKS, REPO, SPEC, resolve
+from attn_lib.figures.spec import load_spec, panel_grid
+from attn_lib.files import atomic_path, exclusive, sha256, write_json
 
 STAGING = ".attn-lib-staging"  # in the output folder: where jobs write before they land
 LOCK = ".attn-lib.lock"  # in the output folder: one runner at a time
@@ -79,7 +80,8 @@ def check_injection(notebook: Path, parameters: dict, declared: dict | None = No
 
 def library_hash() -> str:
     """A hash of the library's source: a change to any module re-makes every figure."""
-    return sha256(*sorted(Path(attn_lib.__file__).parent.glob("*.py")))
+    package = Path(attn_lib.__file__).parent
+    return sha256(*sorted(package.rglob("*.py"), key=lambda p: p.relative_to(package).parts))
 
 
 def portable(path: Path) -> str:

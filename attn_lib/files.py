@@ -8,7 +8,7 @@ import json
 import os
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -89,38 +89,3 @@ def sha256(*paths: str | Path) -> str:
     for path in paths:
         digest.update(Path(path).read_bytes())
     return digest.hexdigest()
-
-
-def _digest(arrays: Mapping[str, np.ndarray]) -> str:
-    """A sha256 over names, dtypes, shapes and bytes of ``arrays``."""
-    digest = hashlib.sha256()
-    for name in sorted(arrays):
-        array = np.ascontiguousarray(arrays[name])
-        digest.update(f"{name}:{array.dtype.str}:{array.shape};".encode())
-        digest.update(array.data)
-    return digest.hexdigest()
-
-
-def cached_arrays(
-    path: str | Path, version: str, make: Callable[[], dict[str, np.ndarray]]
-) -> dict[str, np.ndarray]:
-    """The arrays ``make()`` returns, kept in the ``.npz`` at ``path``.
-
-    The cache holds the ``version`` of the code that made it and a checksum of its own
-    content. Anything else (no file, a truncated or edited one, one whose reading
-    raises anything at all, one made by other code) is not trusted: ``make()`` runs
-    again and the cache is written anew. A cache that cannot be written (a read-only
-    folder) is skipped.
-    """
-    try:  # np.load(path) would leave a truncated file open: open it here
-        with open(path, "rb") as stream, np.load(stream) as data:
-            arrays = {k: data[k] for k in data.files if k not in ("version", "checksum")}
-            if str(data["version"]) == version and str(data["checksum"]) == _digest(arrays):
-                return arrays
-    except Exception:  # whatever is wrong with a cache, its source is the remedy
-        pass
-    arrays = make()
-    marks = {"version": np.array(version), "checksum": np.array(_digest(arrays))}
-    with contextlib.suppress(OSError):
-        save_npz(path, {**arrays, **marks})
-    return arrays

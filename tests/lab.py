@@ -20,7 +20,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from attn_lib.spec import REPO
+from attn_lib.figures.paths import REPO
 
 WAIT = 120  # seconds for anything a kernel does (the first MiniLM load is ~8 s here)
 CHROMIUM_FLAGS = (  # as root, and without the network this machine does not have
@@ -62,7 +62,7 @@ def jupyter_lab(home: Path) -> Iterator[tuple[str, str]]:
     token = secrets.token_hex(16)
     # Port 0: the server binds a port the system chooses and names it in its runtime
     # file; a port probed here could be taken by another process before the server
-    # binds it. Its kernels use Unix sockets for the same reason (attn_lib.kernels),
+    # binds it. Its kernels use Unix sockets for the same reason (attn_lib.figures.kernels),
     # in a runtime folder with a short path (a socket path is at most 107 bytes).
     runtime = Path(tempfile.mkdtemp(prefix="attn-lib-lab-"))
     command = [
@@ -129,7 +129,7 @@ def wait(driver, condition: Callable[[], object], what: str, timeout: float = WA
 
 def screenshot(driver, name: str) -> None:
     """A screenshot in ``build/browser/<name>.png``, the explorer's view (if any) in sight."""
-    from attn_lib.spec import BUILD
+    from attn_lib.figures.paths import BUILD
 
     driver.execute_script("document.querySelector('.widget-output')?.scrollIntoView()")
     (BUILD / "browser").mkdir(parents=True, exist_ok=True)
