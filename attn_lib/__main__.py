@@ -3,7 +3,8 @@
 python -m attn_lib figures [--jobs N] [--force] [--only NAME] [--out DIR] [--spec FILE]
 python -m attn_lib compare PRODUCED [--committed figures] [--diffs DIR] [--spec FILE]
 python -m attn_lib notebooks [NAME ...]
-python -m attn_lib atlas --source NAME [--text TEXT] --out STORE [--components ...] [--kinds ...]
+python -m attn_lib atlas --source NAME [its parameters: --text T, --seq-len N, …] --out STORE
+    [--components ...] [--kinds ...]
     [--epsilons ...] [--layers ...] [--eps-chunk N] [--overwrite]
     [--coordinator HOST:PORT --num-processes N --process-id I [--init-timeout S]]
 """
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         "atlas", help="metrics of every layer and head under every setting, into a Zarr store"
     )
     atlas.add_argument("--source", default="synthetic", help="a source of attn_lib.models")
-    atlas.add_argument("--text", default=None, help="the input of a real model")
+    _source_arguments(atlas)
     atlas.add_argument("--out", required=True, help="the Zarr store, e.g. build/atlas/x.zarr")
     atlas.add_argument("--components", nargs="+", default=["query", "key", "value"])
     atlas.add_argument("--kinds", nargs="+", default=None, help="default: every kind")
@@ -72,6 +73,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def _source_arguments(parser) -> None:
+    """An option for every parameter of every source of the registry, of the type its
+    default has (``--causal/--no-causal`` for a flag); unset, the source's default."""
+    from attn_lib.models import parameter_defaults
+
+    for name, default in parameter_defaults().items():
+        option = "--" + name.replace("_", "-")
+        if isinstance(default, bool):
+            parser.add_argument(option, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            kind = type(default).__name__
+            parser.add_argument(option, type=type(default), default=None, metavar=kind.upper())
+
+
 def _command(args) -> int:
     if args.command == "compare":
         from attn_lib.figures.compare import compare_figures
@@ -87,10 +102,10 @@ def _command(args) -> int:
     if args.command == "atlas":
         return _atlas(args)
 
-    from attn_lib.figures import runner
+    from attn_lib.figures import notebooks, runner
 
     if args.command == "notebooks":
-        runner.refresh_notebooks(args.names or None)
+        notebooks.refresh_notebooks(args.names or None)
         return 0
     return runner.run(args.spec, out=args.out, jobs=args.jobs, force=args.force, only=args.only)
 
@@ -99,9 +114,8 @@ def _atlas(args) -> int:
     """Check everything, build the source, then the atlas; print a summary."""
     import jax
 
+    from attn_lib import models
     from attn_lib.analysis import atlas
-    from attn_lib.figures import panels
-    from attn_lib.models import SOURCES
     from attn_lib.models.weights import cache_dir
     from attn_lib.modification import KINDS
 
@@ -112,12 +126,9 @@ def _atlas(args) -> int:
     distributed = check_distributed(
         args.coordinator, args.num_processes, args.process_id, args.init_timeout
     )
-    if args.source not in SOURCES:
-        raise ValueError(f"--source must be one of {list(SOURCES)}, got {args.source!r}")
-    source = SOURCES[args.source]
-    text = {} if args.text is None else {"text": args.text}
-    params = {**panels.PANEL_DEFAULTS, **source.defaults, "source": args.source, **text}
-    params = panels.validate_panel_parameters(params)
+    source = models.entry(args.source)
+    given = {name: getattr(args, name) for name in models.parameter_defaults()}
+    params = source.parameters(**{name: v for name, v in given.items() if v is not None})
     layers = args.layers if args.layers is not None else list(range(source.layers))
     for layer in layers:
         if not 0 <= layer < source.layers:
@@ -132,8 +143,8 @@ def _atlas(args) -> int:
     if distributed:  # several hosts: each runs this with its own --process-id
         join(*distributed)
     built = source.build(params)
-    own = {name: params[name] for name in ("source", *source.parameters)}
-    summary = atlas.build(built, args.out, grid, parameters=own, overwrite=args.overwrite)
+    record = source.record(params)
+    summary = atlas.build(built, args.out, grid, parameters=record, overwrite=args.overwrite)
     print(
         f"{summary['settings']} settings in {summary['chunks_now']} chunks "
         f"({summary['chunks_before']} were done before) in {summary['seconds']:.1f} s, "

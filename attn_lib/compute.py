@@ -1,6 +1,6 @@
 """Weights of a source under a modification, for one ε or a whole vector of ε.
 
-A source is a :class:`attn_lib.models.base.Layered` pytree. Both entry points here are
+A source is an :class:`attn_lib.models.base.Source` pytree. Both entry points here are
 jitted over the source and the modification, so one compilation serves every ε and
 every source of the same shape. A sweep runs the layers below the modified one
 once, not once per ε.

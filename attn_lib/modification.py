@@ -209,7 +209,7 @@ jax.tree_util.register_dataclass(
 )
 
 
-def first_shown_layer(component: str, modify_layer: int) -> int:
+def first_affected_layer(component: str, modify_layer: int) -> int:
     """The first layer whose weights a modification of ``component`` in layer
     ``modify_layer`` can change: that layer for Query and Key, the next for Value (a
     layer's weights do not depend on its own Value). Layers below never change."""

@@ -15,12 +15,9 @@ LAYERS = {"minilm": (0, 1, 2, 3, 4, 5), "smollm2": (0, 10, 20, 29)}
 
 
 def _source(name: str):
-    from attn_lib.figures import panels
-    from attn_lib.models import SOURCES
+    from attn_lib import models
 
-    source = SOURCES[name]
-    params = {**panels.PANEL_DEFAULTS, **source.defaults, "source": name, "text": TEXTS[name]}
-    built = source.build(panels.validate_panel_parameters(params))
+    built = models.build(name, text=TEXTS[name])
     assert built.seq_len == 16, built.seq_len
     return built
 
@@ -62,7 +59,7 @@ def _loop_case(name: str, n_eps: int, layers: list[int]) -> dict:
 
     source = _source(name)
     base = all_weights(source, None, modify_layer=0)
-    mask = attn_lib.analysis.atlas.key_mask(base)
+    mask = source.visible()
 
     @partial(jax.jit, static_argnums=2)
     def one(source, modification, layer):

@@ -108,12 +108,12 @@ def _in_process_collection(spec: str, out: str) -> float:
     """Every panel and grid of ``spec`` computed, drawn and saved in this one process,
     as the notebooks would; returns the time including imports."""
     start = time.perf_counter()
-    from attn_lib.figures import panels, plot, runner
+    from attn_lib.figures import jobs, panels, plot
     from attn_lib.figures.spec import load_spec
 
     figures = load_spec(spec)
-    for jobs, grid in runner.expand(figures, Path(spec), Path(out)):
-        for job in jobs:
+    for figure_panels, grid in jobs.expand(figures, Path(spec), Path(out)):
+        for job in figure_panels:
             panel = panels.compute_panel(panels.validate_panel_parameters(job.parameters))
             fig = plot.panel_figure(panel)
             panels.save_panel(panel, fig, job.parameters["output_dir"], job.name)

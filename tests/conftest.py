@@ -1,7 +1,9 @@
 import importlib.util
 import os
+from pathlib import Path
 
 import jax
+import numpy as np
 import pytest
 
 from attn_lib.models import minilm, smollm2
@@ -30,3 +32,10 @@ def _requires(module, name):
 
 requires_minilm = _requires(minilm, "MiniLM")
 requires_smollm2 = _requires(smollm2, "SmolLM2")
+
+
+def load_reference(model: str) -> dict:
+    """The arrays of ``tests/reference/<model>_reference.npz``: what transformers computes,
+    made once outside CI by the script beside it."""
+    with np.load(Path(__file__).parent / "reference" / f"{model}_reference.npz") as data:
+        return {key: data[key] for key in data.files}

@@ -176,4 +176,3 @@ def test_entropy_counts_only_the_keys_a_causal_row_may_see(tmp_path):
     entropy = atlas.load(store)["entropy"].sel(observe_layer=0).values
     # uniform over the past: 1 in every row but row 0, which has no choice (0)
     np.testing.assert_allclose(entropy, 0.9, atol=1e-5)
-    assert atlas.key_mask(np.ones((1, 1, 3, 3))) is None  # nothing masked

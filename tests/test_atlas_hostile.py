@@ -261,9 +261,9 @@ def test_the_atlas_notebook_refuses_a_store_of_other_settings(tmp_path, source):
 
 
 def test_no_documented_command_writes_the_atlas_notebooks_store():
-    from attn_lib.figures import runner
+    from attn_lib.figures import jobs
 
-    store = runner.declared_parameters(NOTEBOOKS / "atlas.ipynb")["store"]
+    store = jobs.declared_parameters(NOTEBOOKS / "atlas.ipynb")["store"]
     documented = re.findall(r"--out (\S+)", (REPO / "README.md").read_text())
     assert "build/atlas/minilm.zarr" in documented and store not in documented
     assert not store.startswith(("build/atlas/", "figures/"))

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from conftest import requires_minilm, requires_smollm2
 
+from attn_lib import models
 from attn_lib.compute import _all_weights
-from attn_lib.explore import Explorer, Widget, choices, snap
+from attn_lib.explore import Explorer, Widget, snap
 from attn_lib.figures import panels
-from attn_lib.models import SOURCES
 
 
 @pytest.fixture
@@ -115,13 +115,17 @@ def test_value_is_observed_where_it_can_show(explorer):
     assert explorer.note == ""
 
 
-def test_causal_is_offered_only_where_the_source_has_a_choice():
-    def params(source):
-        return {**panels.PANEL_DEFAULTS, **SOURCES[source].defaults, "source": source}
-
-    assert choices(params("synthetic"), "causal") == [False, True]
-    assert choices(params("minilm"), "causal") == [False]
-    assert choices(params("smollm2"), "causal") == [True]
+def test_the_controls_are_the_sources_own_parameters(explorer):
+    widget = Widget(explorer)
+    shown = [control.description for control in widget.menus.children[3:]]
+    assert shown == ["seq len", "causal", "sink", "gain"], "synthetic's, seed is common"
+    assert set(panels.SOURCE_PARAMETERS) == set(models.parameter_defaults()) - set(panels.COMMON)
+    widget.controls["gain"].value = 3.0  # a FloatText, from gain's default
+    widget.controls["seq_len"].value = 6  # an IntText
+    assert (explorer.params["gain"], explorer.panel["weights"].shape) == (3.0, (6, 6))
+    widget.controls["gain"].value = 1e3  # out of its range: refused, put back
+    assert "gain must be a number in [0.01, 100]" in html.unescape(widget.readout.value)
+    assert widget.controls["gain"].value == 3.0
 
 
 def test_the_menus_follow_the_source_and_the_saved_command_stays(explorer, monkeypatch, tmp_path):
@@ -148,7 +152,7 @@ def test_switching_source_resets_the_layers_and_refuses_a_bad_choice(explorer):
     controls["source"].value = "minilm"
     assert list(controls["head"].options) == list(range(12))
     assert controls["text"] in widget.menus.children
-    assert controls["causal"] not in widget.menus.children, "MiniLM is not causal"
+    assert controls["causal"] not in widget.menus.children, "not a parameter of MiniLM"
     controls["modify_layer"].value = controls["observe_layer"].value = 3
     assert (explorer.params["source"], explorer.params["observe_layer"]) == ("minilm", 3)
     assert explorer.panel["tokens"][1] == "the"
@@ -206,8 +210,8 @@ def test_switching_to_smollm2_is_busy_while_it_loads_and_starts_from_its_own_par
     message = "<i>loading smollm2: reading the weights and compiling (the first time) …</i>"
     assert seen == [(message, True)], "the message is up and the controls off while it loads"
     assert not any(control.disabled for control in controls.values())
-    assert (explorer.params["causal"], explorer.params["seq_len"]) == (True, 10)
+    assert explorer.panel["masked"].tolist() == np.triu(np.ones((10, 10), bool), 1).tolist()
     assert explorer.panel["tokens"][:2] == ("The", "quick")
-    assert controls["causal"] not in widget.menus.children, "SmolLM2 is causal, no choice"
+    assert [c.description for c in widget.menus.children[3:]] == ["text"], "its own: text"
     assert list(controls["head"].options) == list(range(9))
     assert widget.readout.value.startswith("entropy: ")

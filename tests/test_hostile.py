@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from attn_lib import __main__ as cli
-from attn_lib.figures import runner
-from attn_lib.figures.spec import load_spec
+from attn_lib.figures import jobs, runner
+from attn_lib.figures.spec import load_spec, panel_grid
 
 
 def _spec(tmp_path, rows=None, columns=None, **entry):
@@ -81,9 +81,9 @@ def test_a_figure_folder_linked_outside_out_is_refused(tmp_path, build):
 def test_check_inside():
     from pathlib import Path
 
-    assert runner.check_inside(Path("/a/b/c"), Path("/a/b")) == Path("/a/b/c")
+    assert jobs.check_inside(Path("/a/b/c"), Path("/a/b")) == Path("/a/b/c")
     with pytest.raises(ValueError, match="is not inside /a/b"):
-        runner.check_inside(Path("/a/b/../x"), Path("/a/b"))
+        jobs.check_inside(Path("/a/b/../x"), Path("/a/b"))
 
 
 # 3. Corrupt outputs are re-made; a failed or killed re-run keeps the good ones.
@@ -136,7 +136,7 @@ def test_a_killed_forced_run_keeps_every_previous_file(drawn):
     spec, out, before = drawn
     command = [*_runner_command(spec, out), "--force", "--jobs", "1"]
     process = subprocess.Popen(command, start_new_session=True, stderr=subprocess.DEVNULL)
-    stage = out / runner.STAGING / "tiny"
+    stage = out / jobs.STAGING / "tiny"
     _wait_for(lambda: any(stage.glob("*/*.npz")), "a staged panel")
     os.killpg(process.pid, signal.SIGKILL)  # the runner and its kernels, mid-write
     process.wait()
@@ -209,7 +209,7 @@ def test_a_brace_in_a_title_or_label_is_refused_before_any_kernel(tmp_path, buil
     # A label is text: its braces are shown, never formatted.
     rows = [{"name": "query", "component": "query", "label": "{x}"}]
     spec = load_spec(_spec(tmp_path, rows=rows, title="In ({label})"))
-    [[(_, params)]] = runner.panel_grid(spec, "tiny")
+    [[(_, params)]] = panel_grid(spec, "tiny")
     assert params["title"].format() == "In ({x})"
 
 
@@ -240,7 +240,7 @@ def test_ctrl_c_cancels_the_queue_and_prints_the_summary(tmp_path):
     done = len(list(out.glob("tiny/*.json")))
     assert 1 <= done < 6, "the queued panels were cancelled"
     assert f"7 notebooks: {done} ran, 0 up to date, 0 failed, {7 - done} not run" in stdout
-    assert not (out / runner.STAGING).exists()
+    assert not (out / jobs.STAGING).exists()
 
 
 def test_a_second_runner_on_the_same_folder_is_refused(tmp_path, build):
@@ -364,7 +364,7 @@ def test_dollar_tokens_and_titles_are_drawn_as_they_are(tmp_path):
 
     tokens = ["$$", "a$b", "$x^2$", r"\frac"]
     panel = {"weights": np.eye(4), "tokens": tokens, "title": "cost: $5 $$",
-             "parameters": {"causal": False}}  # fmt: skip
+             "masked": np.zeros((4, 4), bool)}  # fmt: skip
     fig = plot.panel_figure(panel)
     plot.save(fig, tmp_path / "panel", ("png", "pdf", "svg"))
     fig.draw_without_rendering()  # a mathtext parse error would raise here

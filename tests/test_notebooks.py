@@ -7,7 +7,7 @@ import nbformat
 import pytest
 from IPython.core.inputtransformer2 import TransformerManager
 
-from attn_lib.figures import runner
+from attn_lib.figures import notebooks
 from attn_lib.figures.paths import NOTEBOOKS
 
 NOTEBOOK_PATHS = sorted(NOTEBOOKS.glob("*.ipynb"))
@@ -59,11 +59,11 @@ def test_notebook_is_committed_in_the_form_lab_saves(path):
     text = path.read_text()
     notebook = json.loads(text)
     assert "widgets" not in notebook["metadata"], "widget state: new model ids every run"
-    assert json.dumps(runner.lab_form(notebook)) == json.dumps(notebook), "an integral float"
+    assert json.dumps(notebooks.lab_form(notebook)) == json.dumps(notebook), "an integral float"
     assert nbformat.writes(nbformat.reads(text, as_version=4)) + "\n" == text
 
 
 def test_lab_form_writes_integral_floats_as_javascript_does():
-    assert json.dumps(runner.lab_form({"a": [10.0, 0.5, 2], "b": {"c": -3.0}})) == (
+    assert json.dumps(notebooks.lab_form({"a": [10.0, 0.5, 2], "b": {"c": -3.0}})) == (
         '{"a": [10, 0.5, 2], "b": {"c": -3}}'
     )

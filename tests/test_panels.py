@@ -6,7 +6,7 @@ import pytest
 import yaml
 from papermill.translators import translate_parameters
 
-from attn_lib.figures import panels, plot, runner
+from attn_lib.figures import jobs, panels, plot, runner
 from attn_lib.figures.paths import NOTEBOOKS, REPO
 from attn_lib.figures.spec import load_spec, panel_grid
 from attn_lib.files import atomic_path, save_npz
@@ -15,7 +15,7 @@ PANEL = NOTEBOOKS / "panel.ipynb"
 
 
 def _defaults():
-    return runner.declared_parameters(PANEL)
+    return jobs.declared_parameters(PANEL)
 
 
 @pytest.mark.parametrize(
@@ -38,8 +38,7 @@ BAD = [
     ({"epsilon": float("inf")}, "epsilon must be between 1e-30 and 1e[+]30"),
     ({"epsilon": "small"}, "epsilon must be a number"),
     ({"kind": "inverse", "epsilon": 0.0}, "epsilon must be > 0 for kind 'inverse'"),
-    ({"seq_len": 0}, r"seq_len must be an integer in \[1, 256\]"),
-    ({"seq_len": 257}, r"seq_len must be an integer in \[1, 256\]"),
+    ({"seq_len": 0}, r"seq_len must be an integer in \[1, 65536\], got 0 \(source 'synthetic'\)"),
     ({"modify_layer": 2}, r"modify_layer must be an integer in \[0, 1\]"),
     ({"observe_layer": -1}, r"observe_layer must be an integer in \[0, 1\]"),
     ({"head": 2}, r"head must be an integer in \[0, 1\]"),
@@ -57,14 +56,14 @@ BAD = [
     ({"source": "minilm", "text": "a", "head": 12}, r"head must be an integer in \[0, 11\]"),
     ({"causal": "yes"}, "causal must be True or False"),
     (
-        {"source": "smollm2", "text": "a"},
-        r"causal must be True \(a causal language model\), got False \(source 'smollm2'\)",
+        {"source": "smollm2", "text": "a", "causal": True},
+        r"causal is not a parameter of source 'smollm2' \(its own: text\); leave it at False",
     ),
-    ({"source": "smollm2", "text": "", "causal": True}, "text must be a non-empty string"),
-    ({"source": "smollm2", "text": "a", "causal": True, "head": 9}, r"head .* \[0, 8\]"),
-    ({"source": "smollm2", "text": "a", "causal": True, "modify_layer": 30}, r"\[0, 29\]"),
+    ({"source": "smollm2", "text": ""}, "text must be a non-empty string"),
+    ({"source": "smollm2", "text": "a", "head": 9}, r"head .* \[0, 8\]"),
+    ({"source": "smollm2", "text": "a", "modify_layer": 30}, r"\[0, 29\]"),
     (
-        {"source": "smollm2", "text": "a", "causal": True, "component": "key", "modify_head": 3},
+        {"source": "smollm2", "text": "a", "component": "key", "modify_head": 3},
         r"modify_head must be -1 \(every head\) or an integer in \[0, 2\] \(key heads",
     ),
     ({"gain": 0.0}, r"gain must be a number in \[0.01, 100\]"),
@@ -72,6 +71,12 @@ BAD = [
     ({"source": "minilm", "text": "a", "gain": 2.0}, "gain is not a parameter of source 'minilm'"),
     ({"name": "../escape"}, "name must be letters, digits"),
 ]
+
+
+def test_a_panel_refuses_more_tokens_than_a_heatmap_can_show():
+    params = panels.validate_panel_parameters({**_defaults(), "seq_len": 257})  # a source may
+    with pytest.raises(ValueError, match="text has 257 tokens; a panel shows at most 256"):
+        panels.compute_panel(params)
 
 
 @pytest.mark.parametrize(("change", "message"), BAD)
@@ -97,19 +102,20 @@ def test_bad_parameter_through_papermill_names_it(tmp_path, change, message):
 
 def test_masked_cells_are_left_unpainted_not_drawn_as_weights():
     weights = np.tril(np.full((4, 4), 0.25))
-    panel = {"weights": weights, "tokens": "abcd", "title": "t", "parameters": {"causal": True}}
+    future = np.triu(np.ones((4, 4), bool), 1)
+    panel = {"weights": weights, "tokens": "abcd", "title": "t", "masked": future}
     ax = plot.panel_figure(panel).axes[0]
     painted = ~np.ma.getmaskarray(ax.collections[0].get_array()).reshape(4, 4)
     np.testing.assert_array_equal(painted, np.tril(np.ones((4, 4), bool)))
     assert ax.patch.get_hatch() == "////", "what shows through is a hatch"
     assert ax.collections[0].get_clim() == (0.0, 1.0), "the colour scale is unchanged"
-    # a map that is not causal paints every cell, its zero weights included
-    ax = plot.panel_figure({**panel, "parameters": {"causal": False}}).axes[0]
+    # a map with nothing masked paints every cell, its zero weights included
+    ax = plot.panel_figure({**panel, "masked": np.zeros((4, 4), bool)}).axes[0]
     assert not np.ma.getmaskarray(ax.collections[0].get_array()).any()
 
 
 def test_a_figure_shown_in_a_notebook_carries_its_alternative_text():
-    panel = {"weights": np.eye(2), "tokens": "ab", "title": "t", "parameters": {"causal": False}}
+    panel = {"weights": np.eye(2), "tokens": "ab", "title": "t", "masked": np.zeros((2, 2), bool)}
     shown = plot.html(plot.panel_figure(panel), 'an "identity" map')
     assert shown["text/plain"] == 'an "identity" map'
     assert shown["text/html"].startswith('<img alt="an &quot;identity&quot; map" src="data:')

@@ -12,8 +12,8 @@ from attn_lib import (
     attention_weights,
     check_epsilon,
     perturb,
-    synthetic,
 )
+from attn_lib.models import synthetic
 from attn_lib.modification import EPSILON_RANGE
 
 X = jnp.array([[1.0, -2.0], [3.0, 4.0], [-5.0, 0.5]])

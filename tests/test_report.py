@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from attn_lib import Modification, Synthetic
-from attn_lib.analysis import report
+from attn_lib.analysis import calibrate, report
 from attn_lib.figures.spec import load_spec
 
 
@@ -111,21 +111,21 @@ def test_evidence_shows_the_relation_the_printed_numbers_have(a, b, shown):
 
 @pytest.fixture(scope="module")
 def calibrated():
-    return report.calibration(report.GAINS)
+    return calibrate.calibration(calibrate.GAINS)
 
 
 def test_no_single_scale_gives_three_distinct_columns_with_a_visible_5e_1(calibrated):
-    found = report.three_distinct_columns(calibrated)
+    found = calibrate.three_distinct_columns(calibrated)
     assert found["gains"].size == 0
     assert found["smallest visible 5e-1"] / found["largest transitional 1e-3"] > 10
     # counter-example: were the 5e-1 panel visible at the transitional scale, one would
     fake = dict(calibrated, diagonal=calibrated["diagonal"].copy())
     fake["diagonal"][np.isclose(calibrated["gain"], 0.0794, rtol=1e-3), 0] = 0.35
-    assert report.three_distinct_columns(fake)["gains"].size == 1
+    assert calibrate.three_distinct_columns(fake)["gains"].size == 1
 
 
 def test_the_seed_grid_uses_the_most_distinct_gain(calibrated):
-    gain, closest = report.three_distinct_columns(calibrated)["most distinct"]
+    gain, closest = calibrate.three_distinct_columns(calibrated)["most distinct"]
     assert closest > report.DISTINCT
     assert load_spec()["qkv_grid"]["panel"]["gain"] == pytest.approx(gain, rel=1e-3)
 
@@ -141,7 +141,7 @@ def test_the_study_grid_is_fine_and_a_map_is_read_only_on_it():
 
 
 def test_jvp_agrees_with_finite_differences():
-    check = report.finite_difference_check(
+    check = calibrate.finite_difference_check(
         Synthetic.create(), Modification("query", "scale", 1.0), np.array([0.05, 0.3, 2.0])
     )
     np.testing.assert_allclose(check["jvp"], check["finite_difference"], rtol=2e-2, atol=1e-4)

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import yaml
 
-from attn_lib.figures import runner
-from attn_lib.figures.paths import NOTEBOOKS
+from attn_lib.figures import jobs, runner
+from attn_lib.figures.paths import NOTEBOOKS, resolve
 
 PANEL = NOTEBOOKS / "panel.ipynb"
 
@@ -23,7 +23,7 @@ PANEL = NOTEBOOKS / "panel.ipynb"
 def test_many_jobs_in_one_process_parse_nothing_on_their_threads(tmp_path, monkeypatch):
     # Sixteen jobs on eight threads, without kernels: only the runner's own code runs.
     def fake_papermill(notebook, executed, parameters, **kwargs):
-        stage = runner.resolve(parameters["output_dir"])
+        stage = resolve(parameters["output_dir"])
         for name in (parameters.get("name"), parameters.get("figure")):
             for suffix in (".npz", ".png", ".pdf", ".svg"):
                 (stage / f"{name}{suffix}").write_bytes(b"x")
@@ -38,11 +38,11 @@ def test_many_jobs_in_one_process_parse_nothing_on_their_threads(tmp_path, monke
 
 def test_injection_refuses_undeclared_names_and_non_scalars():
     with pytest.raises(ValueError, match=r"'os' is not declared by panel\.ipynb"):
-        runner.check_injection(PANEL, {"os": 1})
+        jobs.check_injection(PANEL, {"os": 1})
     with pytest.raises(ValueError, match="is not declared"):
-        runner.check_injection(PANEL, {"x; import os": 1})
+        jobs.check_injection(PANEL, {"x; import os": 1})
     with pytest.raises(ValueError, match="must be a JSON scalar"):
-        runner.check_injection(PANEL, {"epsilon": [0.5]})
+        jobs.check_injection(PANEL, {"epsilon": [0.5]})
 
 
 def _tiny_spec(tmp_path, columns):
@@ -124,7 +124,7 @@ def test_runner_is_deterministic_caches_and_kernels_do_not_collide(tmp_path, mon
     assert runner.run(spec, out=out, jobs=4) == 0
     assert _files(out) == runs[0]
     record = json.loads((out / "tiny" / "query_a.json").read_text())
-    assert record["library"] == runner.library_hash()
+    assert record["library"] == jobs.library_hash()
 
 
 def _read_whole(path):
@@ -188,7 +188,7 @@ def test_a_notebook_figure_is_drawn_recorded_and_then_up_to_date(tmp_path, monke
         "language": "python",
     }
     nbformat.write(draw, notebooks / "draw.ipynb")
-    for module in (runner, spec_module):
+    for module in (jobs, spec_module):
         monkeypatch.setattr(module, "NOTEBOOKS", notebooks)
     monkeypatch.setattr(runner, "BUILD", tmp_path / "build")
     path = tmp_path / "spec.yaml"

@@ -12,7 +12,7 @@ from attn_lib.analysis import report, showcase
 from attn_lib.figures import panels
 from attn_lib.figures.paths import REPO
 from attn_lib.figures.spec import load_spec, panel_grid
-from attn_lib.models import SOURCES, minilm
+from attn_lib.models import minilm
 
 
 def _maps(*heads):
@@ -62,7 +62,7 @@ def _rows(figure):
 )
 def test_a_real_model_grid_shows_each_rows_top_ranked_head(figure):
     rows = _rows(figure)
-    source = SOURCES[rows[0]["source"]].build(rows[0])
+    source = panels.make_source({**panels.PANEL_DEFAULTS, **rows[0]})
     for params in rows:
         ranked = showcase.rank_heads(
             source,

@@ -2,24 +2,21 @@
 
 import importlib.util
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import requires_smollm2
+from conftest import load_reference, requires_smollm2
 
 import attn_lib
 from attn_lib.files import save_npz
 from attn_lib.models import smollm2
 
 pytestmark = requires_smollm2
-REFERENCE = Path(__file__).parent / "reference" / "smollm2_reference.npz"
 
 
 @pytest.fixture(scope="module")
 def reference():
-    with np.load(REFERENCE) as data:
-        return {key: data[key] for key in data.files}
+    return load_reference("smollm2")
 
 
 @pytest.fixture(scope="module")
@@ -100,19 +97,6 @@ def test_a_bos_token_is_prepended_on_request(fox):
         assert source.tokens[0] == "<|im_start|>"
 
 
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        ("", "text must be a non-empty string"),
-        (" \n", "text must be a non-empty string"),
-        (" a" * 8200, "text must fit the model's 8192 positions; it has 8200 tokens"),
-    ],
-)
-def test_bad_text_is_refused(text, message):
-    with pytest.raises(ValueError, match=message):
-        smollm2.SmolLM2.create(text)
-
-
 def test_a_corrupt_file_is_refused_naming_it(tmp_path):
     copy = tmp_path / smollm2.FILE
     shutil.copy(smollm2.package_file(), copy)
@@ -152,7 +136,7 @@ def test_the_dequantized_arrays_are_cached_and_a_damaged_cache_is_remade(tmp_pat
         wrong = arrays["blk.0.attn_q.weight"].copy()
         wrong[0] *= 2  # well-formed, and wrong
         missing = {k: v for k, v in arrays.items() if k != "blk.3.ffn_up.weight"}
-        # each costs a read of the GGUF; tests/test_store.py tries every kind of damage
+        # each costs a read of the GGUF; tests/test_cache.py tries every kind of damage
         for damage in (
             missing,
             {**arrays, "tokenizer": np.array("{not a tokenizer")},

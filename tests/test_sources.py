@@ -1,5 +1,6 @@
-"""The registry of sources: a source of your own is one class and one entry, and token
-labels are not part of what JAX compiles."""
+"""The registry of sources: one way to build a source, a source of your own is one
+class, one dataclass of parameters and one entry, and token labels are not part of what
+JAX compiles."""
 
 import dataclasses
 
@@ -7,19 +8,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import requires_minilm
+from conftest import requires_minilm, requires_smollm2
 from flax import struct
 
 from attn_lib import models
 from attn_lib.checks import check_integer
 from attn_lib.figures import panels, plot
 from attn_lib.models import minilm
-from attn_lib.models.base import Labels, Layered, Source, modify_and_attend
+from attn_lib.models.base import Entry, Labels, Source, modify_and_attend
 from attn_lib.models.synthetic import Synthetic
 
 
 @struct.dataclass
-class Toy(Layered):
+class Toy(Source):
     """One layer, one head: the input is its own Q, K and V."""
 
     inputs: jax.Array
@@ -38,16 +39,23 @@ class Toy(Layered):
         return self.inputs.shape[0]
 
 
-TOY = Source(
+@dataclasses.dataclass(frozen=True)
+class ToyParams:
+    seq_len: int = 10  # the registry's default of seq_len
+
+    def __post_init__(self):
+        check_integer("seq_len", self.seq_len, 2, 12)
+
+
+TOY = Entry(
     name="toy",
+    params=ToyParams,
+    build=lambda params: Toy(
+        3.0 * jnp.eye(params.seq_len), Labels(f"t{i}" for i in range(params.seq_len))
+    ),
     layers=1,
     heads=1,
     kv_heads=1,
-    parameters=("seq_len",),
-    check=lambda params: check_integer("seq_len", params["seq_len"], 2, 8),
-    build=lambda params: Toy(
-        3.0 * jnp.eye(params["seq_len"]), Labels(f"t{i}" for i in range(params["seq_len"]))
-    ),
 )
 
 
@@ -75,7 +83,7 @@ def test_a_source_of_your_own_draws_a_panel_through_the_pipeline(toy, tmp_path):
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"seq_len": 9}, r"seq_len must be an integer in \[2, 8\]"),  # its own check
+        ({"seq_len": 13}, r"seq_len must be an integer in \[2, 12\], got 13 \(source 'toy'\)"),
         ({"causal": True}, "causal is not a parameter of source 'toy' \\(its own: seq_len\\)"),
         ({"seq_len": 4, "head": 1}, r"head must be an integer in \[0, 0\]"),  # its shape
     ],
@@ -83,6 +91,65 @@ def test_a_source_of_your_own_draws_a_panel_through_the_pipeline(toy, tmp_path):
 def test_a_source_of_your_own_is_checked_by_its_entry(toy, changes, message):
     with pytest.raises(ValueError, match=message):
         panels.validate_panel_parameters(_params(**changes))
+
+
+def test_build_is_the_one_way_and_names_what_it_refuses(toy):
+    source = models.build("toy", seq_len=3)
+    assert source.tokens == ("t0", "t1", "t2")
+    assert (
+        models.build("synthetic", causal=True).visible().tolist()
+        == np.tril(np.ones((10, 10), bool)).tolist()
+    )
+    with pytest.raises(ValueError, match="source must be one of 'synthetic'"):
+        models.build("nope")
+    with pytest.raises(
+        ValueError, match=r"text: not a parameter of source 'toy' \(its own: seq_len\)"
+    ):
+        models.build("toy", text="a")
+    with pytest.raises(ValueError, match=r"gain must be a number in \[0.01, 100\], got 0 \(source"):
+        models.build("synthetic", gain=0)
+
+
+def test_sources_that_share_a_parameter_must_agree_on_its_default(monkeypatch):
+    assert models.parameter_defaults()["text"] == models.entry("minilm").params().text
+
+    @dataclasses.dataclass(frozen=True)
+    class Other:
+        text: str = "another sentence"
+
+    monkeypatch.setitem(
+        models.SOURCES, "other", dataclasses.replace(TOY, name="other", params=Other)
+    )
+    with pytest.raises(ValueError, match="sources disagree on the default of 'text'"):
+        models.parameter_defaults()
+
+
+def test_the_mask_is_the_sources_own(toy):
+    assert models.build("toy").visible() is None
+    causal = models.build("synthetic", causal=True)
+    params = panels.validate_panel_parameters({**panels.PANEL_DEFAULTS, "causal": True})
+    np.testing.assert_array_equal(
+        panels.compute_panel(params, causal)["masked"], ~np.tril(np.ones((10, 10), bool))
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        *[pytest.param(n, t, "text must be a non-empty string", marks=m)
+          for n, m in (("minilm", requires_minilm), ("smollm2", requires_smollm2))
+          for t in ("", " \n")],
+        pytest.param("minilm", "word " * 600,
+                     "text must fit the model's 512 positions; it has 602 tokens",
+                     marks=requires_minilm),
+        pytest.param("smollm2", " a" * 8200,
+                     "text must fit the model's 8192 positions; it has 8200 tokens",
+                     marks=requires_smollm2),
+    ],
+)  # fmt: skip
+def test_a_real_model_refuses_a_text_it_cannot_read(name, text, message):
+    with pytest.raises(ValueError, match=message):
+        models.build(name, text=text)
 
 
 def _trace_counter():

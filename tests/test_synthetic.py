@@ -11,7 +11,7 @@ from attn_lib import (
     attention_weights,
     perturb,
 )
-from attn_lib.modification import first_shown_layer
+from attn_lib.modification import first_affected_layer
 
 
 def test_shape_and_rows(synthetic):
@@ -136,9 +136,9 @@ def test_modify_layer_out_of_range(synthetic, layer):
 
 
 @pytest.mark.parametrize("component", COMPONENTS)
-def test_first_shown_layer_is_the_first_whose_weights_change(synthetic, component):
+def test_first_affected_layer_is_the_first_whose_weights_change(synthetic, component):
     base = np.asarray(all_weights(synthetic, None, modify_layer=0))
     modification = Modification(component, "scale", 0.3)
     moved = np.asarray(all_weights(synthetic, modification, modify_layer=0))
     changed = [not np.allclose(moved[i], base[i]) for i in range(synthetic.layers)]
-    assert changed.index(True) == first_shown_layer(component, 0)
+    assert changed.index(True) == first_affected_layer(component, 0)

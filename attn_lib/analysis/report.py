@@ -15,7 +15,6 @@ from attn_lib import metrics
 from attn_lib.analysis.showcase import SEED_EPSILONS
 from attn_lib.checks import check_choice
 from attn_lib.compute import all_weights, sweep
-from attn_lib.models.synthetic import Synthetic
 from attn_lib.modification import COMPONENTS, KINDS, Modification
 
 # 10 points a decade from 1e-12 to 1e2, and the seed's three ε.
@@ -26,7 +25,6 @@ SAME = 1e-6  # maps closer than this everywhere are the same map
 SIZE = (8, 12)  # "about 10x10": the tokens a side a panel may have
 DISTINCT = 0.05  # mean total variation above which two panels look different
 BAND = (0.3, 0.9)  # diagonal mass of a map visibly neither uniform nor one-hot
-GAINS = np.logspace(-2, 2, 41)  # the synthetic stack's Q/K gains the calibration tries
 HOLDS, FAILS, CANNOT = "holds", "fails", "cannot hold"
 
 
@@ -90,7 +88,8 @@ def relation(a: float, b: float, digits: int = 2) -> str:
     return ">" if shown_a > shown_b else "<" if shown_a < shown_b else "="
 
 
-def _tv(a: np.ndarray, b: np.ndarray) -> float:
+def apart(a: np.ndarray, b: np.ndarray) -> float:
+    """How far apart two panels look: the mean over rows of their total variation."""
     return float(np.asarray(metrics.total_variation(a, b)).mean())
 
 
@@ -141,12 +140,12 @@ def sharpens(seed: dict) -> tuple[str, str]:
 def transitional(seed: dict) -> tuple[str, str]:
     """O3b: the 1e-3 panel differs visibly (total variation > ``DISTINCT``) from both
     of its neighbours."""
-    apart = {c: (_tv(m[1], m[0]), _tv(m[1], m[2])) for c, m in seed.items()}
-    holds = all(min(pair) > DISTINCT for pair in apart.values())
+    gaps = {c: (apart(m[1], m[0]), apart(m[1], m[2])) for c, m in seed.items()}
+    holds = all(min(pair) > DISTINCT for pair in gaps.values())
     return (
         HOLDS if holds else FAILS,
         f"total variation of the 1e-3 panel to 5e-1 and to 1e-10 (visible above {DISTINCT}): "
-        + "; ".join(f"{c} {a:.2g} and {b:.2g}" for c, (a, b) in apart.items()),
+        + "; ".join(f"{c} {a:.2g} and {b:.2g}" for c, (a, b) in gaps.items()),
     )
 
 
@@ -192,7 +191,7 @@ def key_like_query(seed: dict) -> tuple[str, str]:
     if same:
         return CANNOT, identity
     key, query = seed["key"][0], seed["query"][0]
-    distance = _tv(key, query)
+    distance = apart(key, query)
     peaks = _intensity(key), _intensity(query)
     return (
         HOLDS if peaks[0] < peaks[1] and distance <= 0.25 else FAILS,
@@ -243,79 +242,4 @@ def guaranteed(result: Study) -> dict:
         "statement": "a Value modification leaves its own layer's weights unchanged",
         "kind": result.kind,
         "largest change": moved,
-    }
-
-
-PAIRS = ((0, 1), (1, 2), (0, 2))  # of the seed's panels: (5e-1, 1e-3), (1e-3, 1e-10), (5e-1, 1e-10)
-
-
-def calibration(gains: np.ndarray, kind: str = "inverse", **stack) -> dict[str, np.ndarray]:
-    """How the seed's three panels move with the synthetic stack's base logit scale.
-
-    For each Q/K projection ``gain`` (scores grow as gain²) the stack is built anew and
-    each component of layer 0 is modified by ``kind`` at SEED_EPSILONS, one sweep each.
-    Returns ``gain``; ``epsilons``; ``diagonal`` (gains, 3), the diagonal mass of the
-    Query row's panels; and ``apart`` (gains, components, 3), the total variation
-    between the panels of each row, pair by pair (:data:`PAIRS`).
-    """
-    diagonal, apart = [], []
-    for gain in np.asarray(gains, float).tolist():
-        source = Synthetic.create(gain=gain, **stack)
-        rows = []
-        for component in COMPONENTS:
-            modification = Modification(component, kind, 1.0)
-            maps = sweep(source, modification, SEED_EPSILONS, modify_layer=MODIFY_LAYER)
-            maps = np.asarray(maps)[:, OBSERVED_LAYER[component], HEAD]
-            rows.append([_tv(maps[a], maps[b]) for a, b in PAIRS])
-            if component == "query":
-                diagonal.append(np.asarray(metrics.diagonal_mass(maps).mean(-1)))
-        apart.append(rows)
-    return {
-        "gain": np.asarray(gains),
-        "epsilons": np.asarray(SEED_EPSILONS),
-        "diagonal": np.array(diagonal),
-        "apart": np.array(apart),
-    }
-
-
-def three_distinct_columns(result: dict) -> dict:
-    """Whether one base scale gives three distinct columns with 5e-1 still a visible
-    diagonal: the Query row's diagonal mass at 5e-1 at least ``BAND[0]``, its 1e-3 panel
-    inside ``BAND`` (neither uniform nor one-hot), and in every row every pair of panels
-    apart by more than ``DISTINCT``. Returns the gains where it holds, the two ends that
-    exclude it, and the gain whose closest pair of panels is farthest apart."""
-    diagonal, gain = result["diagonal"], result["gain"]
-    closest = result["apart"].min(axis=(1, 2))  # each gain's least distinct pair, any row
-    visible = diagonal[:, 0] >= BAND[0]
-    middle = (BAND[0] <= diagonal[:, 1]) & (diagonal[:, 1] <= BAND[1])
-    return {
-        "gains": gain[visible & middle & (closest > DISTINCT)],
-        "smallest visible 5e-1": float(gain[visible].min()) if visible.any() else None,
-        "largest transitional 1e-3": float(gain[middle].max()) if middle.any() else None,
-        "most distinct": (float(gain[closest.argmax()]), float(closest.max())),
-    }
-
-
-def finite_difference_check(
-    source, modification: Modification, epsilons: np.ndarray, *, relative_step: float = 1e-3
-) -> dict[str, np.ndarray]:
-    """d(diagonal mass)/dε of the observed map by ``jax.jvp`` and by central differences.
-
-    Returns ``{"epsilon", "jvp", "finite_difference"}``, each over ``epsilons``.
-    """
-    layer = OBSERVED_LAYER[modification.component]
-    jvp, fd = [], []
-    for eps in np.asarray(epsilons, float).tolist():
-        _, tangent = metrics.sensitivity(
-            source, modification.with_epsilon(eps), modify_layer=MODIFY_LAYER
-        )
-        jvp.append(float(metrics.diagonal_mass(tangent[layer, HEAD]).mean()))
-        step = relative_step * eps
-        ends = sweep(source, modification, [eps - step, eps + step], modify_layer=MODIFY_LAYER)
-        mass = np.asarray(metrics.diagonal_mass(np.asarray(ends)[:, layer, HEAD]).mean(-1))
-        fd.append(float((mass[1] - mass[0]) / (2 * step)))
-    return {
-        "epsilon": np.asarray(epsilons),
-        "jvp": np.asarray(jvp),
-        "finite_difference": np.asarray(fd),
     }

@@ -6,11 +6,13 @@ saved panels of a grid. Kernels import it; :mod:`attn_lib.figures.runner` drives
 """
 
 import ast
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 
+from attn_lib import models
 from attn_lib.checks import (
     MAX_TITLE,
     check_choice,
@@ -26,24 +28,21 @@ from attn_lib.figures import plot
 from attn_lib.figures.paths import resolve
 from attn_lib.figures.spec import panel_grid
 from attn_lib.files import save_npz
-from attn_lib.models import SOURCES
-from attn_lib.models.base import MAX_PANEL_TOKENS
 from attn_lib.modification import COMPONENTS, KINDS, MAX_SEED, Modification, check_epsilon
 
 DEFAULT_TITLE = "Modifying {Component} with ε = {eps}"
+# What a heatmap can show: at the panel's 150 dpi a 256-token map has 2 pixels a cell,
+# and saving it takes ~9 s (a 512-token one ~22 s, 3000 tokens minutes).
+MAX_PANEL_TOKENS = 256
 # The panel notebook's parameters and their defaults (its parameters cell says the
-# same; a test keeps the two equal). Those not in COMMON belong to sources: each source
-# uses some (its Source.parameters) and the others must stay at their defaults.
-PANEL_DEFAULTS = {
+# same; a test keeps the two equal): these, which every panel has, and the parameters
+# of every source (attn_lib.models), of which a panel's source reads its own and the
+# others must stay at their defaults.
+COMMON = {
     "component": "query",
     "epsilon": 0.5,
     "kind": "inverse",
     "source": "synthetic",
-    "text": "",
-    "seq_len": 10,
-    "causal": False,
-    "sink": False,
-    "gain": 1.5,
     "modify_layer": 0,
     "modify_head": -1,
     "observe_layer": 0,
@@ -53,11 +52,9 @@ PANEL_DEFAULTS = {
     "output_dir": "build/panel",
     "name": "panel",
 }
+PANEL_DEFAULTS = {**models.parameter_defaults(), **COMMON}
 PANEL_PARAMETERS = tuple(PANEL_DEFAULTS)
-COMMON = (
-    "component", "epsilon", "kind", "source", "modify_layer", "modify_head", "observe_layer",
-    "head", "seed", "title", "output_dir", "name",
-)  # fmt: skip
+SOURCE_PARAMETERS = tuple(name for name in PANEL_PARAMETERS if name not in COMMON)
 
 
 def injected_names(history: list[str]) -> set[str]:
@@ -94,17 +91,15 @@ def validate_panel_parameters(params: dict) -> dict:
     check_choice("component", p["component"], COMPONENTS)
     check_choice("kind", p["kind"], tuple(KINDS))
     p["epsilon"] = check_epsilon(p["kind"], p["epsilon"])
-    source = SOURCES[check_choice("source", p["source"], tuple(SOURCES))]
-    for name in PANEL_PARAMETERS:
-        if name not in COMMON and name not in source.parameters and p[name] != PANEL_DEFAULTS[name]:
+    source = models.entry(p["source"])
+    own = source_parameters(p)
+    for name in SOURCE_PARAMETERS:
+        if name not in own and p[name] != PANEL_DEFAULTS[name]:
             raise ValueError(
                 f"{name} is not a parameter of source {source.name!r} (its own: "
-                f"{', '.join(source.parameters)}); leave it at {PANEL_DEFAULTS[name]!r}"
+                f"{', '.join(own) or 'none'}); leave it at {PANEL_DEFAULTS[name]!r}"
             )
-    try:
-        source.check(p)
-    except ValueError as error:
-        raise ValueError(f"{error} (source {source.name!r})") from None
+    source.parameters(**own)
     check_index("modify_layer", p["modify_layer"], source.layers)
     if p["modify_head"] != -1:  # a head of the modified component: KV heads for Key, Value
         count = source.heads if p["component"] == "query" else source.kv_heads
@@ -137,9 +132,16 @@ def panel_title(params: dict) -> str:
     return template.format(Component=params["component"].capitalize(), eps=eps, **params)
 
 
+def source_parameters(params: dict) -> dict:
+    """Of the panel parameters ``params``, those of its source (``seed`` included where
+    the source has one)."""
+    fields = dataclasses.fields(models.entry(params["source"]).params)
+    return {field.name: params[field.name] for field in fields}
+
+
 def make_source(params: dict):
-    """The source that validated panel parameters name, built by its registry entry."""
-    return SOURCES[params["source"]].build(params)
+    """The source that validated panel parameters name, built by :func:`attn_lib.models.build`."""
+    return models.build(params["source"], **source_parameters(params))
 
 
 def compute_panel(params: dict, source=None) -> dict:
@@ -147,7 +149,9 @@ def compute_panel(params: dict, source=None) -> dict:
     the caller keeps it: :func:`make_source` otherwise).
 
     Returns ``weights`` (T, T) of ``observe_layer``/``head``, ``all_weights``
-    (layers, heads, T, T), ``tokens``, ``title`` and ``parameters``.
+    (layers, heads, T, T), ``masked`` (T, T: True where a query cannot look, from the
+    source's :meth:`~attn_lib.models.base.Source.visible`), ``tokens``, ``title`` and
+    ``parameters``.
     """
     source = make_source(params) if source is None else source
     if source.seq_len > MAX_PANEL_TOKENS:
@@ -163,9 +167,12 @@ def compute_panel(params: dict, source=None) -> dict:
     )
     weights = np.asarray(all_weights(source, modification, modify_layer=params["modify_layer"]))
     title = panel_title(params)
+    visible = source.visible()
+    shape = weights.shape[-2:]
     return {
         "weights": weights[params["observe_layer"], params["head"]],
         "all_weights": weights,
+        "masked": np.zeros(shape, bool) if visible is None else ~np.broadcast_to(visible, shape),
         "tokens": source.tokens,
         "title": title,
         "parameters": params,
@@ -181,6 +188,7 @@ def save_panel(panel: dict, fig, output_dir: str | Path, name: str) -> None:
         {
             "weights": panel["weights"].astype(np.float32),
             "all_weights": panel["all_weights"].astype(np.float32),
+            "masked": panel["masked"],
             "tokens": np.array(panel["tokens"]),
             "title": np.array(panel["title"]),
             # where the files were written is no property of the panel
@@ -196,6 +204,7 @@ def load_panel(path: str | Path) -> dict:
         return {
             "weights": data["weights"],
             "all_weights": data["all_weights"],
+            "masked": data["masked"],
             "tokens": tuple(data["tokens"].tolist()),
             "title": str(data["title"]),
             "parameters": json.loads(str(data["parameters"])),

@@ -44,11 +44,10 @@ def plain(text: str) -> str:
 
 
 def mask_of(panel: dict) -> np.ndarray | None:
-    """Where ``panel``'s queries cannot look (True): the future keys of a causal map,
-    whose weights are exactly 0 by construction, not by the data; None if none."""
-    if not panel["parameters"]["causal"]:
-        return None
-    return np.triu(np.ones(np.shape(panel["weights"]), bool), k=1)
+    """Where ``panel``'s queries cannot look (True), e.g. the future keys of a causal
+    map, whose weights are exactly 0 by construction, not by the data; None if none."""
+    masked = np.asarray(panel["masked"], bool)
+    return masked if masked.any() else None
 
 
 def heatmap(panel: dict, ax, *, colorbar: bool = True):
@@ -196,7 +195,7 @@ def metric_curves(
 
 def calibration(result: dict[str, np.ndarray], band: tuple[float, float], *, marks=()):
     """Diagonal mass of the seed's three panels against the stack's base scale: a line
-    per ε (``result`` from :func:`attn_lib.analysis.report.calibration`), ``band`` shaded (maps
+    per ε (``result`` from :func:`attn_lib.analysis.calibrate.calibration`), ``band`` shaded (maps
     neither uniform nor one-hot), dotted lines at ``marks`` (e.g. the stack's own gain)."""
     with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=(5.2, 3.2), dpi=DPI, layout="constrained")

@@ -1,14 +1,10 @@
-"""The papermill runner: expands the figure spec into notebook jobs and runs them.
+"""The papermill runner: runs the figure spec's jobs (:mod:`attn_lib.figures.jobs`).
 
 Panels run in parallel kernels, each figure's grid after its panels. A job whose
-outputs exist and whose record (parameters, notebook and library hashes) matches is
-skipped without starting a kernel.
+outputs exist and whose record matches is skipped without starting a kernel.
 """
 
-import ast
 import asyncio
-import dataclasses
-import json
 import os
 import shutil
 import sys
@@ -18,197 +14,23 @@ from pathlib import Path
 import papermill
 from jupyter_core.utils import ensure_event_loop
 
-import attn_lib
-from attn_lib.checks import check_integer, check_template, shown
+from attn_lib.checks import check_integer
+from attn_lib.figures.jobs import (
+    STAGING,
+    Job,
+    expand,
+    land,
+    library_hash,
+    portable,
+    record,
+    up_to_date,
+)
 from attn_lib.figures.kernels import AsyncPrivateKernelManager
-from attn_lib.figures.paths import BUILD, NOTEBOOKS, REPO, SPEC, resolve
-from attn_lib.figures.spec import load_spec, panel_grid
-from attn_lib.files import atomic_path, exclusive, sha256, write_json
+from attn_lib.figures.paths import BUILD, REPO, SPEC, resolve
+from attn_lib.figures.spec import load_spec
+from attn_lib.files import exclusive
 
-STAGING = ".attn-lib-staging"  # in the output folder: where jobs write before they land
 LOCK = ".attn-lib.lock"  # in the output folder: one runner at a time
-
-
-@dataclasses.dataclass(frozen=True)
-class Job:
-    """One notebook run: a panel of a figure, or what draws the whole figure (its grid,
-    or the notebook of a notebook figure), which runs once the figure's panels are done.
-
-    The notebook writes into ``stage``; only once it has finished and written every
-    output do they replace ``outputs``, so a failed or interrupted run leaves the
-    previous outputs as they were.
-    """
-
-    figure: str
-    name: str
-    notebook: Path
-    parameters: dict
-    outputs: tuple[Path, ...]
-    record: Path
-    stage: Path
-    draws_figure: bool = False
-
-    def staged(self, output: Path) -> Path:
-        return self.stage / output.name
-
-
-def declared_parameters(notebook: Path) -> dict:
-    """The parameters a notebook declares, with their default values.
-
-    Call it from one thread only: it parses with ``ast``, and CPython 3.11's ``ast`` is
-    not thread-safe (a ``SystemError: AST constructor recursion depth mismatch`` that
-    leaves the process's parser broken). :func:`expand` calls it before any worker starts.
-    """
-    declared = papermill.inspect_notebook(str(notebook))
-    return {name: ast.literal_eval(info["default"]) for name, info in declared.items()}
-
-
-def check_injection(notebook: Path, parameters: dict, declared: dict | None = None) -> None:
-    """Refuse names the notebook does not declare (``declared``, by default read from
-    it) and values that are not JSON scalars: papermill writes ``name = value`` into the
-    notebook as code."""
-    declared = declared_parameters(notebook) if declared is None else declared
-    for name, value in parameters.items():
-        if not isinstance(name, str) or not name.isidentifier() or name not in declared:
-            raise ValueError(
-                f"parameter {shown(name)} is not declared by {notebook.name}; "
-                f"declared: {', '.join(sorted(declared))}"
-            )
-        if value is not None and not isinstance(value, (str, int, float, bool)):
-            raise ValueError(f"parameter {name!r} must be a JSON scalar, got {shown(value)}")
-
-
-def library_hash() -> str:
-    """A hash of the library's source: a change to any module re-makes every figure."""
-    package = Path(attn_lib.__file__).parent
-    return sha256(*sorted(package.rglob("*.py"), key=lambda p: p.relative_to(package).parts))
-
-
-def portable(path: Path) -> str:
-    """``path`` relative to the repository where it can be: records stay valid in
-    another clone."""
-    return str(path.relative_to(REPO) if path.is_relative_to(REPO) else path)
-
-
-def check_inside(path: Path, folder: Path) -> Path:
-    """``path``, which must resolve (links followed) inside ``folder``: the runner
-    writes and deletes nowhere else."""
-    if not path.resolve().is_relative_to(folder.resolve()):
-        raise ValueError(f"{path} is not inside {folder}: refused")
-    return path
-
-
-def expand(
-    spec: dict, spec_path: Path, out: Path, only: list[str] | None = None
-) -> list[tuple[list[Job], Job]]:
-    """The jobs for each figure: its panels, then its grid. Every path a job writes or
-    deletes is checked to lie inside ``out`` (or ``build/notebooks``), and every job's
-    parameters against its notebook's declared ones, here, before any worker starts."""
-    unknown = set(only or ()) - set(spec)
-    if unknown:
-        raise ValueError(f"--only: no figure named {sorted(unknown)}; known: {sorted(spec)}")
-    panel_nb, grid_nb = NOTEBOOKS / "panel.ipynb", NOTEBOOKS / "grid.ipynb"
-    declared = {panel_nb: declared_parameters(panel_nb), grid_nb: declared_parameters(grid_nb)}
-    defaults = declared[panel_nb]
-    fields = ("Component", "eps", *defaults)
-
-    def job(figure, name, notebook, parameters, folder, suffixes, record, draws_figure=False):
-        if notebook not in declared:
-            declared[notebook] = declared_parameters(notebook)
-        check_injection(notebook, parameters, declared[notebook])
-        stage = out / STAGING / figure / name
-        outputs = tuple(folder / f"{stem}{suffix}" for stem, suffix in suffixes)
-        for path in (*outputs, record, stage):
-            check_inside(path, out)
-        check_inside(BUILD / "notebooks" / figure / f"{name}.ipynb", BUILD / "notebooks")
-        return Job(figure, name, notebook, parameters, outputs, record, stage, draws_figure)
-
-    figures = []
-    for figure in spec:
-        if only and figure not in only:
-            continue
-        folder = out / figure
-        if "notebook" in spec[figure]:
-            name = spec[figure]["notebook"]
-            notebook, parameters = NOTEBOOKS / f"{name}.ipynb", {"output_dir": portable(folder)}
-            suffixes = [(output, ".png") for output in spec[figure]["outputs"]]
-            record = folder / f"{name}.json"
-            figures.append(
-                ([], job(figure, name, notebook, parameters, folder, suffixes, record, True))
-            )
-            continue
-        panels = []
-        for row in panel_grid(spec, figure):
-            for name, params in row:
-                parameters = {**defaults, **params, "output_dir": portable(folder), "name": name}
-                check_template(f"{figure}/{name}: title", parameters["title"], fields)
-                suffixes = [(name, s) for s in (".npz", ".png", ".pdf")]
-                panels.append(
-                    job(
-                        figure,
-                        name,
-                        panel_nb,
-                        parameters,
-                        folder,
-                        suffixes,
-                        folder / f"{name}.json",
-                    )
-                )
-        parameters = {
-            "figure": figure,
-            "spec": portable(spec_path),
-            "figures_dir": portable(out),
-            "output_dir": portable(out),
-        }
-        suffixes = [(figure, s) for s in (".png", ".pdf", ".svg")]
-        grid = job(figure, "grid", grid_nb, parameters, out, suffixes, folder / "grid.json", True)
-        figures.append((panels, grid))
-    return figures
-
-
-def _record(job: Job, spec_entry: dict, library: str) -> dict:
-    """What a job's outputs were made from; :func:`_land` adds the outputs' hashes."""
-    record = {
-        "parameters": job.parameters,
-        "notebook": sha256(job.notebook),
-        "library": library,
-        "version": attn_lib.__version__,
-    }
-    if job.draws_figure:
-        record["spec"] = spec_entry
-        if panels := sorted(job.record.parent.glob("*.npz")):
-            record["panels"] = sha256(*panels)
-    return json.loads(json.dumps(record, sort_keys=True))
-
-
-def _fingerprint(path: Path) -> dict:
-    return {"sha256": sha256(path), "size": path.stat().st_size}
-
-
-def _up_to_date(job: Job, record: dict) -> bool:
-    """Whether the job's record matches ``record`` and every output is the very file
-    it recorded (size and sha256): a truncated, emptied or edited output is re-made."""
-    try:
-        found = json.loads(job.record.read_text())
-        outputs = found.pop("outputs")
-        return found == record and all(
-            _fingerprint(path) == outputs[path.name] for path in job.outputs
-        )
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return False  # missing or corrupt: the job runs again
-
-
-def _land(job: Job, record: dict) -> None:
-    """Move the staged outputs over the old ones, then write the record with their
-    hashes. The record goes last: until it is written the job is not up to date."""
-    missing = [str(job.staged(p)) for p in job.outputs if not job.staged(p).is_file()]
-    if missing:
-        raise RuntimeError(f"the notebook ran but did not write {missing}")
-    for path in job.outputs:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(job.staged(path), path)
-    write_json(job.record, {**record, "outputs": {p.name: _fingerprint(p) for p in job.outputs}})
-    shutil.rmtree(job.stage)
 
 
 def use_compilation_cache(folder: Path = BUILD / "jax-cache") -> None:
@@ -235,7 +57,8 @@ def _execute(job: Job, build: Path) -> None:
     """Run one notebook with papermill; the executed copy is kept under ``build``.
 
     This runs on a worker thread: nothing here may parse with ``ast`` (see
-    :func:`declared_parameters`); the parameters were checked by :func:`expand`.
+    :func:`~attn_lib.figures.jobs.declared_parameters`); :func:`expand` checked the
+    parameters.
     """
     parameters = {**job.parameters, "output_dir": portable(job.stage)}
     executed = build / job.figure / f"{job.name}.ipynb"
@@ -260,45 +83,6 @@ def _execute(job: Job, build: Path) -> None:
         loop.run_until_complete(loop.shutdown_asyncgens())
         asyncio.set_event_loop(None)
         loop.close()
-
-
-def lab_form(value):
-    """A notebook's JSON as JupyterLab saves it back: Lab reads it into JavaScript, where
-    10.0 is 10, so an integral float is written as an integer. Committed in this form, a
-    notebook opened and saved untouched is not a diff."""
-    if isinstance(value, dict):
-        return value.__class__({key: lab_form(item) for key, item in value.items()})
-    if isinstance(value, list):
-        return [lab_form(item) for item in value]
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
-def refresh_notebooks(names: list[str] | None = None) -> None:
-    """Re-execute every notebook in ``notebooks/`` (or those ``names``, stems) in place
-    with its default parameters, then drop papermill's run metadata (timestamps would
-    make every run a diff) and the widget state (new model ids every run; a live kernel
-    makes the widgets anew), and write it in the form Lab saves (:func:`lab_form`)."""
-    import nbformat
-
-    notebooks = sorted(NOTEBOOKS.glob("*.ipynb"))
-    stems = [n.stem for n in notebooks]
-    if unknown := sorted(set(names or ()) - set(stems)):
-        raise ValueError(f"names must be notebooks of notebooks/ {stems}, got {unknown}")
-    for notebook in [n for n in notebooks if names is None or n.stem in names]:
-        print(f"executing {notebook.relative_to(REPO)}")
-        with atomic_path(notebook) as tmp:
-            papermill.execute_notebook(
-                str(notebook), str(tmp), cwd=str(REPO), progress_bar=False, **KERNEL_OPTIONS
-            )
-            executed = nbformat.read(tmp, as_version=4)
-            executed.metadata.pop("papermill", None)
-            executed.metadata.pop("widgets", None)
-            for cell in executed.cells:
-                cell.metadata.pop("papermill", None)
-                cell.metadata.pop("execution", None)
-            nbformat.write(lab_form(executed), tmp)
 
 
 def error_line(error: BaseException) -> str:
@@ -339,13 +123,13 @@ def run(
     use_compilation_cache()
 
     def run_job(job: Job) -> bool:
-        record = _record(job, spec[job.figure], library)
-        if not force and _up_to_date(job, record):
+        made_from = record(job, spec[job.figure], library)
+        if not force and up_to_date(job, made_from):
             return False
         shutil.rmtree(job.stage, ignore_errors=True)  # what a killed run left
         job.stage.mkdir(parents=True)
         _execute(job, build)
-        _land(job, record)
+        land(job, made_from)
         return True
 
     panels = [job for figure_panels, _ in figures for job in figure_panels]

@@ -1,11 +1,14 @@
-"""What every source of Q, K and V shares: a stack of layers run one after another.
+"""What a source of Q, K and V is: the protocol every model follows, and the stack run
+from it.
 
-A source is a pytree (``flax.struct.dataclass``: arrays are leaves, configuration
-is static) that subclasses :class:`Layered` and defines ``embed()`` (the input of
-layer 0) and ``layer(i, h, modification)`` (one layer: its output and its softmax
-weights ``(..., heads, T, T)``). From these, :class:`Layered` runs the stack with a
-modification in one layer, and splits the run at that layer so that a sweep over ε
-computes the layers below it once (:func:`attn_lib.compute.sweep`).
+A source is a pytree (``flax.struct.dataclass``: arrays are leaves, configuration is
+static) that subclasses :class:`Source` and provides ``embed()`` (the input of layer 0),
+``layer(i, h, modification)`` (one layer: its output and its softmax weights
+``(..., heads, T, T)``), ``layers``, ``tokens`` (the axis labels) and ``seq_len``. Which
+keys a query may see is worked out here only (:meth:`Source.visible`), from the
+source's ``causal`` and its padding (:meth:`Source.padding`). From these, :class:`Source`
+runs the stack with a modification in one layer, and splits the run at that layer so
+that a sweep over ε computes the layers below it once (:func:`attn_lib.compute.sweep`).
 """
 
 import dataclasses
@@ -14,42 +17,11 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from attn_lib.checks import check_index
+from attn_lib.checks import check_index, check_text
 from attn_lib.modification import Modification
-from attn_lib.softmax import attention
+from attn_lib.softmax import attention, causal_mask
 
-# What a heatmap can show: at the panel's 150 dpi a 256-token map has 2 pixels a cell,
-# and saving it takes ~9 s (a 512-token one ~22 s, 3000 tokens minutes).
-MAX_PANEL_TOKENS = 256
-
-
-@dataclasses.dataclass(frozen=True)
-class Source:
-    """A source of Q, K and V as the registry (:data:`attn_lib.models.SOURCES`) knows it.
-
-    Attributes:
-      name: what ``-p source`` says.
-      layers, heads, kv_heads: its shape, known before any work so that indices are
-        checked first; ``kv_heads < heads`` for grouped-query attention.
-      parameters: the panel parameters it is built from (e.g. ``("text",)``); every
-        other source parameter must stay at its default.
-      check: ``check(params)`` raises ``ValueError`` naming a bad one of ``parameters``.
-      build: ``build(params)``: the :class:`Layered` pytree, from checked parameters.
-      defaults: what an interactive view sets on switching to it (e.g. a sentence).
-    """
-
-    name: str
-    layers: int
-    heads: int
-    kv_heads: int
-    parameters: tuple[str, ...]
-    check: Callable[[dict], None]
-    build: Callable[[dict], "Layered"]
-    defaults: dict = dataclasses.field(default_factory=dict)
-
-    def key(self, params: dict) -> tuple:
-        """What identifies a built source: equal keys, equal sources (a cache key)."""
-        return (self.name, *(params[name] for name in self.parameters))
+DEFAULT_TEXT = "The quick brown fox jumps over the lazy dog."  # what a model reads unless told
 
 
 class Labels(tuple):
@@ -99,14 +71,44 @@ def modified_attention(
     return jnp.swapaxes(output, -3, -2)
 
 
-class Layered:
-    """Mixin for sources made of ``self.layers`` layers (see the module docstring).
+class Source:
+    """The protocol of a source of Q, K and V, and the stack run from it (see the module
+    docstring). A subclass defines ``embed``, ``layer``, ``layers``, ``tokens`` and
+    ``seq_len``; ``causal`` and :meth:`padding` where it masks keys.
 
     A source keeps its layers' parameters stacked, ``params["layers"]`` (see
     :func:`stacked`), so the stack runs as a loop over one compiled layer: the layer
     index, ``modify_layer`` included, may be traced, and one compilation serves
     every modified layer.
     """
+
+    causal = False  # a query sees no later key: a class attribute, or a static field
+
+    def embed(self) -> jax.Array:
+        """The input of layer 0, ``(..., T, d_model)``."""
+        raise NotImplementedError
+
+    def layer(self, i, h: jax.Array, modification: Modification | None):
+        """Layer ``i`` (maybe traced) on ``h``, with ``modification`` applied: its output
+        and its softmax weights ``(..., heads, T, T)``."""
+        raise NotImplementedError
+
+    def padding(self) -> jax.Array | None:
+        """Which tokens are real, ``(..., T)`` (False: padding, which no query sees), or
+        None where every token is real."""
+        return None
+
+    def visible(self) -> jax.Array | None:
+        """Which keys each query may see, True where it may: ``(T, T)`` or, with padding,
+        ``(..., 1, T, T)``; None where every query sees every key. The one place the
+        causal and padding masks are worked out: layers attend with it, and panels and
+        metrics read it."""
+        mask = causal_mask(self.seq_len) if self.causal else None
+        real = self.padding()
+        if real is not None:
+            keys = real[..., None, None, :]
+            mask = keys if mask is None else mask & keys
+        return mask
 
     def layer_params(self, i) -> dict:
         """Layer ``i``'s parameters (``i`` may be traced)."""
@@ -155,7 +157,57 @@ class Layered:
         return self.run(modification, modify_layer=modify_layer)[1]
 
 
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """A source as the registry knows it, before anything is built.
+
+    Attributes:
+      name: what ``source`` (``-p source``, ``--source``) says.
+      params: its parameters, a frozen dataclass whose ``__post_init__`` checks them.
+      build: ``build(params)``: the :class:`Source` pytree.
+      layers, heads, kv_heads: its shape, known before any work so that indices are
+        checked first; ``kv_heads < heads`` for grouped-query attention.
+    """
+
+    name: str
+    params: type
+    build: Callable[[object], Source]
+    layers: int
+    heads: int
+    kv_heads: int
+
+    def parameters(self, **params) -> object:
+        """``params`` as this source's checked parameters (the others at their defaults);
+        a ``ValueError`` names an unknown or bad one."""
+        own = [field.name for field in dataclasses.fields(self.params)]
+        unknown = sorted(set(params) - set(own))
+        if unknown:
+            raise ValueError(
+                f"{', '.join(unknown)}: not a parameter of source {self.name!r} "
+                f"(its own: {', '.join(own) or 'none'})"
+            )
+        try:
+            return self.params(**params)
+        except ValueError as error:
+            raise ValueError(f"{error} (source {self.name!r})") from None
+
+    def record(self, params) -> dict:
+        """What a source built from ``params`` is, as plain data: its name and every
+        parameter (e.g. the attributes of an atlas store)."""
+        return {"source": self.name, **dataclasses.asdict(params)}
+
+
+@dataclasses.dataclass(frozen=True)
+class TextParams:
+    """The parameters of a source that reads a text (a real model): the text."""
+
+    text: str = DEFAULT_TEXT
+
+    def __post_init__(self):
+        check_text("text", self.text, empty=False)
+
+
 def stacked(per_layer: list[dict]) -> dict:
     """Layers' parameters (pytrees of one structure) as one pytree with a leading
-    layer axis: what :class:`Layered` keeps in ``params["layers"]``."""
+    layer axis: what a :class:`Source` keeps in ``params["layers"]``."""
     return jax.tree.map(lambda *arrays: jnp.stack(arrays), *per_layer)

@@ -22,8 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from attn_lib.checks import check_text, shown
-from attn_lib.models.base import Labels, Layered, Source, modified_attention, stacked
+from attn_lib.checks import shown
+from attn_lib.models.base import Entry, Labels, Source, TextParams, modified_attention, stacked
 from attn_lib.models.weights import check_sha256, package_path
 from attn_lib.modification import Modification
 
@@ -159,7 +159,7 @@ class BertLayer(nn.Module):
 
 
 @struct.dataclass
-class MiniLM(Layered):
+class MiniLM(Source):
     """The MiniLM source: parameters and tokenized text(s), as one pytree.
 
     Build it with :meth:`create`. With one text, ``weights`` is ``(layers, heads, T, T)``
@@ -169,7 +169,7 @@ class MiniLM(Layered):
 
     params: dict
     ids: jax.Array
-    mask: jax.Array | None
+    real: jax.Array | None  # (B, T): False for padding; None where there is none
     layers: int = struct.field(pytree_node=False)
     heads: int = struct.field(pytree_node=False)
     hidden: int = struct.field(pytree_node=False)
@@ -209,7 +209,7 @@ class MiniLM(Layered):
         return cls(
             params=params,
             ids=jnp.asarray(ids[0] if single else ids),
-            mask=None if valid.all() else jnp.asarray(valid[:, None, None, :]),
+            real=None if valid.all() else jnp.asarray(valid),
             layers=config["num_hidden_layers"],
             heads=config["num_attention_heads"],
             hidden=config["hidden_size"],
@@ -230,24 +230,18 @@ class MiniLM(Layered):
         h, state = block.apply(
             {"params": self.layer_params(i)},
             h,
-            self.mask,
+            self.visible(),
             modification,
             mutable=["intermediates"],
         )
         return h, state["intermediates"]["attention"]["weights"][0]
+
+    def padding(self) -> jax.Array | None:
+        return self.real
 
     @property
     def seq_len(self) -> int:
         return self.ids.shape[-1]
 
 
-SOURCE = Source(
-    name="minilm",
-    layers=LAYERS,
-    heads=HEADS,
-    kv_heads=HEADS,
-    parameters=("text",),
-    check=lambda params: check_text("text", params["text"], empty=False),
-    build=lambda params: MiniLM.create(params["text"]),
-    defaults={"text": "The quick brown fox jumps over the lazy dog."},
-)
+ENTRY = Entry("minilm", TextParams, lambda p: MiniLM.create(p.text), LAYERS, HEADS, HEADS)

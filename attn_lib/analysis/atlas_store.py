@@ -1,0 +1,243 @@
+"""The atlas's store: its settings (:class:`Grid`), the Zarr layout, the mark that makes
+a folder an atlas, the completion records of its chunks, and reading it back.
+
+The store is Zarr, written through xarray: a template first (``compute=False``, into a
+new hidden folder beside the store, then renamed), then each chunk with ``region=``.
+The template carries the atlas's mark, a new id: a folder without it is not an atlas,
+and is never written into or deleted. A chunk's completion record
+(``<store>/.attn-lib-done/<chunk>.json``) is written after its region and names the
+store's id, the chunk and a sha256 of the region's values; a chunk whose record is
+missing, empty, of another store or of other values is computed again, and
+:func:`load` refuses to present it as data.
+"""
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from attn_lib.checks import check_integer
+from attn_lib.modification import (
+    COMPONENTS,
+    KINDS,
+    check_epsilon,
+)
+
+METRICS = ("entropy", "sink", "diagonal", "previous", "total_variation")
+MARK = "attn_lib_atlas"  # the store attribute that makes a folder an atlas: its id
+RECORDS = ".attn-lib-done"  # inside the store: one completion record per chunk
+
+
+DIMS = ("component", "kind", "epsilon", "modify_layer", "observe_layer", "head")
+
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+    """The settings of an atlas: every combination of these, checked on creation."""
+
+    components: tuple[str, ...]
+    kinds: tuple[str, ...]
+    epsilons: tuple[float, ...]
+    modify_layers: tuple[int, ...]
+    eps_chunk: int = 64
+
+    def __post_init__(self):
+        for name, values, allowed in (
+            ("components", self.components, COMPONENTS),
+            ("kinds", self.kinds, tuple(KINDS)),
+        ):
+            unknown = [v for v in values if v not in allowed]
+            if not values or unknown:
+                raise ValueError(
+                    f"{name} must be a non-empty list of {list(allowed)}, got {list(values)}"
+                )
+        if not self.epsilons:
+            raise ValueError("epsilons must not be empty")
+        for kind in self.kinds:
+            for epsilon in self.epsilons:
+                check_epsilon(kind, epsilon)
+        for name in ("components", "kinds", "epsilons", "modify_layers"):
+            values = getattr(self, name)
+            twice = sorted({v for v in values if values.count(v) > 1})
+            if twice:  # the readers select by value: each must be there once
+                raise ValueError(f"{name} must each be given once, got {twice} more than once")
+        for layer in self.modify_layers:
+            check_integer("modify_layers", layer, 0)
+        # ε and layers in order: the readers select the nearest ε, which needs it
+        object.__setattr__(self, "epsilons", tuple(sorted(float(e) for e in self.epsilons)))
+        object.__setattr__(self, "modify_layers", tuple(sorted(self.modify_layers)))
+        check_integer("eps_chunk", self.eps_chunk, 1)
+
+    def chunks(self) -> list[tuple[int, int, int, int]]:
+        """``(component, kind, modify_layer, ε block)`` indices of every chunk."""
+        blocks = range(-(-len(self.epsilons) // self.eps_chunk))
+        return list(
+            itertools.product(
+                range(len(self.components)),
+                range(len(self.kinds)),
+                range(len(self.modify_layers)),
+                blocks,
+            )
+        )
+
+    def block(self, index: int) -> slice:
+        return slice(index * self.eps_chunk, min((index + 1) * self.eps_chunk, len(self.epsilons)))
+
+
+def record_path(store: Path, chunk) -> Path:
+    return store / RECORDS / ("_".join(map(str, chunk)) + ".json")
+
+
+def region(grid: Grid, chunk) -> dict:
+    """Where ``chunk`` lies in the store, for ``isel`` and ``to_zarr(region=)``."""
+    ci, ki, li, bi = chunk
+    return {
+        "component": slice(ci, ci + 1),
+        "kind": slice(ki, ki + 1),
+        "epsilon": grid.block(bi),
+        "modify_layer": slice(li, li + 1),
+    }
+
+
+def digest(values: dict) -> str:
+    """A sha256 of a chunk's metric values, as float32, in :data:`METRICS` order."""
+    digest = hashlib.sha256()
+    for name in METRICS:
+        digest.update(np.ascontiguousarray(values[name], dtype=np.float32).data)
+    return digest.hexdigest()
+
+
+def is_complete(store: Path, ident: str, grid: Grid, dataset, chunk) -> bool:
+    """Whether ``chunk``'s record is there and names this store, this chunk and the
+    values its region holds now."""
+    try:
+        record = json.loads(record_path(store, chunk).read_text())
+        if record["store"] != ident or record["chunk"] != list(chunk):
+            return False
+    except (OSError, ValueError, KeyError, TypeError):
+        return False  # no record, an empty or corrupt one: not done
+    values = dataset[list(METRICS)].isel(region(grid, chunk))
+    return record["sha256"] == digest({name: values[name].values for name in METRICS})
+
+
+def atlas_id(store: str | Path) -> str | None:
+    """The id of the atlas in ``store``, or None where ``store`` is no atlas (not a Zarr
+    group, or one without the atlas's mark)."""
+    import zarr
+
+    try:
+        ident = zarr.open_group(str(store), mode="r").attrs.get(MARK)
+    except Exception:  # whatever the folder holds, it is not an atlas
+        return None
+    return ident if isinstance(ident, str) else None
+
+
+def check_store(store: str | Path) -> Path:
+    """``store`` as a path the atlas may write: a name of its own, no symbolic link, and
+    a folder that is an atlas if it exists."""
+    path = Path(store)
+    if path.name in ("", ".", ".."):
+        raise ValueError(
+            f"--out must name the store's own folder, e.g. build/x.zarr; got {str(store)!r}"
+        )
+    if path.is_symlink():
+        raise ValueError(
+            f"--out {str(store)!r} is a symbolic link: refused (name the folder itself)"
+        )
+    if path.exists() and atlas_id(path) is None:
+        raise ValueError(
+            f"--out {str(store)!r} exists and is not an atlas (it lacks the atlas's mark): "
+            "refused, with --overwrite too; choose a new path"
+        )
+    return path
+
+
+def template(grid: Grid, layers: int, heads: int, attrs: dict):
+    import dask.array as da
+    import xarray as xr
+
+    shape = (
+        len(grid.components),
+        len(grid.kinds),
+        len(grid.epsilons),
+        len(grid.modify_layers),
+        layers,
+        heads,
+    )
+    chunks = (1, 1, grid.eps_chunk, 1, layers, heads)
+    data = {
+        name: (DIMS, da.full(shape, np.nan, dtype=np.float32, chunks=chunks)) for name in METRICS
+    }
+    coords = {
+        "component": list(grid.components),
+        "kind": list(grid.kinds),
+        "epsilon": np.asarray(grid.epsilons),
+        "modify_layer": list(grid.modify_layers),
+        "observe_layer": np.arange(layers),
+        "head": np.arange(heads),
+    }
+    return xr.Dataset(data, coords=coords, attrs={**attrs, MARK: uuid.uuid4().hex})
+
+
+def prepare(store: Path, grid: Grid, layers: int, heads: int, attrs: dict, overwrite: bool):
+    """Leave ``store`` an atlas of ``attrs``: kept, replaced (``overwrite``) or new.
+    Called under the store's lock, where what :func:`check_store` saw still holds."""
+    import xarray as xr
+
+    check_store(store)
+    if store.exists():
+        found = xr.open_zarr(store).attrs
+        if all(found.get(k) == attrs[k] for k in ("parameters", "grid")):
+            return
+        if not overwrite:
+            raise ValueError(
+                f"{store} holds an atlas of other parameters or settings; "
+                "pass overwrite=True (--overwrite) to replace it"
+            )
+        shutil.rmtree(store)  # an atlas by its mark (check_store), records inside it
+    # Written into a new folder of our own, then renamed: never half a template.
+    aside = Path(tempfile.mkdtemp(dir=store.parent, prefix=f".{store.name}.template-"))
+    try:
+        template(grid, layers, heads, attrs).to_zarr(aside, mode="w", compute=False, zarr_format=2)
+        os.rename(aside, store)
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def load(store: str | Path, *, complete: bool = True):
+    """The atlas in ``store`` as an ``xarray.Dataset``, every chunk's record checked.
+
+    A chunk that is not complete (no record, or one that does not match its values) is
+    never presented as data: with ``complete`` (the default) a ``ValueError`` names the
+    missing chunks; without it they read as NaN and ``attrs["missing"]`` lists them.
+    """
+    import xarray as xr
+
+    store = Path(store)
+    ident = atlas_id(store)
+    if ident is None:
+        raise ValueError(f"{store} is not an atlas (no Zarr group with the atlas's mark)")
+    dataset = xr.open_zarr(store)
+    fields = json.loads(dataset.attrs["grid"])
+    grid = Grid(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+    missing = [c for c in grid.chunks() if not is_complete(store, ident, grid, dataset, c)]
+    if missing and complete:
+        raise ValueError(
+            f"{store}: {len(missing)} of {len(grid.chunks())} chunks are not complete "
+            f"(component, kind, layer, ε block: {missing[:4]}{' …' if len(missing) > 4 else ''}); "
+            "run the atlas command again to compute them, or load(complete=False)"
+        )
+    if missing:
+        dataset = dataset.load()
+        for chunk in missing:
+            for name in METRICS:
+                dataset[name][region(grid, chunk)] = np.nan
+        dataset.attrs["missing"] = json.dumps(missing)
+    return dataset

@@ -1,0 +1,150 @@
+"""The explorer's state.
+
+An :class:`Explorer` keeps each source it has built and reuses the compiled attention:
+moving ε or choosing a layer never recompiles (both are traced), and another
+component, kind or source compiles once, the first time it is chosen. An update
+recomputes the weights and metrics and changes the drawn heatmap in place.
+"""
+
+import shlex
+
+import numpy as np
+
+from attn_lib import metrics
+from attn_lib.compute import all_weights
+from attn_lib.explore.widget import Widget
+from attn_lib.figures import panels, plot
+from attn_lib.models import SOURCES
+from attn_lib.modification import first_affected_layer
+
+
+class Explorer:
+    """Panel parameters in, weights, metrics and a heatmap out, fast enough to follow a
+    slider. ``defaults`` are the panel notebook's parameters
+    (:data:`attn_lib.figures.panels.PANEL_DEFAULTS`, which a test keeps equal to them)."""
+
+    def __init__(self, defaults: dict = panels.PANEL_DEFAULTS):
+        self.notebook_defaults = defaults
+        self._sources: dict[tuple, object] = {}
+        self._unmodified: dict[tuple, np.ndarray] = {}
+        self.params = panels.validate_panel_parameters(defaults)
+        self.panel = None
+        self.figure = None
+        self.note = ""  # what the view changed or cannot show, in words
+
+    @staticmethod
+    def _key(params: dict) -> tuple:
+        """What identifies a built source: its name and its own parameters."""
+        return (params["source"], *panels.source_parameters(params).items())
+
+    def _source(self, params: dict):
+        key = self._key(params)
+        if key not in self._sources:
+            self._sources[key] = panels.make_source(params)
+        return self._sources[key]
+
+    def needs_loading(self, **changes) -> bool:
+        """Whether :meth:`update` with ``changes`` must build a source (read weights,
+        tokenize, compile): seconds, where any other update takes milliseconds."""
+        try:
+            return self._key(self._next(changes)) not in self._sources
+        except ValueError:  # refused: update() will say why, at once
+            return False
+
+    def _next(self, changes: dict) -> dict:
+        """The validated parameters ``changes`` lead to (see :meth:`update`)."""
+        params = {**self.params}
+        if changes.get("source", params["source"]) != params["source"]:
+            own = {name: panels.PANEL_DEFAULTS[name] for name in panels.SOURCE_PARAMETERS}
+            first = {"modify_layer": 0, "observe_layer": 0, "head": 0, "modify_head": -1}
+            params |= own | first
+        return panels.validate_panel_parameters({**params, **changes})
+
+    def update(self, **changes) -> dict:
+        """Apply ``changes`` to the parameters (validated first), recompute, redraw.
+
+        A new ``source`` starts from its own parameters at their defaults (e.g. a
+        sentence), layer and head 0; ``changes`` apply on top. Where the modification
+        cannot show in the observed layer (Value in its own layer), the view observes
+        the first layer where it can, unless ``changes`` chose the observed layer;
+        :attr:`note` says which.
+        Returns the metrics of the drawn map, averaged over its rows.
+        """
+        params, note = self._observe_affected(
+            self._next(changes), chose_layer="observe_layer" in changes
+        )
+        panel = panels.compute_panel(params, self._source(params))
+        tokens = None if self.panel is None else list(self.panel["tokens"])
+        masked = None if self.panel is None else self.panel["masked"]
+        if tokens != list(panel["tokens"]) or not np.array_equal(masked, panel["masked"]):
+            # a new grid of cells, new labels or a new mask: draw anew
+            self.figure = plot.panel_figure(panel)
+            # Lay it out once and keep that layout: an update changes colours and the
+            # title only, and constrained layout is half of every render's time.
+            self.figure.draw_without_rendering()
+            self.figure.set_layout_engine("none")
+        else:
+            heatmap_ax = self.figure.axes[0]
+            weights = np.ma.masked_array(panel["weights"], plot.mask_of(panel))
+            heatmap_ax.collections[0].set_array(weights.ravel())
+            heatmap_ax.set_title(plot.plain(panel["title"]))
+        self.params, self.panel, self.note = params, panel, note
+        return self.metrics()
+
+    @staticmethod
+    def _observe_affected(params: dict, *, chose_layer: bool) -> tuple[dict, str]:
+        """``params`` observing a layer where the modification can show, and a note."""
+        component, modify, observe = (params[k] for k in ("component", "modify_layer",
+                                                           "observe_layer"))  # fmt: skip
+        first = first_affected_layer(component, modify)
+        if observe >= first:
+            return params, ""
+        name = component.capitalize()
+        if first < SOURCES[params["source"]].layers and not chose_layer:
+            note = (f"{name} modified in layer {modify} shows from layer {first}: "
+                    f"observing layer {first}.")  # fmt: skip
+            return {**params, "observe_layer": first}, note
+        note = (f"{name} modified in layer {modify} cannot change layer {observe}: "
+                f"it shows from layer {first} on.")  # fmt: skip
+        return params, note
+
+    def alt(self) -> str:
+        """The drawn view in words: its title, layer, head, source and tokens."""
+        p = self.params
+        return (f"{self.panel['title']}: attention weights of layer {p['observe_layer']}, "
+                f"head {p['head']} ({p['source']}), over the tokens "
+                f"{' '.join(self.panel['tokens'])}")  # fmt: skip
+
+    def metrics(self) -> dict[str, float]:
+        """Row-averaged metrics of the drawn map, and its distance to the unmodified map."""
+        params = self.params
+        key = self._key(params)
+        if key not in self._unmodified:
+            self._unmodified[key] = np.asarray(
+                all_weights(self._source(params), None, modify_layer=0)
+            )
+        base = self._unmodified[key][params["observe_layer"], params["head"]]
+        summary = metrics.summary(self.panel["weights"], reference=base)
+        return {name: float(value) for name, value in summary.items()}
+
+    def save(self, output_dir: str = "build/explore", name: str = "explore") -> str:
+        """Save the current view as a panel (PNG, PDF and npz with its parameters, as
+        the panel notebook would) and return the papermill command that re-makes it."""
+        params = panels.validate_panel_parameters(
+            {**self.params, "output_dir": output_dir, "name": name}
+        )
+        if self.panel is None:
+            self.update()
+        panel = {**self.panel, "parameters": params}  # the view as computed, filed as a panel
+        fig = plot.panel_figure(panel)
+        panels.save_panel(panel, fig, output_dir, name)
+        changed = [
+            f"-p {key} {shlex.quote(str(value))}"
+            for key, value in params.items()
+            if value != self.notebook_defaults[key]
+        ]
+        return " ".join(["papermill notebooks/panel.ipynb", f"{output_dir}/{name}.ipynb", *changed])
+
+    def widget(self):
+        """The controls and the live heatmap, as one ipywidgets box."""
+        return Widget(self).box

@@ -1,0 +1,46 @@
+"""The committed notebooks, re-executed in place with their default parameters."""
+
+import papermill
+
+from attn_lib.figures.paths import NOTEBOOKS, REPO
+from attn_lib.figures.runner import KERNEL_OPTIONS
+from attn_lib.files import atomic_path
+
+
+def lab_form(value):
+    """A notebook's JSON as JupyterLab saves it back: Lab reads it into JavaScript, where
+    10.0 is 10, so an integral float is written as an integer. Committed in this form, a
+    notebook opened and saved untouched is not a diff."""
+    if isinstance(value, dict):
+        return value.__class__({key: lab_form(item) for key, item in value.items()})
+    if isinstance(value, list):
+        return [lab_form(item) for item in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def refresh_notebooks(names: list[str] | None = None) -> None:
+    """Re-execute every notebook in ``notebooks/`` (or those ``names``, stems) in place
+    with its default parameters, then drop papermill's run metadata (timestamps would
+    make every run a diff) and the widget state (new model ids every run; a live kernel
+    makes the widgets anew), and write it in the form Lab saves (:func:`lab_form`)."""
+    import nbformat
+
+    notebooks = sorted(NOTEBOOKS.glob("*.ipynb"))
+    stems = [n.stem for n in notebooks]
+    if unknown := sorted(set(names or ()) - set(stems)):
+        raise ValueError(f"names must be notebooks of notebooks/ {stems}, got {unknown}")
+    for notebook in [n for n in notebooks if names is None or n.stem in names]:
+        print(f"executing {notebook.relative_to(REPO)}")
+        with atomic_path(notebook) as tmp:
+            papermill.execute_notebook(
+                str(notebook), str(tmp), cwd=str(REPO), progress_bar=False, **KERNEL_OPTIONS
+            )
+            executed = nbformat.read(tmp, as_version=4)
+            executed.metadata.pop("papermill", None)
+            executed.metadata.pop("widgets", None)
+            for cell in executed.cells:
+                cell.metadata.pop("papermill", None)
+                cell.metadata.pop("execution", None)
+            nbformat.write(lab_form(executed), tmp)

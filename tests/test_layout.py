@@ -1,0 +1,31 @@
+"""The tree stays readable: no module of the library is over 300 lines, and the thin
+core (pure JAX: softmax, modification, compute, metrics, checks) stays under 800."""
+
+from pathlib import Path
+
+LIBRARY = Path(__file__).resolve().parents[1] / "attn_lib"
+CORE = ("softmax.py", "modification.py", "compute.py", "metrics.py", "checks.py")
+MODULE_LINES, CORE_LINES = 300, 800
+
+
+def lines(path: Path) -> int:
+    return len(path.read_text().splitlines())
+
+
+def oversized(root: Path, most: int = MODULE_LINES) -> dict[str, int]:
+    """The modules under ``root`` longer than ``most`` lines, with their length."""
+    found = {str(p.relative_to(root)): lines(p) for p in sorted(root.rglob("*.py"))}
+    return {name: count for name, count in found.items() if count > most}
+
+
+def test_no_module_is_over_300_lines_and_the_core_stays_thin():
+    assert oversized(LIBRARY) == {}
+    core = sum(lines(LIBRARY / name) for name in CORE)
+    assert core < CORE_LINES, f"the core is {core} lines"
+
+
+def test_a_long_module_is_caught(tmp_path):
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "long.py").write_text("x = 1\n" * 301)
+    (tmp_path / "short.py").write_text("x = 1\n" * 300)
+    assert oversized(tmp_path) == {"models/long.py": 301}
