@@ -24,6 +24,7 @@ _HOMES = {
     "all_weights": "compute",
     "sweep": "compute",
     "metrics": None,  # the module itself
+    "flax": None,  # attention_fn for a Flax model of your own
 }
 __all__ = sorted(_HOMES)
 

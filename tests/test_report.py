@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from attn_lib import Modification, Synthetic
+from attn_lib import Modification, Synthetic, all_weights
 from attn_lib.analysis import calibrate, report
 from attn_lib.figures.spec import load_spec
 
@@ -146,3 +146,18 @@ def test_jvp_agrees_with_finite_differences():
     )
     np.testing.assert_allclose(check["jvp"], check["finite_difference"], rtol=2e-2, atol=1e-4)
     assert np.abs(check["jvp"]).max() > 1e-2, "a derivative that is not trivially 0"
+
+
+def test_the_seed_grid_of_any_model_observes_each_component_where_it_shows(synthetic):
+    def weights(modification):
+        return all_weights(synthetic, modification, modify_layer=0)
+
+    grid = report.seed_grid(weights, synthetic.tokens, "inverse")
+    assert [panel["title"] for panel in grid[0]] == [
+        f"Modifying Query with ε = {eps}" for eps in ("5e-1", "1e-3", "1e-10")
+    ]
+    value = np.asarray(weights(Modification("value", "inverse", 1e-3)))
+    np.testing.assert_array_equal(grid[2][1]["weights"], value[1, 0])
+    assert np.abs(value[1, 0] - value[0, 0]).max() > 0.01, "layer 0 would not show it"
+    with pytest.raises(ValueError, match="kind must be one of"):
+        report.seed_grid(weights, synthetic.tokens, "rotate")

@@ -15,6 +15,7 @@ from attn_lib import metrics
 from attn_lib.analysis.showcase import SEED_EPSILONS
 from attn_lib.checks import check_choice
 from attn_lib.compute import all_weights, sweep
+from attn_lib.figures.plot import format_epsilon
 from attn_lib.modification import COMPONENTS, KINDS, Modification
 
 # 10 points a decade from 1e-12 to 1e2, and the seed's three ε.
@@ -243,3 +244,24 @@ def guaranteed(result: Study) -> dict:
         "kind": result.kind,
         "largest change": moved,
     }
+
+
+def seed_grid(weights, tokens, kind: str = "inverse", masked=None) -> list[list[dict]]:
+    """The seed figure's 3×3 grid of panels from any model: ``weights(modification)``
+    gives its weights ``(layers, heads, T, T)`` with ``modification`` in layer 0
+    (:data:`MODIFY_LAYER`); each row modifies one component at :data:`SEED_EPSILONS`,
+    observed where it shows (:data:`OBSERVED_LAYER`), head :data:`HEAD`. ``masked``
+    (T, T) marks the keys the model's queries cannot see (None: none). Draw it with
+    :func:`attn_lib.figures.plot.grid_figure`."""
+    check_choice("kind", kind, tuple(KINDS))
+    rows = []
+    for component in COMPONENTS:
+        row = []
+        for epsilon in SEED_EPSILONS:
+            maps = np.asarray(weights(Modification(component, kind, epsilon)))
+            observed = maps[OBSERVED_LAYER[component], HEAD]
+            title = f"Modifying {component.capitalize()} with ε = {format_epsilon(epsilon)}"
+            hidden = np.zeros(observed.shape, bool) if masked is None else np.asarray(masked)
+            row.append({"weights": observed, "tokens": tokens, "title": title, "masked": hidden})
+        rows.append(row)
+    return rows

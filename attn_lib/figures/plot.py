@@ -92,7 +92,7 @@ def grid_figure(panels: Sequence[Sequence[dict]], caption: str, subtitle: str = 
 
     Args:
       panels: rows of panels (dicts with ``weights`` (T, T), ``tokens``, ``title`` and
-        ``parameters``).
+        ``masked``, the cells a query cannot see).
       caption: the line under the grid.
       subtitle: an optional line above it (e.g. the modification's formula).
     """

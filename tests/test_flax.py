@@ -1,0 +1,146 @@
+"""attn_lib.flax.attention_fn: a user's Flax attention (linen and nnx), modified in one
+line, against Flax's own attention."""
+
+import flax.linen as linen
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from attn_lib import Modification
+from attn_lib.flax import attention_fn
+
+HEADS, FEATURES, T = 4, 16, 6
+X = jax.random.normal(jax.random.key(0), (2, T, FEATURES))
+MASK = jax.random.bernoulli(jax.random.key(1), 0.7, (2, 1, T, T)) | jnp.eye(T, dtype=bool)
+
+
+def _qkv():
+    keys = jax.random.split(jax.random.key(2), 4)
+    q, k, v = (jax.random.normal(key, (2, T, HEADS, 8)) for key in keys[:3])
+    bias = jax.random.normal(keys[3], (2, HEADS, T, T))
+    return q, k, v, bias
+
+
+# Identities: no modification, a scale by 1, a mean kind at 1 (x̄ + 1·(x − x̄)).
+IDENTITIES = [None, Modification("query", "scale", 1.0), Modification("value", "mean", 1.0)]
+
+
+@pytest.mark.parametrize("modification", IDENTITIES)
+def test_an_identity_is_flax_attention_with_mask_bias_and_causal(modification):
+    q, k, v, bias = _qkv()
+    attend = attention_fn(modification)
+    linen_ref = linen.dot_product_attention(q, k, v, bias, MASK)
+    np.testing.assert_allclose(attend(q, k, v, bias, MASK), linen_ref, atol=1e-6)
+    nnx_ref = nnx.dot_product_attention(q, k, v, bias, MASK, is_causal=True)
+    np.testing.assert_allclose(attend(q, k, v, bias, MASK, is_causal=True), nnx_ref, atol=1e-6)
+
+
+def _linen(fn, *, dropout=0.0):
+    return linen.MultiHeadDotProductAttention(
+        num_heads=HEADS, qkv_features=FEATURES, dropout_rate=dropout, attention_fn=fn
+    )
+
+
+def test_linen_gets_its_mask_dropout_and_sown_weights():
+    model = _linen(linen.dot_product_attention, dropout=0.3)
+    params = model.init(jax.random.key(3), X, deterministic=True)
+    run = dict(mask=MASK, deterministic=False, rngs={"dropout": jax.random.key(4)})
+    expected, flax_state = model.apply(params, X, **run, sow_weights=True, mutable=True)
+    ours = _linen(attention_fn(None), dropout=0.3)
+    got, state = ours.apply(params, X, **run, sow_weights=True, mutable=True)
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    sown = state["intermediates"]["attention_weights"][0]
+    np.testing.assert_allclose(sown, flax_state["intermediates"]["attention_weights"][0])
+    assert not np.asarray(sown)[~np.broadcast_to(MASK, sown.shape)].any(), "masked keys get 0"
+    # without sow_weights linen passes no module: nothing is sown, nothing fails
+    _, nothing = ours.apply(params, X, mask=MASK, deterministic=True, mutable=["intermediates"])
+    assert nothing == {}
+
+
+def _nnx(fn):
+    return nnx.MultiHeadAttention(
+        num_heads=HEADS, in_features=FEATURES, attention_fn=fn, decode=False,
+        rngs=nnx.Rngs(5),
+    )  # fmt: skip
+
+
+def test_nnx_gets_is_causal_and_sows_its_weights():
+    runs = [  # each sows through nnx.capture, as nnx has it read
+        nnx.capture(_nnx(fn), nnx.Intermediate)(X, is_causal=True, sow_weights=True)
+        for fn in (nnx.dot_product_attention, attention_fn(None))
+    ]
+    (expected, flax_sown), (got, ours_sown) = runs
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    sown = ours_sown["attention_weights"][0]
+    np.testing.assert_allclose(sown, flax_sown["attention_weights"][0], atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(sown[0, 0]) > 0, np.tril(np.ones((T, T), bool)))
+
+
+def test_a_modification_acts_on_its_component_where_it_enters_the_dot_product():
+    q, k, v, _ = _qkv()
+    weights = {}
+
+    class Spy(linen.Module):
+        @linen.compact
+        def __call__(self, q, k, v, fn):
+            return fn(q, k, v, module=self)
+
+    for name, fn in (("scaled", attention_fn(Modification("key", "scale", 3.0))),
+                     ("by hand", linen.dot_product_attention)):  # fmt: skip
+        args = (q, 3.0 * k, v) if name == "by hand" else (q, k, v)
+        _, state = Spy().apply({}, *args, fn, mutable=True)
+        weights[name] = state["intermediates"]["attention_weights"][0]
+    np.testing.assert_allclose(weights["scaled"], weights["by hand"], atol=1e-6)
+
+
+def test_head_limits_the_modification_to_one_head():
+    q, k, v, _ = _qkv()
+    plain = linen.dot_product_attention_weights(q, k)
+    once = Modification("query", "inverse", 1e-3)
+
+    def weights(fn):
+        class Spy(linen.Module):
+            @linen.compact
+            def __call__(self):
+                return fn(q, k, v, module=self)
+
+        return Spy().apply({}, mutable=True)[1]["intermediates"]["attention_weights"][0]
+
+    one = weights(attention_fn(once, head=2))
+    np.testing.assert_allclose(np.delete(one, 2, axis=1), np.delete(plain, 2, axis=1))
+    assert np.abs(one[:, 2] - plain[:, 2]).max() > 0.1, "head 2 sharpened"
+    own_head = Modification("query", "inverse", 1e-3, head=2)
+    np.testing.assert_array_equal(one, weights(attention_fn(own_head)))
+
+
+def test_epsilon_is_traced_through_the_whole_model_one_compilation():
+    params = _linen(linen.dot_product_attention).init(jax.random.key(3), X)
+    traces = []
+
+    def run(epsilon):
+        traces.append(epsilon)  # once a compilation
+        model = _linen(attention_fn(Modification("query", "inverse", epsilon)))
+        return model.apply(params, X, mask=MASK)
+
+    sweep = jax.jit(jax.vmap(run))
+    first = sweep(jnp.array([0.5, 1e-3, 1e-10]))
+    again = sweep(jnp.array([2.0, 1e-2, 1e-6]))
+    assert len(traces) == 1 and first.shape == again.shape == (3, *X.shape)
+    unmodified = _linen(linen.dot_product_attention).apply(params, X, mask=MASK)
+    np.testing.assert_allclose(sweep(jnp.array([1.0]))[0], unmodified, atol=1e-5)
+    assert len(traces) == 2, "another count of ε is another shape"
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "message"),
+    [
+        (("query",), {}, "modification must be an attn_lib.Modification or None, got str"),
+        ((None,), {"head": 1}, "head needs a modification"),
+        ((Modification("key", "scale", 0.5),), {"head": -1}, r"head must be an integer >= 0"),
+    ],
+)
+def test_bad_arguments_are_refused_before_any_work(args, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        attention_fn(*args, **kwargs)
