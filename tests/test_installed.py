@@ -78,7 +78,7 @@ def test_the_installed_wheel_builds_every_source_and_sweeps_outside_the_checkout
     shapes["smollm2"] = "(2, 30, 9, 10, 10)"
     assert out[1:] == [f"{name} {shapes[name]}" for name in names]
     if "smollm2" in names:  # its weights are cached in the user's cache folder
-        assert list((Path(env["XDG_CACHE_HOME"]) / "attn_lib" / "smollm2").glob("*.npz"))
+        assert list((Path(env["XDG_CACHE_HOME"]) / "attn_lib" / "llama-gguf").glob("*.npz"))
     assert not list(work.iterdir()), "nothing is written where it runs"
 
 

@@ -9,7 +9,7 @@ from conftest import load_reference, requires_smollm2
 
 import attn_lib
 from attn_lib.files import save_npz
-from attn_lib.models import smollm2
+from attn_lib.models import llama_gguf, smollm2
 
 pytestmark = requires_smollm2
 
@@ -17,6 +17,10 @@ pytestmark = requires_smollm2
 @pytest.fixture(scope="module")
 def reference():
     return load_reference("smollm2")
+
+
+def _packaged() -> str:
+    return str(smollm2.package_file())
 
 
 @pytest.fixture(scope="module")
@@ -104,12 +108,12 @@ def test_a_corrupt_file_is_refused_naming_it(tmp_path):
         f.seek(-1, 2)
         f.write(b"\0" if f.read(1) != b"\0" else b"\1")
     with pytest.raises(ValueError, match=rf"{copy} has sha256 \w+, expected b179c952"):
-        smollm2.load(str(copy))
+        llama_gguf.load(str(copy), smollm2.SHA256)
     with pytest.raises(ValueError, match="no such file"):
-        smollm2.load(str(tmp_path / "nowhere.gguf"))
+        llama_gguf.load(str(tmp_path / "nowhere.gguf"), None)
     (tmp_path / "junk.gguf").write_bytes(b"not a gguf")
     with pytest.raises(ValueError, match=r"junk\.gguf: cannot be read as GGUF"):
-        smollm2.load(str(tmp_path / "junk.gguf"), checksum=None)
+        llama_gguf.load(str(tmp_path / "junk.gguf"), None)
 
 
 def test_a_missing_package_names_the_install_command(monkeypatch):
@@ -120,15 +124,15 @@ def test_a_missing_package_names_the_install_command(monkeypatch):
 
 def test_the_dequantized_arrays_are_cached_and_a_damaged_cache_is_remade(tmp_path, monkeypatch):
     monkeypatch.setenv("ATTN_LIB_CACHE", str(tmp_path))
-    smollm2.load.cache_clear()
+    llama_gguf.load.cache_clear()
     try:
-        params, _ = smollm2.load()
-        cached = tmp_path / "smollm2" / f"{smollm2.SHA256}.npz"
+        params, _, _ = llama_gguf.load(_packaged(), smollm2.SHA256)
+        cached = tmp_path / "llama-gguf" / f"{smollm2.SHA256}.npz"
         assert cached.is_file()
-        smollm2.load.cache_clear()
+        llama_gguf.load.cache_clear()
         with monkeypatch.context() as patch:  # from the cache, not the GGUF
-            patch.setattr(smollm2, "_read_gguf", lambda file: pytest.fail("read the GGUF"))
-            again, _ = smollm2.load()
+            patch.setattr(llama_gguf, "_read_gguf", lambda file: pytest.fail("read the GGUF"))
+            again, _, _ = llama_gguf.load(_packaged(), smollm2.SHA256)
         np.testing.assert_array_equal(again["layers"]["key"][7], params["layers"]["key"][7])
         whole = cached.read_bytes()
         with np.load(cached) as data:
@@ -143,15 +147,15 @@ def test_the_dequantized_arrays_are_cached_and_a_damaged_cache_is_remade(tmp_pat
             {**arrays, "blk.0.attn_q.weight": wrong},
         ):
             save_npz(cached, damage)
-            smollm2.load.cache_clear()
-            remade, tokenizer = smollm2.load()
+            llama_gguf.load.cache_clear()
+            remade, tokenizer, _ = llama_gguf.load(_packaged(), smollm2.SHA256)
             np.testing.assert_array_equal(
                 remade["layers"]["query"][0], params["layers"]["query"][0]
             )
             assert tokenizer.encode("The cat").ids == [504, 2644]
             assert cached.read_bytes() == whole, "and written again whole"
     finally:
-        smollm2.load.cache_clear()
+        llama_gguf.load.cache_clear()
 
 
 def _permute(w, heads):
@@ -161,14 +165,14 @@ def _permute(w, heads):
 
 def test_unpermute_inverts_the_converter():
     w = np.arange(192 * 4, dtype=np.float32).reshape(192, 4)
-    np.testing.assert_array_equal(smollm2.unpermute(_permute(w, 3), 3), w)
+    np.testing.assert_array_equal(llama_gguf.unpermute(_permute(w, 3), 3), w)
     assert not np.array_equal(_permute(w, 3), w)
 
 
 def test_without_undoing_the_permutation_the_maps_are_wrong(reference):
     """The reference check can fail: with the GGUF's Q/K row order and the half-split
     rotation, the maps no longer match transformers."""
-    params, _ = smollm2.load()
+    params, _, _ = llama_gguf.load(_packaged(), smollm2.SHA256)
     layers = dict(params["layers"])
     for name, heads in (("query", smollm2.HEADS), ("key", smollm2.KV_HEADS)):
         kernels = np.asarray(layers[name])  # (layers, in, out)

@@ -68,7 +68,7 @@ def _params(**changes):
     return {**panels.PANEL_DEFAULTS, "source": "toy", **changes}
 
 
-def test_a_source_of_your_own_draws_a_panel_through_the_pipeline(toy, tmp_path):
+def test_a_source_of_your_own_draws_a_panel(toy, tmp_path):
     params = panels.validate_panel_parameters(_params(seq_len=5, epsilon=0.5))
     panel = panels.compute_panel(params)
     fig = plot.panel_figure(panel)

@@ -1,4 +1,4 @@
-"""Figure regression: what a pipeline run produced against the committed figures.
+"""Figure regression: what a figures run produced against the committed figures.
 
 Panel data (``.npz``) must agree with equal parameters: attention weights within
 :data:`WEIGHTS_ATOL`, any other number within rtol 1e-5 and atol 1e-6. Every PNG must
