@@ -18,8 +18,10 @@ SCRIPT = """
 import sys
 import attn_lib
 from attn_lib import Modification, models, sweep
+from attn_lib.figures import paths
 
 print(attn_lib.__file__)
+print(paths.REPO)
 for name in sys.argv[1:]:
     weights = sweep(models.build(name), Modification("query", "scale", 1.0), [0.5, 1e-3],
                     modify_layer=0)
@@ -72,11 +74,12 @@ def test_the_installed_wheel_builds_every_source_and_sweeps_outside_the_checkout
         if importlib.util.find_spec(package) or os.environ.get("ATTN_LIB_REQUIRE_WEIGHTS")
     ]
     out = _run([str(python), "-c", SCRIPT, *names], work, env).splitlines()
-    module = Path(out[0])
+    module, relative_to = Path(out[0]), Path(out[1])
     assert not module.is_relative_to(REPO) and module.is_relative_to(python.parents[1])
+    assert relative_to == work.resolve(), "relative paths from where it runs, not its own"
     shapes = {"synthetic": "(2, 2, 2, 10, 10)", "minilm": "(2, 6, 12, 12, 12)"}
     shapes["smollm2"] = "(2, 30, 9, 10, 10)"
-    assert out[1:] == [f"{name} {shapes[name]}" for name in names]
+    assert out[2:] == [f"{name} {shapes[name]}" for name in names]
     if "smollm2" in names:  # its weights are cached in the user's cache folder
         assert list((Path(env["XDG_CACHE_HOME"]) / "attn_lib" / "llama-gguf").glob("*.npz"))
     assert not list(work.iterdir()), "nothing is written where it runs"

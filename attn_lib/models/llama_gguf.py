@@ -183,10 +183,10 @@ def load(path: str, checksum: str | None) -> tuple[dict, object, Config]:
     the GGUF at ``path`` of a Llama model, whose sha256 must equal ``checksum`` (None
     skips the check, for a file of your own).
 
-    The dequantized arrays are cached as ``smollm2/<sha256>.npz`` in the cache folder
-    (:func:`attn_lib.models.weights.cache_dir`), with the
-    version of the code that read them and a checksum of their own: a cache that is
-    damaged, edited or made by other code is read again from the GGUF.
+    The dequantized arrays are cached as ``llama-gguf/<sha256>.npz`` in the cache folder
+    (:func:`attn_lib.models.weights.cache_dir`), with the version of the code that read
+    them and a checksum of their own: a cache that is damaged, edited or made by other
+    code is read again from the GGUF.
     """
     from tokenizers import Tokenizer
 
