@@ -14,8 +14,10 @@ from attn_lib.models import minilm, smollm2
 VOCAB, HIDDEN, HEADS, KV_HEADS, LAYERS, CONTEXT = 40, 32, 4, 2, 2, 16
 
 
-def write_llama_gguf(path, *, architecture="llama", seed=0):
-    """A tiny random Llama GGUF without a tokenizer, written with gguf's own writer."""
+def write_llama_gguf(path, *, architecture="llama", seed=0, wrong=(), missing=()):
+    """A tiny random Llama GGUF without a tokenizer, written with gguf's own writer;
+    the tensors named in ``wrong`` get one row too many, those in ``missing`` are left
+    out."""
     from gguf import GGUFWriter
 
     rng = np.random.default_rng(seed)
@@ -31,6 +33,9 @@ def write_llama_gguf(path, *, architecture="llama", seed=0):
     kv = HIDDEN // HEADS * KV_HEADS
 
     def tensor(name, *shape):
+        if name in missing:
+            return
+        shape = (shape[0] + 1, *shape[1:]) if name in wrong else shape
         writer.add_tensor(name, (rng.standard_normal(shape) / np.sqrt(shape[-1])).astype("f4"))
 
     tensor("token_embd.weight", VOCAB, HIDDEN)
@@ -79,6 +84,19 @@ def test_a_llama_gguf_of_any_shape_loads_from_its_metadata_and_reads_ids(tmp_pat
 def test_a_gguf_refuses_what_it_cannot_read(tmp_path, cache, kwargs, message):
     with pytest.raises(ValueError, match=message):
         models.load(write_llama_gguf(tmp_path / "tiny.gguf"), **kwargs)
+
+
+def test_a_tensor_missing_or_of_the_wrong_shape_is_named(tmp_path, cache):
+    wrong = write_llama_gguf(tmp_path / "wrong.gguf", wrong=("blk.1.attn_k.weight",))
+    with pytest.raises(
+        ValueError, match=r"blk\.1\.attn_k\.weight has shape \(17, 32\), expected \(16, 32\)"
+    ):
+        models.load(wrong, ids=[1])
+    missing = write_llama_gguf(tmp_path / "missing.gguf", missing=("blk.0.attn_v.weight",))
+    with pytest.raises(
+        ValueError, match=r"missing\.gguf: the GGUF lacks the tensor 'blk\.0\.attn_v"
+    ):
+        models.load(missing, ids=[1])
 
 
 def test_unsupported_checkpoints_name_what_is_supported(tmp_path, cache):

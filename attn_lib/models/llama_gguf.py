@@ -79,28 +79,38 @@ def unpermute(weights: np.ndarray, heads: int) -> np.ndarray:
 def convert(tensors: dict[str, np.ndarray], config: Config) -> dict:
     """The GGUF's float32 tensors (``(out, in)`` like PyTorch) as our parameters:
     projections as ``(in, out)`` kernels, Q and K rows un-permuted; an untied output
-    projection (``output.weight``) where the file has one."""
+    projection (``output.weight``) where the file has one. A missing tensor is a
+    ``KeyError`` naming it; one of the wrong shape a ``ValueError`` naming it and both
+    shapes."""
+    hidden, kv = config.heads * config.head_dim, config.kv_heads * config.head_dim
+    ff = tensors["blk.0.ffn_gate.weight"].shape[0]
+    shapes = {
+        "attn_norm": (hidden,), "ffn_norm": (hidden,), "attn_q": (hidden, hidden),
+        "attn_k": (kv, hidden), "attn_v": (kv, hidden), "attn_output": (hidden, hidden),
+        "ffn_gate": (ff, hidden), "ffn_up": (ff, hidden), "ffn_down": (hidden, ff),
+    }  # fmt: skip
 
-    def kernel(name, heads=None):
+    def tensor(name, shape):
         w = tensors[name]
-        return (w if heads is None else unpermute(w, heads)).T
+        if w.shape != shape:
+            raise ValueError(f"tensor {name} has shape {w.shape}, expected {shape}")
+        return w
 
-    params = {"embedding": tensors["token_embd.weight"], "norm": tensors["output_norm.weight"]}
-    params["output"] = tensors.get("output.weight", params["embedding"])
-    per_layer = []
-    for i in range(config.layers):
-        b = f"blk.{i}."
-        per_layer.append({
-            "attention_norm": tensors[b + "attn_norm.weight"],
-            "query": kernel(b + "attn_q.weight", config.heads),
-            "key": kernel(b + "attn_k.weight", config.kv_heads),
-            "value": kernel(b + "attn_v.weight"),
-            "out": kernel(b + "attn_output.weight"),
-            "mlp_norm": tensors[b + "ffn_norm.weight"],
-            "gate": kernel(b + "ffn_gate.weight"),
-            "up": kernel(b + "ffn_up.weight"),
-            "down": kernel(b + "ffn_down.weight"),
-        })  # fmt: skip
+    def layer(i, part, heads=None):
+        w = tensor(f"blk.{i}.{part}.weight", shapes[part])
+        return w if w.ndim == 1 else (w if heads is None else unpermute(w, heads)).T
+
+    embedding = tensor("token_embd.weight", (tensors["token_embd.weight"].shape[0], hidden))
+    params = {"embedding": embedding, "norm": tensor("output_norm.weight", (hidden,))}
+    untied = "output.weight" in tensors
+    params["output"] = tensor("output.weight", embedding.shape) if untied else embedding
+    per_layer = [
+        {"attention_norm": layer(i, "attn_norm"), "query": layer(i, "attn_q", config.heads),
+         "key": layer(i, "attn_k", config.kv_heads), "value": layer(i, "attn_v"),
+         "out": layer(i, "attn_output"), "mlp_norm": layer(i, "ffn_norm"),
+         "gate": layer(i, "ffn_gate"), "up": layer(i, "ffn_up"), "down": layer(i, "ffn_down")}
+        for i in range(config.layers)
+    ]  # fmt: skip
     params["layers"] = stacked(per_layer)
     return params
 
@@ -207,6 +217,8 @@ def load(path: str, checksum: str | None) -> tuple[dict, object, Config]:
         params = convert(tensors, config)
     except KeyError as error:
         raise ValueError(f"{file}: the GGUF lacks the tensor {error}") from None
+    except ValueError as error:
+        raise ValueError(f"{file}: {error}") from None
     return params, Tokenizer.from_str(tokenizer) if tokenizer else None, config
 
 
