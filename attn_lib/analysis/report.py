@@ -15,7 +15,7 @@ from attn_lib import metrics
 from attn_lib.analysis.showcase import SEED_EPSILONS
 from attn_lib.checks import check_choice
 from attn_lib.compute import all_weights, sweep
-from attn_lib.figures.plot import format_epsilon
+from attn_lib.figures.panels import panel_title
 from attn_lib.modification import COMPONENTS, KINDS, Modification
 
 # 10 points a decade from 1e-12 to 1e2, and the seed's three ε.
@@ -260,7 +260,7 @@ def seed_grid(weights, tokens, kind: str = "inverse", masked=None) -> list[list[
         for epsilon in SEED_EPSILONS:
             maps = np.asarray(weights(Modification(component, kind, epsilon)))
             observed = maps[OBSERVED_LAYER[component], HEAD]
-            title = f"Modifying {component.capitalize()} with ε = {format_epsilon(epsilon)}"
+            title = panel_title({"title": "", "component": component, "epsilon": epsilon})
             hidden = np.zeros(observed.shape, bool) if masked is None else np.asarray(masked)
             row.append({"weights": observed, "tokens": tokens, "title": title, "masked": hidden})
         rows.append(row)
