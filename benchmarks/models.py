@@ -1,5 +1,7 @@
-"""The real models: load, compile, forward and an ε sweep of MiniLM and SmolLM2."""
+"""The real models: load, compile, forward and an ε sweep of MiniLM, SmolLM2 and
+Gemma-3-270M."""
 
+import functools
 import time
 
 import numpy as np
@@ -75,27 +77,42 @@ def bench_minilm(quick: bool) -> list[dict]:
     return rows
 
 
-def _smollm2_load(cache: str) -> dict:
-    """One load of SmolLM2 with its float32 cache in ``cache`` (cold if empty)."""
+def _decoder_load(model: str, cache: str) -> dict:
+    """One load of a built-in decoder (``smollm2``, ``gemma3``) with its float32 cache in
+    ``cache`` (cold if empty); then the same file by path, as a checkpoint of your own."""
+    import importlib
     import os
 
     os.environ["ATTN_LIB_CACHE"] = cache  # read when the cache is opened
-    from attn_lib.models import llama_gguf, smollm2
+    from attn_lib import models
 
+    module = importlib.import_module(f"attn_lib.models.{model}")
     start = time.perf_counter()
-    llama_gguf.load(str(smollm2.package_file()), smollm2.SHA256)
-    return {"load_s": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb()}
+    module.create("a")
+    load_s = time.perf_counter() - start
+    peak = peak_rss_mb()
+    models.gguf_file.checkpoint_at.cache_clear()
+    start = time.perf_counter()
+    models.load(module.package_file(), text="a")
+    return {"load_s": load_s, "by_path_s": time.perf_counter() - start, "peak_rss_mb": peak}
 
 
-def _smollm2_forward(n_tokens: int, repeats: int) -> dict:
-    """First call (compile) and warm forwards of all 30 layers' weights at ``n_tokens``."""
+def _repeated(model: str, n_tokens: int):
+    """The decoder ``model`` over the token of " a" repeated ``n_tokens`` times."""
+    import importlib
+
+    module = importlib.import_module(f"attn_lib.models.{model}")
+    token = int(module.create("a a", bos=False).ids[-1])
+    return module.create(ids=[token] * n_tokens)
+
+
+def _decoder_forward(model: str, n_tokens: int, repeats: int) -> dict:
+    """First call (compile) and warm forwards of every layer's weights at ``n_tokens``."""
     import jax
 
     import attn_lib
-    from attn_lib.models import smollm2
 
-    source = smollm2.SmolLM2.create(" a" * n_tokens)
-    assert source.seq_len == n_tokens, source.seq_len
+    source = _repeated(model, n_tokens)
     start = time.perf_counter()
     jax.block_until_ready(attn_lib.all_weights(source, None, modify_layer=0))
     first = time.perf_counter() - start
@@ -105,40 +122,45 @@ def _smollm2_forward(n_tokens: int, repeats: int) -> dict:
     return {"first_call_s": first, "forward": forward, "peak_rss_mb": peak_rss_mb()}
 
 
-def _smollm2_sweep(method: str, repeats: int) -> dict:
-    """200 ε modifying layer 20 at T=16: one sweep, or a loop of full forwards."""
+def _decoder_sweep(model: str, method: str, repeats: int) -> dict:
+    """200 ε modifying the layer two thirds up at T=16: one sweep, or a loop of full
+    forwards."""
     import jax
 
     import attn_lib
-    from attn_lib.models import smollm2
 
-    source = smollm2.SmolLM2.create(" a" * 16)
+    source = _repeated(model, 16)
+    layer = source.layers * 2 // 3
     modification = attn_lib.Modification("query", "scale", 1.0)
     epsilons = np.logspace(-12, 2, 200)
 
-    def loop():  # all 30 layers again for every ε
+    def loop():  # every layer again for every ε
         for e in epsilons:
             jax.block_until_ready(
-                attn_lib.all_weights(source, modification.with_epsilon(float(e)), modify_layer=20)
+                attn_lib.all_weights(
+                    source, modification.with_epsilon(float(e)), modify_layer=layer
+                )
             )
 
     def swept():
-        jax.block_until_ready(attn_lib.sweep(source, modification, epsilons, modify_layer=20))
+        jax.block_until_ready(attn_lib.sweep(source, modification, epsilons, modify_layer=layer))
 
-    return {**timed(loop if method == "loop" else swept, repeats), "peak_rss_mb": peak_rss_mb()}
+    result = timed(loop if method == "loop" else swept, repeats)
+    return {**result, "layer": layer, "peak_rss_mb": peak_rss_mb()}
 
 
-def bench_smollm2(quick: bool) -> list[dict]:
-    """SmolLM2-135M: load cold and warm, forward at T=16, 128, 512, a 200-ε sweep."""
+def bench_decoder(model: str, quick: bool) -> list[dict]:
+    """A built-in decoder: load cold and warm (and by path), forward at T=16, 128, 512,
+    a 200-ε sweep against a loop."""
     import tempfile
 
     rows = []
     with tempfile.TemporaryDirectory() as cache:
-        cold = in_subprocess(_smollm2_load, cache=cache)
-        warm = in_subprocess(_smollm2_load, cache=cache)
+        cold = in_subprocess(_decoder_load, model=model, cache=cache)
+        warm = in_subprocess(_decoder_load, model=model, cache=cache)
     rows.append(
         {
-            "name": "smollm2 load, warm (float32 cache) vs cold",
+            "name": f"{model} load, warm (float32 cache) vs cold",
             "median": warm["load_s"],
             "min": warm["load_s"],
             "max": warm["load_s"],
@@ -149,11 +171,23 @@ def bench_smollm2(quick: bool) -> list[dict]:
             "judged_by": "cold load (read, dequantize, write the cache) / warm load",
         }
     )
+    rows.append(
+        {
+            "name": f"{model} load by path (models.load) vs built-in, warm",
+            "median": warm["by_path_s"],
+            "min": warm["by_path_s"],
+            "max": warm["by_path_s"],
+            "ratio": warm["by_path_s"] / warm["load_s"],
+            "judged_by": "models.load(the package's file) / the built-in source's load",
+        }
+    )
     for n_tokens in (16, 128, 512):
-        r = in_subprocess(_smollm2_forward, n_tokens=n_tokens, repeats=3 if quick else 10)
+        r = in_subprocess(
+            _decoder_forward, model=model, n_tokens=n_tokens, repeats=3 if quick else 10
+        )
         rows.append(
             {
-                "name": f"smollm2 forward T={n_tokens} (all weights)",
+                "name": f"{model} forward T={n_tokens} (all weights)",
                 **r["forward"],
                 "ratio": r["first_call_s"] / r["forward"]["median"],
                 "first_call_s": r["first_call_s"],
@@ -161,17 +195,17 @@ def bench_smollm2(quick: bool) -> list[dict]:
                 "judged_by": "first call (compile) / warm call",
             }
         )
-    sweep = in_subprocess(_smollm2_sweep, method="sweep", repeats=3 if quick else 5)
-    loop = in_subprocess(_smollm2_sweep, method="loop", repeats=1 if quick else 3)
+    sweep = in_subprocess(_decoder_sweep, model=model, method="sweep", repeats=3 if quick else 5)
+    loop = in_subprocess(_decoder_sweep, model=model, method="loop", repeats=1 if quick else 3)
     rows.append(
         {
-            "name": "smollm2 sweep 200 eps, modify layer 20",
+            "name": f"{model} sweep 200 eps, modify layer {sweep['layer']}",
             **{k: sweep[k] for k in ("median", "min", "max")},
             "ratio": loop["median"] / sweep["median"],
             "loop_median": loop["median"],
             "peak_rss_mb": sweep["peak_rss_mb"],
             "loop_peak_rss_mb": loop["peak_rss_mb"],
-            "judged_by": "loop of full forwards (30 layers per ε) / sweep (layers 0-19 once)",
+            "judged_by": "loop of full forwards (every layer per ε) / sweep (layers below once)",
         }
     )
     return rows
@@ -179,5 +213,6 @@ def bench_smollm2(quick: bool) -> list[dict]:
 
 BENCHMARKS = {
     "minilm": bench_minilm,
-    "smollm2": bench_smollm2,
+    "smollm2": functools.partial(bench_decoder, "smollm2"),
+    "gemma3": functools.partial(bench_decoder, "gemma3"),
 }

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from attn_lib.models import minilm, smollm2
+from attn_lib.models import gemma3, minilm, smollm2
 
 # Mixed-dtype arithmetic must be deliberate in the library (strict promotion, as in
 # Equinox's tests).
@@ -23,8 +23,9 @@ def synthetic():
 def _requires(module, name):
     """Skip where ``module``'s weights package is missing, but for ./run.sh test, which
     sets ATTN_LIB_REQUIRE_WEIGHTS=1: there a missing package fails, not skips."""
+    packages = getattr(module, "PACKAGES", None) or (module.PACKAGE,)
     return pytest.mark.skipif(
-        importlib.util.find_spec(module.PACKAGE) is None
+        any(importlib.util.find_spec(package) is None for package in packages)
         and not os.environ.get("ATTN_LIB_REQUIRE_WEIGHTS"),
         reason=f"the {name} weights package is not installed ({module.INSTALL})",
     )
@@ -32,6 +33,7 @@ def _requires(module, name):
 
 requires_minilm = _requires(minilm, "MiniLM")
 requires_smollm2 = _requires(smollm2, "SmolLM2")
+requires_gemma3 = _requires(gemma3, "Gemma-3-270M")
 
 
 def load_reference(model: str) -> dict:

@@ -14,10 +14,10 @@ from attn_lib.models import minilm, smollm2
 VOCAB, HIDDEN, HEADS, KV_HEADS, LAYERS, CONTEXT = 40, 32, 4, 2, 2, 16
 
 
-def write_llama_gguf(path, *, architecture="llama", seed=0, wrong=(), missing=()):
+def write_llama_gguf(path, *, architecture="llama", seed=0, wrong=(), missing=(), integer=()):
     """A tiny random Llama GGUF without a tokenizer, written with gguf's own writer;
     the tensors named in ``wrong`` get one row too many, those in ``missing`` are left
-    out."""
+    out, those in ``integer`` are int32 (a type gguf does not dequantize)."""
     from gguf import GGUFWriter
 
     rng = np.random.default_rng(seed)
@@ -36,7 +36,8 @@ def write_llama_gguf(path, *, architecture="llama", seed=0, wrong=(), missing=()
         if name in missing:
             return
         shape = (shape[0] + 1, *shape[1:]) if name in wrong else shape
-        writer.add_tensor(name, (rng.standard_normal(shape) / np.sqrt(shape[-1])).astype("f4"))
+        array = (rng.standard_normal(shape) / np.sqrt(shape[-1])).astype("f4")
+        writer.add_tensor(name, array.astype("i4") if name in integer else array)
 
     tensor("token_embd.weight", VOCAB, HIDDEN)
     writer.add_tensor("output_norm.weight", np.ones(HIDDEN, "f4"))
@@ -61,7 +62,7 @@ def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("ATTN_LIB_CACHE", str(tmp_path / "cache"))
 
 
-def test_a_llama_gguf_of_any_shape_loads_from_its_metadata_and_reads_ids(tmp_path, cache):
+def test_a_gguf_file_of_any_shape_loads_from_its_metadata_and_reads_ids(tmp_path, cache):
     source = models.load(write_llama_gguf(tmp_path / "tiny.gguf"), ids=[3, 1, 4, 1, 5])
     weights = np.asarray(all_weights(source, None, modify_layer=0))
     assert weights.shape == (LAYERS, HEADS, 5, 5) and source.tokens == ("3", "1", "4", "1", "5")
@@ -97,6 +98,12 @@ def test_a_tensor_missing_or_of_the_wrong_shape_is_named(tmp_path, cache):
         ValueError, match=r"missing\.gguf: the GGUF lacks the tensor 'blk\.0\.attn_v"
     ):
         models.load(missing, ids=[1])
+
+
+def test_a_quantization_gguf_cannot_read_is_named(tmp_path, cache):
+    wrong = write_llama_gguf(tmp_path / "int.gguf", integer=("blk.0.attn_q.weight",))
+    with pytest.raises(ValueError, match=r"blk\.0\.attn_q\.weight is of type I32, which gguf"):
+        models.load(wrong, ids=[1])
 
 
 def test_unsupported_checkpoints_name_what_is_supported(tmp_path, cache):

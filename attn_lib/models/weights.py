@@ -39,6 +39,14 @@ def check_sha256(path: Path, expected: str | None, what: str) -> str:
     return found
 
 
+def fingerprint(path: str | Path) -> tuple:
+    """What tells a file, or a folder's files, changed: names, sizes and times. A
+    reader cached in memory by path keys on it too, so an edited checkpoint is read anew."""
+    path = Path(path)
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    return tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files if p.exists())
+
+
 def cache_dir(name: str) -> Path:
     """The cache folder ``name`` of attn_lib: under ``$ATTN_LIB_CACHE`` when set, else
     under the user's cache folder (e.g. ``~/.cache/attn_lib``)."""

@@ -1,0 +1,76 @@
+"""A checkpoint once read, whatever its file: parameters, config, tokenizer and how it
+begins a text; and the one way a checkpoint's source turns a text or token ids into
+its input (:func:`token_ids`)."""
+
+import dataclasses
+
+from attn_lib.checks import shown
+from attn_lib.models.base import Labels
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Checkpoint:
+    """What a reader (:mod:`~attn_lib.models.gguf_file`, :mod:`~attn_lib.models.hf_folder`)
+    gives a family's source.
+
+    Attributes:
+      name: the file or folder, as errors name it.
+      params: the family's parameters (arrays).
+      config: the family's config (a frozen dataclass with ``layers``, ``heads``,
+        ``kv_heads`` and ``context``).
+      tokenizer: a ``tokenizers.Tokenizer`` that adds no special token, or None where
+        the checkpoint's cannot be built here (then only ``ids=`` is read).
+      bos: the id of the beginning-of-sequence token, or None.
+      add_bos: whether the checkpoint begins a text with it (its tokenizer's choice).
+    """
+
+    name: str
+    params: dict
+    config: object
+    tokenizer: object | None
+    bos: int | None
+    add_bos: bool
+
+
+def label(tokenizer, token_id: int) -> str:
+    """A readable axis label: the token's text (``the``, not ``Ġthe`` or ``▁the``), its
+    spaces trimmed; a token of spaces or line breaks is shown as ``␣`` or ``⏎``."""
+    text = tokenizer.decode([token_id], skip_special_tokens=False)
+    return text.strip() or text.replace(" ", "␣").replace("\n", "⏎") or "∅"
+
+
+def token_ids(
+    checkpoint: Checkpoint, text: str | None, ids, bos: bool | None
+) -> tuple[list[int], Labels]:
+    """The input ids and their labels: ``text`` tokenized, or the token ``ids`` as given
+    (a list of integers; no tokenizer needed). ``bos``: True puts the BOS token first,
+    False never, None as the checkpoint does for a text (never for ids). A
+    ``ValueError`` names an empty text, ids outside the vocabulary, a text that needs a
+    tokenizer the checkpoint lacks, or more tokens than the model's positions."""
+    if (text is None) == (ids is None):
+        raise ValueError("give text or ids, one of them")
+    vocab = checkpoint.params["embedding"].shape[0]
+    tokenizer = checkpoint.tokenizer
+    if text is not None:
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"text must be a non-empty string, got {shown(text)}")
+        if tokenizer is None:
+            raise ValueError(f"{checkpoint.name}: its tokenizer cannot be built here; pass ids=")
+        ids = tokenizer.encode(text, add_special_tokens=False).ids
+        bos = checkpoint.add_bos if bos is None else bos
+    elif (
+        not isinstance(ids, list | tuple)
+        or not ids
+        or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < vocab for i in ids)
+    ):
+        raise ValueError(
+            f"ids must be a non-empty list of token ids in [0, {vocab - 1}], got {shown(ids)}"
+        )
+    if bos and checkpoint.bos is None:
+        raise ValueError(f"{checkpoint.name}: bos=True, but the checkpoint names no BOS token")
+    ids = ([checkpoint.bos] if bos and ids[0] != checkpoint.bos else []) + list(ids)
+    context = checkpoint.config.context
+    if len(ids) > context:
+        raise ValueError(f"text must fit the model's {context} positions; it has {len(ids)} tokens")
+    labels = Labels(label(tokenizer, i) if tokenizer else str(i) for i in ids)
+    return ids, labels

@@ -1,0 +1,249 @@
+"""The pre-norm decoder family: Llama (Llama 2 and 3, TinyLlama, SmolLM2), Mistral,
+Qwen2 and Gemma-3's text model, in JAX, from one config.
+
+A layer is ``h ← h + [post-norm](Attention(norm(h)))``, then
+``h ← h + [post-norm](MLP(norm(h)))``, with RMSNorm, rotary positions (half-split, as
+Hugging Face keeps Q and K) and a gated MLP. What the members add is a field of
+:class:`Config`: Q/K/V biases (Qwen2), QK-norm, norms after each block, embeddings
+scaled by √hidden, GeGLU with tanh-GELU and ``query_pre_attn_scalar`` (Gemma-3), a
+sliding window per layer and a RoPE base per layer (Gemma-3's local and global
+layers; Mistral's window), and RoPE scaling (``linear``, ``llama3``).
+
+Readers (:mod:`~attn_lib.models.gguf_file`, :mod:`~attn_lib.models.hf_folder`) make
+the config and hand :func:`convert` a function that fetches each tensor by its part
+and checks its shape; RMSNorm weights arrive as the scale they multiply by (Gemma
+stores ``w`` for ``1 + w``: its readers add the 1).
+"""
+
+import dataclasses
+import functools
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from attn_lib.models.base import Labels, Source, modify_and_attend, stacked
+from attn_lib.models.checkpoint import Checkpoint, token_ids
+from attn_lib.modification import Modification
+
+ACTIVATIONS = {
+    "silu": jax.nn.silu,
+    "gelu_pytorch_tanh": functools.partial(jax.nn.gelu, approximate=True),
+    "gelu": functools.partial(jax.nn.gelu, approximate=False),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """A decoder's hyperparameters; per-layer fields hold one entry per layer.
+
+    ``rope``: per layer, ``("default", θ)``, ``("linear", θ, factor)`` or ``("llama3", θ,
+    factor, low_freq_factor, high_freq_factor, original_context)``. ``window``: per
+    layer, how many positions back a query sees, itself included (0: all).
+    ``query_scale`` multiplies the query beyond 1/√head_dim: Gemma's
+    ``√head_dim / √query_pre_attn_scalar``, applied before a Query modification, which
+    every kind allows (each commutes with a positive factor).
+    """
+
+    family: str
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    hidden: int
+    context: int
+    norm_eps: float
+    rope: tuple
+    window: tuple
+    act: str = "silu"
+    query_scale: float = 1.0
+    embed_scale: float = 1.0
+    qkv_bias: bool = False
+    qk_norm: bool = False
+    post_norms: bool = False
+    softcap: float | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "Config":
+        fields = json.loads(text)
+        fields["rope"] = tuple(tuple(rope) for rope in fields["rope"])
+        return cls(**{**fields, "window": tuple(fields["window"])})
+
+
+def inverse_frequency(rope: tuple, head_dim: int) -> np.ndarray:
+    """The rotary frequencies ``(head_dim/2,)`` of one layer's ``rope``, as transformers
+    computes them (float32; ``llama3``: its ``_compute_llama3_parameters``)."""
+    kind, theta, *scaling = rope
+    exponents = np.arange(0, head_dim, 2, dtype=np.float32) / np.float32(head_dim)
+    frequency = (np.float32(1.0) / np.float32(theta) ** exponents).astype(np.float32)
+    if kind == "linear":
+        return frequency / np.float32(scaling[0])
+    if kind == "llama3":
+        factor, low, high, original = scaling
+        wavelength = 2 * math.pi / frequency
+        scaled = np.where(wavelength > original / low, frequency / factor, frequency)
+        smooth = (original / wavelength - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = (wavelength >= original / high) & (wavelength <= original / low)
+        return np.where(medium, smoothed, scaled).astype(np.float32)
+    return frequency
+
+
+@functools.cache
+def _tables(config: Config) -> tuple[np.ndarray, np.ndarray]:
+    """Per layer: the rotary frequencies ``(layers, head_dim/2)`` and the windows."""
+    frequencies = np.stack([inverse_frequency(rope, config.head_dim) for rope in config.rope])
+    return frequencies, np.asarray(config.window, np.int32)
+
+
+def convert(get, config: Config) -> dict:
+    """Our parameters from a reader's ``get(part, layer, shape)``, which returns that
+    part's tensor in PyTorch's layout (``(out, in)``), checked to be of ``shape``
+    (None: any) or raises naming it. ``layer`` is None for the model's own parts
+    (``embedding``, ``norm``, ``output``; ``get`` returns None for an absent
+    ``output``: the embeddings are tied)."""
+    hidden, q, kv, d = (config.hidden, config.heads * config.head_dim,
+                        config.kv_heads * config.head_dim, config.head_dim)  # fmt: skip
+    embedding = get("embedding", None, None)
+    vocab, ff = embedding.shape[0], get("gate", 0, None).shape[0]
+    shapes = {
+        "attention_norm": (hidden,), "query": (q, hidden), "key": (kv, hidden),
+        "value": (kv, hidden), "out": (hidden, q), "mlp_norm": (hidden,),
+        "gate": (ff, hidden), "up": (ff, hidden), "down": (hidden, ff),
+    }  # fmt: skip
+    if config.qkv_bias:
+        shapes.update(query_bias=(q,), key_bias=(kv,), value_bias=(kv,))
+    if config.qk_norm:
+        shapes.update(query_norm=(d,), key_norm=(d,))
+    if config.post_norms:
+        shapes.update(attention_post_norm=(hidden,), mlp_post_norm=(hidden,))
+    get("embedding", None, (vocab, hidden))
+    output = get("output", None, (vocab, hidden))
+    per_layer = [
+        {part: get(part, i, shape) for part, shape in shapes.items()} for i in range(config.layers)
+    ]
+    for layer in per_layer:  # projections as (in, out) kernels
+        for part in ("query", "key", "value", "out", "gate", "up", "down"):
+            layer[part] = layer[part].T
+    return {
+        "embedding": embedding,
+        "norm": get("norm", None, (hidden,)),
+        "output": embedding if output is None else output,
+        "layers": stacked(per_layer),
+    }
+
+
+def split_part(part: str) -> tuple[str, str]:
+    """A part's projection and kind: ``query_bias`` is (``query``, ``bias``), ``query``
+    is (``query``, ``weight``)."""
+    if part.endswith("_bias"):
+        return part.removesuffix("_bias"), "bias"
+    return part, "weight"
+
+
+def rms_norm(x: jax.Array, scale: jax.Array, eps: float) -> jax.Array:
+    x32 = x.astype(jnp.float32)
+    return x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps) * scale
+
+
+def rotary(x: jax.Array, frequency: jax.Array) -> jax.Array:
+    """Rotary position embedding of ``x (heads, T, d)`` at ``frequency (d/2,)``, the
+    half-split layout."""
+    d = x.shape[-1]
+    angles = jnp.arange(x.shape[-2], dtype=jnp.float32)[:, None] * frequency[None, :]
+    cos, sin = (jnp.concatenate([f(angles)] * 2, axis=-1) for f in (jnp.cos, jnp.sin))
+    rotated = jnp.concatenate([-x[..., d // 2 :], x[..., : d // 2]], axis=-1)
+    return x * cos + rotated * sin
+
+
+@struct.dataclass
+class Decoder(Source):
+    """A decoder checkpoint over one tokenized text: parameters, config and ids, as one
+    pytree. Causal; in a layer with a window, a query also sees only its last
+    ``window`` positions.
+
+    With grouped-query attention (``kv_heads < heads``) a Query modification acts on
+    the query heads, a Key or Value one on the KV heads, and KV head ``g`` reaches
+    query heads ``g·r … g·r + r − 1`` (``r = heads / kv_heads``):
+    ``Modification(..., head=g)`` indexes the heads of its own component.
+    """
+
+    params: dict
+    ids: jax.Array
+    tokens: Labels
+    config: Config = struct.field(pytree_node=False)
+    causal = True
+
+    @classmethod
+    def create(cls, checkpoint: Checkpoint, text=None, *, ids=None, bos=None) -> "Decoder":
+        """The model of ``checkpoint`` over ``text`` or token ``ids`` (see
+        :func:`~attn_lib.models.checkpoint.token_ids`)."""
+        ids, labels = token_ids(checkpoint, text, ids, bos)
+        return cls(
+            params=checkpoint.params,
+            ids=jnp.asarray(ids, jnp.int32),
+            tokens=labels,
+            config=checkpoint.config,
+        )
+
+    @property
+    def layers(self) -> int:
+        return self.config.layers
+
+    @property
+    def seq_len(self) -> int:
+        return self.ids.shape[-1]
+
+    def embed(self) -> jax.Array:
+        return self.params["embedding"][self.ids] * jnp.float32(self.config.embed_scale)
+
+    def layer(self, i, h: jax.Array, modification: Modification | None):
+        p, c = self.layer_params(i), self.config
+        frequencies, windows = _tables(c)
+        x = rms_norm(h, p["attention_norm"], c.norm_eps)
+
+        def heads(part, count):  # (count, T, d), QK-normed where the model does
+            y = self._project(p, x, part, count)
+            normed = c.qk_norm and part != "value"
+            return rms_norm(y, p[f"{part}_norm"], c.norm_eps) if normed else y
+
+        frequency = jnp.asarray(frequencies)[i]
+        query = rotary(heads("query", c.heads), frequency) * jnp.float32(c.query_scale)
+        key = rotary(heads("key", c.kv_heads), frequency)
+        window = jnp.asarray(windows)[i]
+        back = jnp.arange(self.seq_len)[:, None] - jnp.arange(self.seq_len)[None, :]
+        mask = self.visible() & ((window == 0) | (back < window))
+        out, weights = modify_and_attend(query, key, heads("value", c.kv_heads), mask, modification)
+        attended = jnp.swapaxes(out, 0, 1).reshape(-1, c.heads * c.head_dim) @ p["out"]
+        h = h + self._post(attended, p, "attention_post_norm")
+        x = rms_norm(h, p["mlp_norm"], c.norm_eps)
+        mlp = (ACTIVATIONS[c.act](x @ p["gate"]) * (x @ p["up"])) @ p["down"]
+        return h + self._post(mlp, p, "mlp_post_norm"), weights
+
+    def _project(self, p, x, part, count):
+        """``x`` projected to ``part``'s heads: ``(T, count·d) → (count, T, d)``."""
+        y = x @ p[part] + (p[f"{part}_bias"] if self.config.qkv_bias else 0)
+        return jnp.swapaxes(y.reshape(-1, count, self.config.head_dim), 0, 1)
+
+    def projected(self, i: int, part: str) -> jax.Array:
+        """Layer ``i``'s ``query`` or ``key`` of the unmodified run, as projected, before
+        QK-norm and RoPE: ``(heads, T, d)``."""
+        p, c = self.layer_params(i), self.config
+        x = rms_norm(self.below(i)[0], p["attention_norm"], c.norm_eps)
+        return self._project(p, x, part, c.heads if part == "query" else c.kv_heads)
+
+    def _post(self, x, p, norm):
+        return rms_norm(x, p[norm], self.config.norm_eps) if self.config.post_norms else x
+
+    def logits(self, modification: Modification | None = None, *, modify_layer: int = 0):
+        """Next-token logits at every position, ``(T, vocab)``."""
+        h, _ = self.run(modification, modify_layer=modify_layer)
+        logits = rms_norm(h, self.params["norm"], self.config.norm_eps) @ self.params["output"].T
+        cap = self.config.softcap
+        return logits if cap is None else cap * jnp.tanh(logits / cap)

@@ -1,0 +1,222 @@
+"""A decoder checkpoint in a GGUF file: its config (from the file's metadata), its
+tensors dequantized to float32 by the ``gguf`` package, and its tokenizer, built from
+the metadata with ``tokenizers``; all cached once read (:mod:`attn_lib.models.weights`).
+
+The architectures read are those of :data:`ARCHITECTURES`. llama.cpp's converter
+permutes the rows of each head's Q and K projections of a ``llama`` to suit its
+interleaved rotary layout; :func:`unpermute` undoes that, so Q and K are Hugging
+Face's and the rotation is the half-split one. The comparison with ``transformers``
+(``tests/reference/``) is what shows the pair is right: the scores are unchanged by
+a permutation shared by Q and K, but not by a mismatched rotation. Gemma's converter
+stores its norms as ``1 + w``, the scale they multiply by, as we keep them.
+"""
+
+import functools
+import importlib.metadata
+from pathlib import Path
+
+import numpy as np
+
+from attn_lib.checks import shown
+from attn_lib.files import sha256
+from attn_lib.models import decoder, tokenizer_builders
+from attn_lib.models.checkpoint import Checkpoint
+from attn_lib.models.weights import cache_dir, cached_arrays, check_sha256, fingerprint
+
+PARTS = {  # our part: the tensor's name in a GGUF block
+    "attention_norm": "attn_norm", "query": "attn_q", "key": "attn_k", "value": "attn_v",
+    "out": "attn_output", "mlp_norm": "ffn_norm", "gate": "ffn_gate", "up": "ffn_up",
+    "down": "ffn_down", "query_norm": "attn_q_norm", "key_norm": "attn_k_norm",
+    "attention_post_norm": "post_attention_norm", "mlp_post_norm": "post_ffw_norm",
+}  # fmt: skip
+TOP = {"embedding": "token_embd", "norm": "output_norm", "output": "output"}
+
+
+def _llama(fields: dict, arch: str, shape: dict) -> decoder.Config:
+    theta = float(fields.get(f"{arch}.rope.freq_base", 10000.0))
+    return decoder.Config(
+        arch, **shape, rope=(("default", theta),) * shape["layers"],
+        window=(0,) * shape["layers"], qkv_bias=arch == "qwen2",
+    )  # fmt: skip
+
+
+def _gemma3(fields: dict, arch: str, shape: dict) -> decoder.Config:
+    """llama.cpp's Gemma-3: every 6th layer global (RoPE base from the file), the others
+    local (base 10000, the file's window); the query scaled by 1/√head_dim."""
+    pattern = int(fields.get(f"{arch}.attention.sliding_window_pattern", 6))
+    local = [(i + 1) % pattern != 0 for i in range(shape["layers"])]
+    window = int(fields[f"{arch}.attention.sliding_window"])
+    theta = float(fields[f"{arch}.rope.freq_base"])
+    return decoder.Config(
+        arch, **shape,
+        rope=tuple(("default", 10000.0 if is_local else theta) for is_local in local),
+        window=tuple(window if is_local else 0 for is_local in local),
+        act="gelu_pytorch_tanh", embed_scale=float(np.sqrt(np.float32(shape["hidden"]))),
+        qk_norm=True, post_norms=True,
+    )  # fmt: skip
+
+
+ARCHITECTURES = {"llama": _llama, "qwen2": _llama, "gemma3": _gemma3}
+
+
+def config_from_metadata(fields: dict, file: Path) -> decoder.Config:
+    """The config of the GGUF whose metadata is ``fields``; a ``ValueError`` names an
+    architecture this module does not read, or a missing key."""
+    arch = fields.get("general.architecture")
+    if arch not in ARCHITECTURES:
+        raise ValueError(
+            f"{file}: GGUF architecture {shown(arch)} is not supported; "
+            f"supported: {', '.join(ARCHITECTURES)}"
+        )
+    try:
+        heads, hidden = (
+            int(fields[f"{arch}.attention.head_count"]),
+            int(fields[f"{arch}.embedding_length"]),
+        )
+        shape = {
+            "layers": int(fields[f"{arch}.block_count"]),
+            "heads": heads,
+            "kv_heads": int(fields.get(f"{arch}.attention.head_count_kv", heads)),
+            "head_dim": int(fields.get(f"{arch}.attention.key_length", hidden // heads)),
+            "hidden": hidden,
+            "context": int(fields[f"{arch}.context_length"]),
+            "norm_eps": float(fields[f"{arch}.attention.layer_norm_rms_epsilon"]),
+        }
+        return ARCHITECTURES[arch](fields, arch, shape)
+    except KeyError as error:
+        raise ValueError(f"{file}: the GGUF's metadata lacks {error}") from None
+
+
+def code_version() -> str:
+    """What makes the cache: the modules that read and the gguf package that
+    dequantizes. A change to any reads the GGUF again."""
+    ours = " ".join(sha256(Path(m.__file__)) for m in (decoder, tokenizer_builders))
+    return f"{sha256(Path(__file__))} {ours} gguf {importlib.metadata.version('gguf')}"
+
+
+def unpermute(weights: np.ndarray, heads: int) -> np.ndarray:
+    """Undo llama.cpp's ``permute`` of a Q or K projection ``(heads·d, in)``: within each
+    head, rows ``(0, 2, 4, …, 1, 3, 5, …)`` went to ``(0, 1, 2, 3, …)``."""
+    half = weights.shape[0] // heads // 2
+    return weights.reshape(heads, half, 2, -1).swapaxes(1, 2).reshape(weights.shape)
+
+
+def tensor_name(part: str, layer: int | None) -> str:
+    """The GGUF's name of our ``part`` of ``layer`` (None: of the model)."""
+    if layer is None:
+        return f"{TOP[part]}.weight"
+    base, kind = decoder.split_part(part)
+    return f"blk.{layer}.{PARTS[base]}.{kind}"
+
+
+def convert(tensors: dict[str, np.ndarray], config: decoder.Config) -> dict:
+    """The GGUF's float32 tensors as our parameters (:func:`decoder.convert`); Q and K
+    rows of a ``llama`` un-permuted. A missing tensor is a ``KeyError`` naming it; one of
+    the wrong shape a ``ValueError`` naming it and both shapes."""
+
+    def get(part, layer, shape):
+        name = tensor_name(part, layer)
+        if part == "output" and name not in tensors:
+            return None
+        w = tensors[name]
+        if shape is not None and w.shape != shape:
+            raise ValueError(f"tensor {name} has shape {w.shape}, expected {shape}")
+        if config.family == "llama" and part in ("query", "key"):
+            w = unpermute(w, config.heads if part == "query" else config.kv_heads)
+        return w
+
+    return decoder.convert(get, config)
+
+
+def _reading(path: Path):
+    """``read(what)``: ``what()``, the gguf reader's own errors (a bad magic, a
+    truncation), which name nothing, as a ``ValueError`` naming the file."""
+
+    def read(what):
+        try:
+            return what()
+        except Exception as error:
+            raise ValueError(f"{path}: cannot be read as GGUF: {error}") from None
+
+    return read
+
+
+def _metadata(path: Path, read) -> tuple[object, dict, decoder.Config]:
+    """The reader, the metadata and the config of the GGUF at ``path``."""
+    from gguf import GGUFReader
+
+    reader = read(lambda: GGUFReader(path))
+    fields = read(lambda: {name: field.contents() for name, field in reader.fields.items()})
+    return reader, fields, config_from_metadata(fields, path)
+
+
+def config_of(path: str | Path) -> decoder.Config:
+    """The config of the GGUF at ``path``, from its metadata alone (no tensor is read)."""
+    path = Path(path)
+    return _metadata(path, _reading(path))[2]
+
+
+def _read_gguf(path: Path) -> dict[str, np.ndarray]:
+    """Dequantized float32 tensors, the tokenizer (as JSON; "" where it cannot be built
+    here, and a text cannot be read: token ids can), the BOS and the config."""
+    from gguf import GGMLQuantizationType as Type
+    from gguf.quants import _type_traits, dequantize
+
+    read = _reading(path)
+    reader, fields, config = _metadata(path, read)  # before the tensors: a refusal is quick
+    readable = {Type.F32, Type.F16, *_type_traits}
+    if wrong := [t for t in reader.tensors if t.tensor_type not in readable]:
+        raise ValueError(
+            f"{path}: tensor {wrong[0].name} is of type {wrong[0].tensor_type.name}, which "
+            f"gguf {importlib.metadata.version('gguf')} cannot dequantize; it reads "
+            f"{', '.join(sorted(t.name for t in readable))}"
+        )
+    tensors = read(lambda: {t.name: dequantize(t.data, t.tensor_type) for t in reader.tensors})
+    tokenizer = tokenizer_builders.from_gguf(fields)
+    bos = fields.get("tokenizer.ggml.bos_token_id")
+    marks = {
+        "tokenizer": "" if tokenizer is None else tokenizer.to_str(),
+        "config": config.to_json(),
+        "bos": -1 if bos is None else int(bos),
+        "add_bos": bool(fields.get("tokenizer.ggml.add_bos_token", False)),
+    }
+    return {**tensors, **{name: np.array(value) for name, value in marks.items()}}
+
+
+def load(path: str, checksum: str | None) -> Checkpoint:
+    """The checkpoint in the GGUF at ``path``, whose sha256 must equal ``checksum``
+    (None skips the check, for a file of your own); kept in memory until the file
+    changes (:func:`checkpoint_at`)."""
+    if not Path(path).is_file():
+        raise ValueError(f"{path}: no such file")
+    return checkpoint_at(str(path), checksum, fingerprint(path))
+
+
+@functools.lru_cache(maxsize=4)
+def checkpoint_at(path: str, checksum: str | None, stamp: tuple) -> Checkpoint:
+    """:func:`load` of the file at ``path`` as it was when its ``stamp`` was taken.
+
+    The dequantized arrays are cached as ``llama-gguf/<sha256>.npz`` in the cache folder
+    (:func:`attn_lib.models.weights.cache_dir`), with the version of the code that read
+    them and a checksum of their own: a cache that is damaged, edited or made by other
+    code is read again from the GGUF.
+    """
+    from tokenizers import Tokenizer
+
+    file = Path(path)
+    digest = check_sha256(file, checksum, str(file))
+    folder = cache_dir("llama-gguf")
+    tensors = cached_arrays(folder / f"{digest}.npz", code_version(), lambda: _read_gguf(file))
+    tokenizer, bos = str(tensors.pop("tokenizer")), int(tensors.pop("bos"))
+    config = decoder.Config.from_json(str(tensors.pop("config")))
+    add_bos = bool(tensors.pop("add_bos"))
+    try:
+        params = convert(tensors, config)
+    except KeyError as error:
+        raise ValueError(f"{file}: the GGUF lacks the tensor {error}") from None
+    except ValueError as error:
+        raise ValueError(f"{file}: {error}") from None
+    return Checkpoint(
+        str(file), params, config, Tokenizer.from_str(tokenizer) if tokenizer else None,
+        None if bos < 0 else bos, add_bos,
+    )  # fmt: skip

@@ -1,0 +1,206 @@
+"""The checkpoint families against transformers, on tiny random checkpoints made once by
+``tests/reference/make_family_references.py``; both config layouts; bad folders."""
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from attn_lib import Modification, all_weights, models
+
+FAMILIES = Path(__file__).parent / "reference" / "families"
+KV_HEADS = {"llama": 2, "llama3": 1, "qwen2": 2, "mistral": 2, "gemma3": 2, "gpt2": 4}
+TEXT = "the cat sat on the mat and the dog sat on the log by the door"
+
+
+def reference(case: str) -> dict:
+    with np.load(FAMILIES / f"{case}.npz") as data:
+        return {key: data[key] for key in data.files}
+
+
+def assert_matches(source, expected: dict) -> None:
+    """Attention within 1e-5 on every layer and logits within 1e-4, the issue's bars."""
+    np.testing.assert_array_equal(source.ids, expected["ids"])
+    weights = np.asarray(all_weights(source, None, modify_layer=0))
+    np.testing.assert_allclose(weights, expected["weights"], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(source.logits(), expected["logits"], rtol=0, atol=1e-4)
+
+
+def gap(source, expected: dict) -> float:
+    return float(
+        np.abs(np.asarray(all_weights(source, None, modify_layer=0)) - expected["weights"]).max()
+    )
+
+
+@pytest.mark.parametrize("case", KV_HEADS)
+def test_each_family_matches_transformers(case):
+    source = models.load(FAMILIES / case, text=TEXT)
+    assert_matches(source, reference(case))
+    entry = models.entry(str(FAMILIES / case))  # its shape, read from config.json alone
+    assert (entry.layers, entry.heads, entry.kv_heads) == (2, 4, KV_HEADS[case])
+
+
+def test_a_llama_gguf_written_as_llama_cpp_writes_it_matches_transformers():
+    expected = reference("llama")
+    source = models.load(FAMILIES / "llama.gguf", ids=expected["ids"].tolist())
+    assert_matches(source, expected)
+
+
+def test_the_features_the_references_check_are_each_needed():
+    """Counter-examples: without Gemma-3's window or its query_pre_attn_scalar, or
+    with Llama 3's RoPE scaling left out, the maps no longer match."""
+    gemma, llama3 = (models.load(FAMILIES / case, text=TEXT) for case in ("gemma3", "llama3"))
+    wrong = {
+        "no window": (gemma, {"window": (0, 0)}),
+        "no query_pre_attn_scalar": (gemma, {"query_scale": 1.0}),
+        "no llama3 scaling": (llama3, {"rope": (("default", 5e5),) * 2}),
+    }
+    for what, (source, change) in wrong.items():
+        config = dataclasses.replace(source.config, **change)
+        case = "gemma3" if source is gemma else "llama3"
+        assert gap(source.replace(config=config), reference(case)) > 1e-3, what
+
+
+def _as_transformers_4(config: dict) -> dict:
+    """A transformers 5 ``config.json`` in transformers 4's layout."""
+    config = dict(config)
+    rope = config.pop("rope_parameters")
+    if "full_attention" in rope:  # Gemma-3: one per layer type
+        config["rope_local_base_freq"] = rope["sliding_attention"]["rope_theta"]
+        rope = rope["full_attention"]
+    config["rope_theta"] = rope.pop("rope_theta")
+    config["rope_scaling"] = None if rope["rope_type"] == "default" else rope
+    return config
+
+
+@pytest.mark.parametrize("case", ["gemma3", "llama3"])
+def test_both_config_layouts_read_alike(tmp_path, case):
+    folder = shutil.copytree(FAMILIES / case, tmp_path / case)
+    config = json.loads((folder / "config.json").read_text())
+    assert "rope_parameters" in config, "the fixture is in transformers 5's layout"
+    (folder / "config.json").write_text(json.dumps(_as_transformers_4(config)))
+    assert_matches(models.load(folder, text=TEXT), reference(case))
+
+
+def test_a_modification_reaches_a_family_source():
+    source = models.load(FAMILIES / "qwen2", text=TEXT)
+    base = np.asarray(all_weights(source, None, modify_layer=1))
+    key = Modification("key", "scale", 1e-3, head=1)  # KV head 1 serves query heads 2, 3
+    moved = np.abs(np.asarray(all_weights(source, key, modify_layer=1)) - base).max((2, 3))
+    assert moved[0].max() == 0 and moved[1, :2].max() == 0 and moved[1, 2:].min() > 0.01
+
+
+def test_ids_need_no_tokenizer_and_bos_is_the_checkpoints_choice(tmp_path):
+    folder = shutil.copytree(FAMILIES / "llama", tmp_path / "llama")
+    with_bos = models.load(folder, text=TEXT)
+    assert with_bos.ids[0] == 1 and with_bos.tokens[0] == "<s>", "its tokenizer adds <s>"
+    assert models.load(folder, text=TEXT, bos=False).ids.tolist() == with_bos.ids.tolist()[1:]
+    (folder / "tokenizer.json").unlink()
+    bare = models.load(folder, ids=[1, 5, 7])
+    assert bare.tokens == ("1", "5", "7")
+    with pytest.raises(ValueError, match="its tokenizer cannot be built here; pass ids="):
+        models.load(folder, text=TEXT)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda f: (f / "model-00002-of-00002.safetensors").unlink(),
+         r"model-00002-of-00002\.safetensors is missing \(named by model\.safetensors\.index"),
+        (lambda f: _edit_config(f, model_type="t5"),
+         "model_type 't5' is not supported; supported: bert, gpt2, llama, mistral, qwen2, gemma3"),
+        (lambda f: _edit_config(f, rope_parameters={"rope_type": "yarn", "rope_theta": 1e4}),
+         r"rope type 'yarn' is not supported; supported: \('default', 'linear', 'llama3'\)"),
+        (lambda f: _edit_config(f, hidden_size=48),
+         r"tensor model\.embed_tokens\.weight has shape \(34, 32\), expected \(34, 48\)"),
+        (lambda f: _edit_config(f, num_hidden_layers=3),
+         r"the checkpoint lacks the tensor 'model\.layers\.2\.input_layernorm\.weight'"),
+        (lambda f: _edit_config(f, num_attention_heads=None),
+         r"config\.json: lacks 'num_attention_heads'"),
+        (lambda f: (f / "model-00001-of-00002.safetensors").write_bytes(b"garbage"),
+         r"model-00001-of-00002\.safetensors: cannot be read"),
+    ],
+)  # fmt: skip
+def test_a_bad_folder_is_named_before_any_work(tmp_path, change, message):
+    folder = shutil.copytree(FAMILIES / "llama", tmp_path / "llama")
+    change(folder)
+    with pytest.raises(ValueError, match=message):
+        models.load(folder, text=TEXT)
+
+
+def _edit_config(folder: Path, **changes) -> None:
+    config = json.loads((folder / "config.json").read_text())
+    config.update(changes)
+    config = {k: v for k, v in config.items() if v is not None}
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+def test_bad_input_names_the_parameter():
+    folder = FAMILIES / "gpt2"
+    with pytest.raises(ValueError, match=r"ids must be a non-empty list of token ids in \[0, "):
+        models.load(folder, ids=[0, 10_000])
+    with pytest.raises(ValueError, match="text must fit the model's 64 positions; it has"):
+        models.load(folder, text=" ".join(["cat"] * 65))
+
+
+def test_a_hub_id_is_fetched_then_read_as_a_folder(monkeypatch):
+    import huggingface_hub
+
+    asked = []
+
+    def snapshot_download(repo_id, **kwargs):
+        asked.append(repo_id)
+        return str(FAMILIES / "gpt2")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    assert_matches(models.load("someone/tiny-gpt2", text=TEXT), reference("gpt2"))
+    assert asked == ["someone/tiny-gpt2"]
+
+    def offline(repo_id, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    with pytest.raises(
+        ValueError, match="checkpoint 'someone/else': cannot be fetched: no network"
+    ):
+        models.load("someone/else", text=TEXT)
+
+
+def test_a_qwen2_gguf_reads_its_biases_and_matches_transformers(tmp_path):
+    """The qwen2 checkpoint written as llama.cpp writes a Qwen2 (no Q/K permutation)."""
+    from gguf import GGUFWriter
+    from safetensors.numpy import load_file
+
+    config = json.loads((FAMILIES / "qwen2" / "config.json").read_text())
+    tensors = load_file(FAMILIES / "qwen2" / "model.safetensors")
+    path = tmp_path / "qwen2.gguf"
+    writer = GGUFWriter(str(path), "qwen2")
+    writer.add_block_count(config["num_hidden_layers"])
+    writer.add_context_length(config["max_position_embeddings"])
+    writer.add_embedding_length(config["hidden_size"])
+    writer.add_feed_forward_length(config["intermediate_size"])
+    writer.add_head_count(config["num_attention_heads"])
+    writer.add_head_count_kv(config["num_key_value_heads"])
+    writer.add_rope_freq_base(config["rope_parameters"]["rope_theta"])
+    writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
+    names = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q",
+             "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+             "self_attn.o_proj": "attn_output", "post_attention_layernorm": "ffn_norm",
+             "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+             "mlp.down_proj": "ffn_down"}  # fmt: skip
+    writer.add_tensor("token_embd.weight", tensors["model.embed_tokens.weight"])
+    writer.add_tensor("output_norm.weight", tensors["model.norm.weight"])
+    for name, array in tensors.items():
+        if name.startswith("model.layers."):
+            layer, rest = name.removeprefix("model.layers.").split(".", 1)
+            part, kind = rest.rsplit(".", 1)
+            writer.add_tensor(f"blk.{layer}.{names[part]}.{kind}", array)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    expected = reference("qwen2")
+    assert_matches(models.load(path, ids=expected["ids"].tolist()), expected)
