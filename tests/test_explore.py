@@ -215,3 +215,16 @@ def test_switching_to_smollm2_is_busy_while_it_loads_and_starts_from_its_own_par
     assert [c.description for c in widget.menus.children[3:]] == ["text"], "its own: text"
     assert list(controls["head"].options) == list(range(9))
     assert widget.readout.value.startswith("entropy: ")
+
+
+def test_a_checkpoint_by_path_is_explored_like_a_built_in_source():
+    from pathlib import Path
+
+    folder = str(Path(__file__).parent / "reference" / "families" / "qwen2")
+    explorer = Explorer({**panels.PANEL_DEFAULTS, "source": folder, "text": "the cat sat"})
+    widget = Widget(explorer)
+    assert widget.controls["source"].value == folder
+    assert list(widget.controls["head"].options) == list(range(4))
+    assert explorer.panel["tokens"] == ("the", "cat", "sat")
+    widget.controls["modify_layer"].value = 1  # Query of layer 1 shows in layer 1
+    assert explorer.params["observe_layer"] == 1 and "entropy" in widget.readout.value

@@ -142,8 +142,22 @@ def test_a_bert_folder_by_path_is_the_built_in_source(tmp_path):
     built, loaded = models.build("minilm", text="A cat."), models.load(folder, text="A cat.")
     np.testing.assert_array_equal(all_weights(loaded, None, modify_layer=0),
                                   all_weights(built, None, modify_layer=0))  # fmt: skip
-    with pytest.raises(ValueError, match="a bert folder reads text"):
-        models.load(folder, ids=[1, 2])
+    by_ids = models.load(folder, ids=[int(i) for i in built.ids])
+    np.testing.assert_array_equal(all_weights(by_ids, None, modify_layer=0),
+                                  all_weights(built, None, modify_layer=0))  # fmt: skip
+    assert by_ids.tokens == built.tokens == ("[CLS]", "a", "cat", ".", "[SEP]")
+    (folder / "tokenizer.json").unlink()  # ids need no tokenizer; a text does
+    assert models.load(folder, ids=[101, 102]).tokens == ("101", "102")
+    with pytest.raises(ValueError, match=r"has no tokenizer\.json; pass ids="):
+        models.load(folder, text="A cat.")
+    with pytest.raises(
+        ValueError, match=r"ids must be a non-empty list of token ids in \[0, 30521\]"
+    ):
+        models.load(folder, ids=[30522])
+    with pytest.raises(ValueError, match="fit the model's 512 positions"):
+        models.load(folder, ids=[101] * 513)
+    with pytest.raises(ValueError, match="bos= is read for decoders"):
+        models.load(folder, ids=[101], bos=True)
 
 
 def test_a_checkpoint_path_is_taken_wherever_a_source_name_is(tmp_path, cache):

@@ -161,3 +161,17 @@ def test_the_seed_grid_of_any_model_observes_each_component_where_it_shows(synth
     assert np.abs(value[1, 0] - value[0, 0]).max() > 0.01, "layer 0 would not show it"
     with pytest.raises(ValueError, match="kind must be one of"):
         report.seed_grid(weights, synthetic.tokens, "rotate")
+
+
+def test_kept_by_norm_is_what_an_rms_norm_lets_through():
+    """Against the norm itself: |norm(ε·x)| / |norm(x)|, row by row."""
+    x = np.random.default_rng(0).standard_normal((3, 5, 16)) * [[[0.01]], [[1.0]], [[30.0]]]
+    epsilons, delta = [0.5, 1e-3, 1e-10], 1e-6
+
+    def norm(y):
+        return y / np.sqrt(np.mean(y * y, axis=-1, keepdims=True) + delta)
+
+    direct = [np.mean(np.linalg.norm(norm(e * x), axis=-1) / np.linalg.norm(norm(x), axis=-1))
+              for e in epsilons]  # fmt: skip
+    np.testing.assert_allclose(report.kept_by_norm(x, epsilons, delta), direct, rtol=1e-9)
+    assert report.kept_by_norm(x, [1.0], delta) == pytest.approx(1.0)

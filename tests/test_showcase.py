@@ -5,7 +5,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import requires_minilm, requires_smollm2
+from conftest import requires_gemma3, requires_minilm, requires_smollm2
 
 from attn_lib import Modification, all_weights, metrics
 from attn_lib.analysis import report, showcase
@@ -58,6 +58,7 @@ def _rows(figure):
     [
         pytest.param("qkv_grid_minilm", marks=requires_minilm),
         pytest.param("qkv_grid_smollm2", marks=requires_smollm2),
+        pytest.param("qkv_grid_gemma3", marks=requires_gemma3),
     ],
 )
 def test_a_real_model_grid_shows_each_rows_top_ranked_head(figure):
@@ -133,6 +134,8 @@ LOOK_ALIKE = {
     "qkv_grid_minilm": ("columns", {(r, "eps1e-3", "eps1e-10") for r in ROWS}),
     # scale on SmolLM2: at 1e-3 and 1e-10 the modified layer is uniform over the past
     "qkv_grid_smollm2": ("columns", {(r, "eps1e-3", "eps1e-10") for r in ROWS}),
+    # and on Gemma-3's Query and Key; its Value row moves on (head 3 of layer 6)
+    "qkv_grid_gemma3": ("columns", {(r, "eps1e-3", "eps1e-10") for r in ("query", "key")}),
     # the mean Key: every key the same, so every row uniform whatever the input
     "mean_grid": (
         "rows",

