@@ -131,10 +131,11 @@ def convert(get, config: Config) -> dict:
     for layer in per_layer:  # projections as (in, out) kernels
         for part in ("query", "key", "value", "out", "gate", "up", "down"):
             layer[part] = layer[part].T
+    embedding = jnp.asarray(embedding)  # on the device once, not copied in at every call
     return {
         "embedding": embedding,
-        "norm": get("norm", None, (hidden,)),
-        "output": embedding if output is None else output,
+        "norm": jnp.asarray(get("norm", None, (hidden,))),
+        "output": embedding if output is None else jnp.asarray(output),  # tied: one array
         "layers": stacked(per_layer),
     }
 
@@ -178,6 +179,7 @@ class Decoder(Source):
     ids: jax.Array
     tokens: Labels
     config: Config = struct.field(pytree_node=False)
+    checkpoint: Checkpoint = struct.field(pytree_node=False)  # its tokenizer, its BOS
     causal = True
 
     @classmethod
@@ -185,12 +187,8 @@ class Decoder(Source):
         """The model of ``checkpoint`` over ``text`` or token ``ids`` (see
         :func:`~attn_lib.models.checkpoint.token_ids`)."""
         ids, labels = token_ids(checkpoint, text, ids, bos)
-        return cls(
-            params=checkpoint.params,
-            ids=jnp.asarray(ids, jnp.int32),
-            tokens=labels,
-            config=checkpoint.config,
-        )
+        return cls(checkpoint.params, jnp.asarray(ids, jnp.int32), labels,
+                   checkpoint.config, checkpoint)  # fmt: skip
 
     @property
     def layers(self) -> int:

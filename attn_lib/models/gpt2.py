@@ -65,12 +65,12 @@ def convert(tensors: dict[str, np.ndarray], config: Config) -> dict:
     embedding = tensors[f"{prefix}wte.weight"]
     per_layer = [{part: get(f"h.{i}.{part}", shape) for part, shape in shapes.items()}
                  for i in range(config.layers)]  # fmt: skip
-    return {
+    return jax.tree.map(jnp.asarray, {  # on the device once, not copied in at every call
         "embedding": get("wte.weight", (embedding.shape[0], n)),
         "position": get("wpe.weight", (config.context, n)),
         "norm": {"weight": get("ln_f.weight", (n,)), "bias": get("ln_f.bias", (n,))},
         "layers": stacked(per_layer),
-    }
+    })  # fmt: skip
 
 
 def read(folder: Path, config: dict) -> Checkpoint:
@@ -100,12 +100,14 @@ class GPT2(Source):
     ids: jax.Array
     tokens: Labels
     config: Config = struct.field(pytree_node=False)
+    checkpoint: Checkpoint = struct.field(pytree_node=False)  # its tokenizer, its BOS
     causal = True
 
     @classmethod
     def create(cls, checkpoint: Checkpoint, text=None, *, ids=None, bos=None) -> "GPT2":
         ids, labels = token_ids(checkpoint, text, ids, bos)
-        return cls(checkpoint.params, jnp.asarray(ids, jnp.int32), labels, checkpoint.config)
+        return cls(checkpoint.params, jnp.asarray(ids, jnp.int32), labels,
+                   checkpoint.config, checkpoint)  # fmt: skip
 
     @property
     def layers(self) -> int:
