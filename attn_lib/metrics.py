@@ -12,6 +12,7 @@ import jax.numpy as jnp
 from jax.scipy.special import entr
 from jax.typing import ArrayLike
 
+from attn_lib.checks import check_real
 from attn_lib.modification import Modification
 from attn_lib.softmax import attention_weights, compute_dtype
 
@@ -45,6 +46,24 @@ def previous_token_mass(weights: ArrayLike) -> jax.Array:
     weights = jnp.asarray(weights)
     below = jnp.diagonal(weights, offset=-1, axis1=-2, axis2=-1)
     return jnp.concatenate([jnp.zeros_like(below[..., :1]), below], axis=-1)
+
+
+def first_token_score(weights: ArrayLike, mask: ArrayLike | None = None) -> jax.Array:
+    """α₁ of Gu et al., "When Attention Sink Emerges in Language Models" (ICLR 2025),
+    per map: the weight on token 0, averaged over every row that may see it (their code,
+    ``eval_sink_open_source.py``, averages over all query rows of a causal map, each of
+    which sees token 0). ``weights (..., T, T)`` → ``(...)``, e.g. one per (layer, head)."""
+    weights = jnp.asarray(weights)
+    sees = _allowed(weights, mask)[..., :, 0]
+    total = jnp.sum(jnp.where(sees, weights[..., :, 0], 0.0), axis=-1)
+    return total / jnp.maximum(jnp.sum(sees, axis=-1, dtype=weights.dtype), 1)
+
+
+def sink_rate(scores: ArrayLike, threshold: float = 0.3) -> jax.Array:
+    """Sink₁^threshold of Gu et al.: the percentage of ``scores`` (α₁ of every layer and
+    head, :func:`first_token_score`) above ``threshold``, in [0, 1]."""
+    check_real("threshold", threshold, 0.0, 1.0)
+    return 100.0 * jnp.mean(jnp.asarray(scores) > threshold)
 
 
 def total_variation(weights: ArrayLike, other: ArrayLike) -> jax.Array:

@@ -1,0 +1,149 @@
+"""Attention-sink metrics (Gu et al., ICLR 2025): α₁ and Sink₁^ε, worked by hand, and
+their Proposition 1 as an identity."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from attn_lib import metrics
+from attn_lib.flax import attention_fn
+
+
+def test_first_token_score_by_hand_unmasked_and_masked():
+    free = np.array([[0.5, 0.25, 0.25], [0.2, 0.3, 0.5], [0.9, 0.05, 0.05]])
+    assert float(metrics.first_token_score(free)) == pytest.approx((0.5 + 0.2 + 0.9) / 3)
+    causal = np.array([[1.0, 0, 0], [0.4, 0.6, 0], [0.1, 0.2, 0.7]])
+    assert float(metrics.first_token_score(causal, np.tril(np.ones((3, 3), bool)))) == (
+        pytest.approx(0.5)
+    )
+    # a window of 2: row 2 cannot see token 0, so only rows 0 and 1 count
+    window = np.tril(np.ones((3, 3), bool)) & ~np.tril(np.ones((3, 3), bool), -2)
+    windowed = np.array([[1.0, 0, 0], [0.4, 0.6, 0], [0.0, 0.3, 0.7]])
+    assert float(metrics.first_token_score(windowed, window)) == pytest.approx(0.7)
+    assert float(metrics.first_token_score(windowed)) == pytest.approx(1.4 / 3), "unmasked"
+    stacked = np.stack([free, causal])[None]  # (layers, heads, T, T) → (layers, heads)
+    assert metrics.first_token_score(stacked).shape == (1, 2)
+
+
+def test_sink_rate_counts_scores_above_the_threshold():
+    assert float(metrics.sink_rate(np.array([[0.31, 0.3], [0.1, 0.9]]))) == 50.0
+    assert float(metrics.sink_rate(np.array([0.2, 0.25]), threshold=0.1)) == 100.0
+    with pytest.raises(ValueError, match=r"threshold must be a number in \[0, 1\], got 1.5"):
+        metrics.sink_rate(np.array([0.5]), threshold=1.5)
+
+
+class Stack(nn.Module):
+    """A causal self-attention stack with no positional encoding, as a user writes one."""
+
+    positions: bool = False
+
+    @nn.compact
+    def __call__(self, ids):
+        h = nn.Embed(8, 16)(ids)
+        if self.positions:  # the counter-example: sinusoidal positions added
+            t = jnp.arange(ids.shape[-1], dtype=jnp.float32)[:, None]
+            t = t / 10_000 ** (jnp.arange(16, dtype=jnp.float32) / 16)
+            h = h + jnp.where(jnp.arange(16) % 2, jnp.cos(t), jnp.sin(t))
+        mask = nn.make_causal_mask(ids)
+        for _ in range(2):
+            h = h + nn.MultiHeadDotProductAttention(2, attention_fn=attention_fn())(
+                h, mask=mask, sow_weights=True
+            )
+            h = h + nn.Dense(16)(nn.gelu(nn.Dense(32)(nn.LayerNorm()(h))))
+        return h
+
+
+def _weights(positions: bool) -> np.ndarray:
+    ids = jnp.full((1, 12), 3)  # one token repeated
+    model = Stack(positions)
+    params = model.init(jax.random.key(0), ids)
+    _, state = model.apply(params, ids, mutable=["intermediates"])
+    return np.stack([np.asarray(w) for w in jax.tree.leaves(state["intermediates"])])
+
+
+def test_proposition_1_repeated_tokens_without_positions_give_uniform_causal_rows():
+    """Gu et al.'s Proposition 1: with no positional encoding, a repeated token makes
+    every row uniform over the tokens it sees, 1/(t+1), in every layer and head; so
+    α₁ is the mean of 1/(t+1) and no head is a sink."""
+    weights = _weights(positions=False)  # (layers, batch, heads, T, T)
+    uniform = np.tril(np.ones((12, 12))) / np.arange(1, 13)[:, None]
+    np.testing.assert_allclose(
+        weights[:, 0], np.broadcast_to(uniform, weights[:, 0].shape), atol=1e-6
+    )
+    alpha = metrics.first_token_score(weights)
+    np.testing.assert_allclose(alpha, np.mean(1 / np.arange(1, 13)), rtol=1e-6)
+    assert float(metrics.sink_rate(alpha)) == 0.0
+    with_positions = _weights(positions=True)
+    assert np.abs(with_positions[:, 0] - uniform).max() > 1e-2, "positions break it"
+
+
+# The analysis behind notebooks/sinks.ipynb, on the tiny Llama of tests/reference/.
+FAMILY = __import__("pathlib").Path(__file__).parent / "reference" / "families" / "llama"
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    from attn_lib import models
+
+    monkeypatch.setenv("ATTN_LIB_CACHE", str(tmp_path))
+    return models.load(FAMILY, text="the cat")
+
+
+def test_the_rope_prediction_is_a_verdict_that_can_fail():
+    from attn_lib.analysis import sinks
+
+    assert sinks.repeated_goes_to_zero({"natural": 72, "random": 77, "repeated": 0})[0] == "holds"
+    # a repeated-token input with a sink on token 0 (α₁ 0.9 in every head) must fail it
+    sink = np.zeros((2, 4, 8, 8))
+    sink[..., 0], sink[..., np.arange(8), np.arange(8)] = 0.9, 0.1
+    sink[..., 0, 0] = 1.0
+    rate = float(metrics.sink_rate(metrics.first_token_score(sink)))
+    verdict = sinks.repeated_goes_to_zero({"natural": 70, "random": 70, "repeated": rate})
+    assert rate == 100.0 and verdict[0] == "fails"
+    no_sinks = {"natural": 0.0, "random": 0.0, "repeated": 0.0}
+    assert sinks.repeated_goes_to_zero(no_sinks)[0] == "untestable"
+
+
+def test_inputs_of_each_kind(tiny):
+    from attn_lib.analysis import sinks
+
+    specials = sinks.special_ids(tiny.checkpoint.tokenizer)
+    assert specials == {0, 1, 2}, "<unk>, <s>, </s>"
+    natural = sinks.inputs(tiny, "natural", count=5, seq_len=6)
+    text = tiny.checkpoint.tokenizer.encode(sinks.long_text(), add_special_tokens=False).ids
+    windows = {tuple(text[i : i + 6]) for i in range(len(text) - 5)}
+    assert natural.shape == (5, 6) and all(tuple(row) in windows for row in natural)
+    random = sinks.inputs(tiny, "random", count=50, seq_len=6, bos=True)
+    assert (random[:, 0] == 1).all() and not set(random[:, 1:].ravel()) & specials
+    repeated = sinks.inputs(tiny, "repeated", count=4, seq_len=6)
+    assert (repeated == repeated[:, :1]).all() and len(set(repeated[:, 0])) == 4
+    with pytest.raises(ValueError, match="kind must be one of"):
+        sinks.inputs(tiny, "poetry")
+
+
+def test_scores_equal_the_dense_maps_and_are_read_back(tiny, monkeypatch):
+    from attn_lib import Modification, all_weights, sweep
+    from attn_lib.analysis import sinks
+
+    ids = sinks.inputs(tiny, "random", count=3, seq_len=7)
+    scores = sinks.first_token_scores(tiny, ids)
+    for row, expected in zip(ids, scores, strict=True):
+        over = tiny.replace(ids=jnp.asarray(row))
+        dense = all_weights(over, None, modify_layer=0)
+        np.testing.assert_allclose(
+            expected, metrics.first_token_score(dense, over.visible()), atol=1e-6
+        )
+    monkeypatch.setattr(sinks, "_alphas", lambda *a: pytest.fail("computed again"))
+    np.testing.assert_array_equal(sinks.first_token_scores(tiny, ids), scores)
+    key = Modification("key", "scale", 1.0)
+    epsilons = np.array([1.0, 1e-3])
+    under = sinks.under_modification(tiny, ids, key, epsilons, modify_layer=1)
+    assert under.shape == (2, 3, 2, 4)
+    swept = sweep(tiny.replace(ids=jnp.asarray(ids[2])), key, epsilons, modify_layer=1)
+    np.testing.assert_allclose(
+        under[:, 2], metrics.first_token_score(swept, np.tril(np.ones((7, 7), bool))), atol=1e-6
+    )
+    np.testing.assert_allclose(under[0], scores, atol=1e-6)  # ε = 1 is no change
+    np.testing.assert_allclose(under[1][:, 1], sinks.uniform_alpha(7), atol=1e-3)  # uniform rows
