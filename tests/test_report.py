@@ -127,7 +127,7 @@ def test_no_single_scale_gives_three_distinct_columns_with_a_visible_5e_1(calibr
 def test_the_seed_grid_uses_the_most_distinct_gain(calibrated):
     gain, closest = calibrate.three_distinct_columns(calibrated)["most distinct"]
     assert closest > report.DISTINCT
-    assert load_spec()["qkv_grid"]["panel"]["gain"] == pytest.approx(gain, rel=1e-3)
+    assert load_spec()["qkv_grid_one_scale"]["panel"]["gain"] == pytest.approx(gain, rel=1e-3)
 
 
 def test_the_study_grid_is_fine_and_a_map_is_read_only_on_it():
@@ -175,3 +175,50 @@ def test_kept_by_norm_is_what_an_rms_norm_lets_through():
               for e in epsilons]  # fmt: skip
     np.testing.assert_allclose(report.kept_by_norm(x, epsilons, delta), direct, rtol=1e-9)
     assert report.kept_by_norm(x, [1.0], delta) == pytest.approx(1.0)
+
+
+def _power(weights: np.ndarray, exponent: float) -> np.ndarray:
+    """Rows of ``weights`` raised to ``exponent`` and renormalised, in log space."""
+    logs = exponent * np.log(weights)
+    logs -= logs.max(-1, keepdims=True)
+    return np.exp(logs) / np.exp(logs).sum(-1, keepdims=True)
+
+
+def test_under_inverse_the_1e3_map_is_the_5e1_map_to_the_500th_power():
+    """The identity behind the seed figure's requirement: x → x/ε on the Query divides
+    the modified layer's scores by ε, so ε = 1e-3 is ε = 5e-1 at 500 times the inverse
+    temperature. In float64, to 1e-12; and not for a kind that is no rescaling."""
+    import jax
+    import jax.numpy as jnp
+
+    with jax.enable_x64(True):
+        # the one-scale grid's gain, where the 1e-3 map is still no argmax (at 1.5 it is)
+        stack = Synthetic.create(gain=load_spec()["qkv_grid_one_scale"]["panel"]["gain"])
+        source = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), stack)
+
+        def layer0(kind, epsilon):
+            modification = Modification("query", kind, epsilon)
+            return np.asarray(all_weights(source, modification, modify_layer=0))[0]
+
+        half, thousandth = layer0("inverse", 0.5), layer0("inverse", 1e-3)
+        assert half.dtype == np.float64
+        assert np.abs(_power(half, 500) - thousandth).max() < 1e-12
+        assert np.abs(_power(half, 490) - thousandth).max() > 1e-3, "the exponent matters"
+        noisy = layer0("noise", 0.5), layer0("noise", 1e-3)
+        assert np.abs(_power(noisy[0], 500) - noisy[1]).max() > 0.1, "noise is no rescaling"
+
+
+def test_o1_to_o4_hold_on_the_two_scale_stack_and_o3b_fails_on_one_scale():
+    """The headline's claim and its counter-example: the two-scale stack meets every
+    bullet of O1–O4 under inverse; the one-scale stack, at its own gain, fails O3b."""
+
+    def verdicts(source):
+        rows = report.observations(report.study(source, "inverse"))
+        return {row["observation"]: row["verdict"] for row in rows}
+
+    two = verdicts(Synthetic.create(two_scale=True, gain=1.0))
+    assert all(two[o] == report.HOLDS for o in ("O1", "O2", "O3a", "O3b", "O4")), two
+    one = verdicts(Synthetic.create())
+    assert one["O3b"] == report.FAILS
+    spec = load_spec()["qkv_grid"]["panel"]
+    assert spec["two_scale"] and spec["gain"] == 1.0 and spec["kind"] == "inverse"

@@ -142,3 +142,20 @@ def test_first_affected_layer_is_the_first_whose_weights_change(synthetic, compo
     moved = np.asarray(all_weights(synthetic, modification, modify_layer=0))
     changed = [not np.allclose(moved[i], base[i]) for i in range(synthetic.layers)]
     assert changed.index(True) == first_affected_layer(component, 0)
+
+
+def test_the_two_scale_stack_scores_exactly_as_designed_and_refuses_what_it_cannot_be():
+    from attn_lib import models
+    from attn_lib.models import synthetic
+
+    stack = Synthetic.create(10, two_scale=True, gain=2.0)
+    weights = np.asarray(all_weights(stack, None, modify_layer=0))[0, 0]
+    scores = 4.0 * synthetic.two_scale_scores(10, synthetic.NEAR)  # gain² · s
+    expected = np.exp(scores - scores.max(-1, keepdims=True))
+    np.testing.assert_allclose(weights, expected / expected.sum(-1, keepdims=True), atol=1e-6)
+    copy = np.asarray(all_weights(stack, None, modify_layer=0))[0, 1]
+    np.testing.assert_allclose(copy, np.eye(10), atol=1e-6)  # head 1 copies each token
+    with pytest.raises(ValueError, match=r"seq_len must be an integer in \[1, 256\]"):
+        models.build("synthetic", two_scale=True, seq_len=257)
+    with pytest.raises(ValueError, match="heads must be 2 with two_scale, got 3"):
+        Synthetic.create(10, heads=3, two_scale=True)

@@ -14,6 +14,13 @@ one layer changes the size of what the next layer reads, and shows in its weight
 With ``sink=True`` token 0 is a sink: its constant feature is ``sink_strength``
 instead of 1, which adds the same score to column 0 in every row, as the first
 token of a causal language model attracts weight whatever the query.
+
+With ``two_scale=True`` the scores have the two scales that the seed figure's
+description requires (the report): the input is a one-hot position per head, and a
+head's query and key projections are built so that its scores are exactly
+``gain²·s``, ``s_ij = −(near·[d ≥ 1] + max(d − 1, 0)²)``, ``d = |i − j|``: a row's two
+neighbours ``near`` (1.1e-3 in head 0) below its diagonal, the keys beyond about 1, 4,
+9 … below. One key feature a token: ``seq_len`` is at most :data:`TWO_SCALE_TOKENS`.
 """
 
 import dataclasses
@@ -34,6 +41,9 @@ HEADS = 2
 GAIN = 1.5  # the Q/K projections' scale: scores grow as its square
 GAIN_RANGE = (1e-2, 1e2)  # maps from uniform to one-hot at the seed's three ε (analysis.calibrate)
 MAX_TOKENS = 1 << 16
+NEAR = 1.1e-3  # head 0's near gap of the two-scale stack; head h's is NEAR·10^h
+TWO_SCALE_TOKENS = 256  # the two-scale stack keeps one key feature a token
+SINK_BONUS = 4.0  # what the two-scale stack's sink adds to column 0's scores
 
 
 def positional_inputs(
@@ -60,6 +70,39 @@ def positional_inputs(
     if sink:
         inputs[0, head_dim - 1 :: head_dim] = sink_strength
     return inputs.astype(np.float32)
+
+
+def two_scale_scores(seq_len: int, near: float) -> np.ndarray:
+    """``s_ij = −(near·[d ≥ 1] + max(d − 1, 0)²)``, ``d = |i − j|`` (module docstring)."""
+    d = np.abs(np.subtract.outer(np.arange(seq_len), np.arange(seq_len)))
+    return -(near * (d >= 1) + np.maximum(d - 1, 0) ** 2.0)
+
+
+def two_scale_params(layers: int, seq_len: int, *, gain: float, sink: bool) -> dict:
+    """Two heads a layer over one-hot positions (block ``A`` of the input). Head 0 scores
+    ``gain²·s`` (query kernel ``gain·s``, key ``gain·√T·I``); head 1 copies each token
+    (scores ``−64·d²``) into block ``B``. In layer 0 head 0 reads block ``A``; above it,
+    its queries read block ``B``, so a Value modification of layer 0 (which reaches
+    ``B`` through head 1) rescales its scores as a Query one rescales layer 0's; their
+    near gap is ``1.5·near``, the far ones half, so the Value row is a map of its own.
+    Head 0 writes to block ``C``, which nothing reads."""
+    t, eye = seq_len, np.eye(seq_len)
+    blocks = {name: slice(k * t, (k + 1) * t) for k, name in enumerate("ABC")}
+    d = np.abs(np.subtract.outer(np.arange(t), np.arange(t)))
+    per_layer = []
+    for layer in range(layers):
+        scores = two_scale_scores(t, NEAR) if layer == 0 else 0.5 * two_scale_scores(t, 3 * NEAR)
+        scores[:, 0] += SINK_BONUS if sink else 0.0
+        query, key, value = (np.zeros((3 * t, 2, t)) for _ in range(3))
+        query[blocks["A" if layer == 0 else "B"], 0] = gain * scores
+        query[blocks["A"], 1] = -64.0 * d**2.0
+        key[blocks["A"], 0], key[blocks["A"], 1] = gain * np.sqrt(t) * eye, np.sqrt(t) * eye
+        value[blocks["A"], 0] = value[blocks["A"], 1] = eye
+        out = np.zeros((2, t, 3 * t))
+        out[0, :, blocks["C"]], out[1, :, blocks["B"]] = eye, eye
+        kernels = {"query": query, "key": key, "value": value, "out": out}
+        per_layer.append({n: {"kernel": jnp.asarray(k, jnp.float32)} for n, k in kernels.items()})
+    return {"layers": stacked(per_layer)}
 
 
 def _rotation(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -128,6 +171,7 @@ class Synthetic(Source):
         gain: float = GAIN,
         key_jitter: float = 0.05,
         seed: int = 0,
+        two_scale: bool = False,
     ) -> "Synthetic":
         """A stack of ``layers`` layers of ``heads`` heads over ``seq_len`` positions.
 
@@ -141,6 +185,8 @@ class Synthetic(Source):
           gain: scale of the query and key projections; larger is sharper.
           key_jitter: how far the key projection departs from the query's.
           seed: everything random (rotations, jitter) comes from it.
+          two_scale: scores of two scales on one-hot positions (the module docstring;
+            ``head_dim``, ``key_jitter`` and ``seed`` do not apply).
         """
         for name, value, least in (
             ("seq_len", seq_len, 1),
@@ -149,13 +195,24 @@ class Synthetic(Source):
             ("head_dim", head_dim, 3),
         ):
             check_integer(name, value, least)
-        params = stack_params(layers, heads, head_dim, gain=gain, key_jitter=key_jitter, seed=seed)
+        if two_scale:
+            check_integer("seq_len", seq_len, 1, TWO_SCALE_TOKENS)
+            if heads != 2:
+                raise ValueError(f"heads must be 2 with two_scale, got {heads}")
+            head_dim = seq_len
+            params = two_scale_params(layers, seq_len, gain=gain, sink=sink)
+            inputs = np.eye(seq_len, 3 * seq_len, dtype=np.float32)
+        else:
+            params = stack_params(
+                layers, heads, head_dim, gain=gain, key_jitter=key_jitter, seed=seed
+            )
+            inputs = positional_inputs(seq_len, heads, head_dim, sink=sink)
         tokens = tuple(str(t) for t in range(seq_len))
         if sink:
             tokens = ("<s>", *tokens[1:])
         return cls(
             params=params,
-            inputs=jnp.asarray(positional_inputs(seq_len, heads, head_dim, sink=sink)),
+            inputs=jnp.asarray(inputs),
             causal=causal,
             layers=layers,
             heads=heads,
@@ -197,9 +254,12 @@ class Params:
     sink: bool = False
     gain: float = GAIN
     seed: int = 0
+    two_scale: bool = False
 
     def __post_init__(self):
-        check_integer("seq_len", self.seq_len, 1, MAX_TOKENS)
+        check_flag("two_scale", self.two_scale)
+        most = TWO_SCALE_TOKENS if self.two_scale else MAX_TOKENS
+        check_integer("seq_len", self.seq_len, 1, most)
         check_flag("causal", self.causal)
         check_flag("sink", self.sink)
         check_real("gain", self.gain, *GAIN_RANGE)
@@ -207,7 +267,8 @@ class Params:
 
 
 def _build(params: Params) -> Synthetic:
-    options = {name: getattr(params, name) for name in ("causal", "sink", "gain", "seed")}
+    names = ("causal", "sink", "gain", "seed", "two_scale")
+    options = {name: getattr(params, name) for name in names}
     return Synthetic.create(params.seq_len, **options)
 
 
