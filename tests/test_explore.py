@@ -118,7 +118,9 @@ def test_value_is_observed_where_it_can_show(explorer):
 def test_the_controls_are_the_sources_own_parameters(explorer):
     widget = Widget(explorer)
     shown = [control.description for control in widget.menus.children[3:]]
-    assert shown == ["seq len", "causal", "sink", "gain", "two scale"], "synthetic's; seed is common"
+    assert shown == ["seq len", "causal", "sink", "gain", "two scale"], (
+        "synthetic's; seed is common"
+    )
     assert set(panels.SOURCE_PARAMETERS) == set(models.parameter_defaults()) - set(panels.COMMON)
     widget.controls["gain"].value = 3.0  # a FloatText, from gain's default
     widget.controls["seq_len"].value = 6  # an IntText

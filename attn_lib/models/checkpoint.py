@@ -1,11 +1,16 @@
 """A checkpoint once read, whatever its file: parameters, config, tokenizer and how it
-begins a text; and the one way a checkpoint's source turns a text or token ids into
-its input (:func:`token_ids`)."""
+begins a text; the one way a checkpoint's source turns a text or token ids into its
+input (:func:`token_ids`); and what every family's source shares
+(:class:`CheckpointSource`)."""
 
 import dataclasses
 
+import jax
+import jax.numpy as jnp
+from flax import struct
+
 from attn_lib.checks import shown
-from attn_lib.models.base import Labels
+from attn_lib.models.base import Labels, Source
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -74,3 +79,34 @@ def token_ids(
         raise ValueError(f"text must fit the model's {context} positions; it has {len(ids)} tokens")
     labels = Labels(label(tokenizer, i) if tokenizer else str(i) for i in ids)
     return ids, labels
+
+
+@struct.dataclass
+class CheckpointSource(Source):
+    """A causal source read from a checkpoint, over one tokenized input: its parameters,
+    ids, labels, config and the checkpoint itself (its tokenizer, its BOS), as one
+    pytree. A family (:mod:`~attn_lib.models.decoder`, :mod:`~attn_lib.models.gpt2`)
+    adds ``embed``, ``layer`` and ``logits``."""
+
+    params: dict
+    ids: jax.Array
+    tokens: Labels
+    config: object = struct.field(pytree_node=False)
+    checkpoint: Checkpoint = struct.field(pytree_node=False)
+    causal = True
+
+    @classmethod
+    def create(cls, checkpoint: Checkpoint, text=None, *, ids=None, bos=None):
+        """The model of ``checkpoint`` over ``text`` or token ``ids`` (see
+        :func:`token_ids`)."""
+        ids, labels = token_ids(checkpoint, text, ids, bos)
+        return cls(checkpoint.params, jnp.asarray(ids, jnp.int32), labels,
+                   checkpoint.config, checkpoint)  # fmt: skip
+
+    @property
+    def layers(self) -> int:
+        return self.config.layers
+
+    @property
+    def seq_len(self) -> int:
+        return self.ids.shape[-1]

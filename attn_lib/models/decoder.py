@@ -25,8 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from attn_lib.models.base import Labels, Source, modify_and_attend, stacked
-from attn_lib.models.checkpoint import Checkpoint, token_ids
+from attn_lib.models.base import modify_and_attend, stacked
+from attn_lib.models.checkpoint import CheckpointSource
 from attn_lib.modification import Modification
 
 ACTIVATIONS = {
@@ -164,39 +164,15 @@ def rotary(x: jax.Array, frequency: jax.Array) -> jax.Array:
 
 
 @struct.dataclass
-class Decoder(Source):
-    """A decoder checkpoint over one tokenized text: parameters, config and ids, as one
-    pytree. Causal; in a layer with a window, a query also sees only its last
-    ``window`` positions.
+class Decoder(CheckpointSource):
+    """A decoder checkpoint over one tokenized text (build it with ``create``). Causal;
+    in a layer with a window, a query also sees only its last ``window`` positions.
 
     With grouped-query attention (``kv_heads < heads``) a Query modification acts on
     the query heads, a Key or Value one on the KV heads, and KV head ``g`` reaches
     query heads ``g·r … g·r + r − 1`` (``r = heads / kv_heads``):
     ``Modification(..., head=g)`` indexes the heads of its own component.
     """
-
-    params: dict
-    ids: jax.Array
-    tokens: Labels
-    config: Config = struct.field(pytree_node=False)
-    checkpoint: Checkpoint = struct.field(pytree_node=False)  # its tokenizer, its BOS
-    causal = True
-
-    @classmethod
-    def create(cls, checkpoint: Checkpoint, text=None, *, ids=None, bos=None) -> "Decoder":
-        """The model of ``checkpoint`` over ``text`` or token ``ids`` (see
-        :func:`~attn_lib.models.checkpoint.token_ids`)."""
-        ids, labels = token_ids(checkpoint, text, ids, bos)
-        return cls(checkpoint.params, jnp.asarray(ids, jnp.int32), labels,
-                   checkpoint.config, checkpoint)  # fmt: skip
-
-    @property
-    def layers(self) -> int:
-        return self.config.layers
-
-    @property
-    def seq_len(self) -> int:
-        return self.ids.shape[-1]
 
     def embed(self) -> jax.Array:
         return self.params["embedding"][self.ids] * jnp.float32(self.config.embed_scale)

@@ -15,8 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from attn_lib.models.base import Labels, Source, modify_and_attend, stacked
-from attn_lib.models.checkpoint import Checkpoint, token_ids
+from attn_lib.models.base import modify_and_attend, stacked
+from attn_lib.models.checkpoint import Checkpoint, CheckpointSource
 from attn_lib.modification import Modification
 
 
@@ -93,29 +93,8 @@ def layer_norm(x, p, eps):
 
 
 @struct.dataclass
-class GPT2(Source):
-    """A GPT-2 checkpoint over one tokenized text, as one pytree. Causal."""
-
-    params: dict
-    ids: jax.Array
-    tokens: Labels
-    config: Config = struct.field(pytree_node=False)
-    checkpoint: Checkpoint = struct.field(pytree_node=False)  # its tokenizer, its BOS
-    causal = True
-
-    @classmethod
-    def create(cls, checkpoint: Checkpoint, text=None, *, ids=None, bos=None) -> "GPT2":
-        ids, labels = token_ids(checkpoint, text, ids, bos)
-        return cls(checkpoint.params, jnp.asarray(ids, jnp.int32), labels,
-                   checkpoint.config, checkpoint)  # fmt: skip
-
-    @property
-    def layers(self) -> int:
-        return self.config.layers
-
-    @property
-    def seq_len(self) -> int:
-        return self.ids.shape[-1]
+class GPT2(CheckpointSource):
+    """A GPT-2 checkpoint over one tokenized text (build it with ``create``). Causal."""
 
     def embed(self) -> jax.Array:
         return self.params["embedding"][self.ids] + self.params["position"][: self.seq_len]
