@@ -36,6 +36,21 @@ requires_smollm2 = _requires(smollm2, "SmolLM2")
 requires_gemma3 = _requires(gemma3, "Gemma-3-270M")
 
 
+def assert_matches_reference(source, reference: dict, prompt: int) -> None:
+    """A decoder ``source`` over ``reference``'s prompt against transformers: token ids
+    identical, every layer's attention within 1e-4, the last token's logits within 1e-3
+    (at ``logit_ids_<prompt>`` where the fixture keeps only some)."""
+    import attn_lib
+
+    np.testing.assert_array_equal(source.ids, reference[f"ids_{prompt}"])
+    weights = attn_lib.all_weights(source, None, modify_layer=0)  # every layer
+    np.testing.assert_allclose(weights, reference[f"weights_{prompt}"], rtol=0, atol=1e-4)
+    logits = np.asarray(source.logits())[-1]
+    kept = reference.get(f"logit_ids_{prompt}")
+    logits = logits if kept is None else logits[kept]
+    np.testing.assert_allclose(logits, reference[f"last_logits_{prompt}"], rtol=0, atol=1e-3)
+
+
 def load_reference(model: str) -> dict:
     """The arrays of ``tests/reference/<model>_reference.npz``: what transformers computes,
     made once outside CI by the script beside it."""

@@ -5,7 +5,7 @@ import importlib.util
 
 import numpy as np
 import pytest
-from conftest import load_reference, requires_gemma3
+from conftest import assert_matches_reference, load_reference, requires_gemma3
 
 import attn_lib
 from attn_lib.models import gemma3, gguf_file
@@ -20,12 +20,7 @@ def reference():
 
 @pytest.mark.parametrize("prompt", range(3))  # English; digits and punctuation; non-ASCII
 def test_tokens_weights_and_logits_match_transformers(reference, prompt):
-    source = gemma3.create(str(reference["prompts"][prompt]))
-    np.testing.assert_array_equal(source.ids, reference[f"ids_{prompt}"])
-    weights = attn_lib.all_weights(source, None, modify_layer=0)  # every layer
-    np.testing.assert_allclose(weights, reference[f"weights_{prompt}"], rtol=0, atol=1e-4)
-    logits = np.asarray(source.logits())[-1, reference[f"logit_ids_{prompt}"]]
-    np.testing.assert_allclose(logits, reference[f"last_logits_{prompt}"], rtol=0, atol=1e-3)
+    assert_matches_reference(gemma3.create(str(reference["prompts"][prompt])), reference, prompt)
 
 
 def test_without_the_embedding_scale_the_maps_are_wrong(reference):

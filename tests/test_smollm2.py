@@ -5,7 +5,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import load_reference, requires_smollm2
+from conftest import assert_matches_reference, load_reference, requires_smollm2
 
 import attn_lib
 from attn_lib.files import save_npz
@@ -30,12 +30,7 @@ def fox():
 
 @pytest.mark.parametrize("prompt", range(3))  # English; digits and punctuation; non-ASCII
 def test_tokens_weights_and_logits_match_transformers(reference, prompt):
-    source = smollm2.create(str(reference["prompts"][prompt]))
-    np.testing.assert_array_equal(source.ids, reference[f"ids_{prompt}"])
-    weights = attn_lib.all_weights(source, None, modify_layer=0)  # every layer
-    np.testing.assert_allclose(weights, reference[f"weights_{prompt}"], rtol=0, atol=1e-4)
-    logits = np.asarray(source.logits())[-1]
-    np.testing.assert_allclose(logits, reference[f"last_logits_{prompt}"], rtol=0, atol=1e-3)
+    assert_matches_reference(smollm2.create(str(reference["prompts"][prompt])), reference, prompt)
 
 
 def test_labels_are_readable_text(fox):
