@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 from attn_lib.checks import shown
-from attn_lib.models import decoder, gpt2, minilm
+from attn_lib.models import decoder, gguf_file, gpt2, minilm
 from attn_lib.models.base import Source
 from attn_lib.models.checkpoint import Checkpoint
 from attn_lib.models.hf_files import read_config, read_tensors, read_tokenizer
@@ -165,7 +165,7 @@ def _family(folder: Path) -> tuple[Family, dict]:
     if kind not in FAMILIES:
         raise ValueError(f"{folder}: model_type {shown(kind)} is not supported; supported: "
                          f"{', '.join(FAMILIES)} (a Hugging Face folder), "
-                         "llama, qwen2, gemma3 (a GGUF file)")  # fmt: skip
+                         f"{', '.join(gguf_file.ARCHITECTURES)} (a GGUF file)")  # fmt: skip
     return FAMILIES[kind], config
 
 

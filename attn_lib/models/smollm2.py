@@ -10,7 +10,7 @@ its declared dependencies pull llama-cpp-python), checked by sha256 in full. The
 ``gguf`` package reads it and dequantizes it (Q4_1 projections, a Q8_0 embedding,
 F32 norms) to float32, once: the arrays and the tokenizer are then cached as
 ``llama-gguf/<sha256>.npz`` in attn_lib's cache folder (:mod:`attn_lib.models.weights`; a
-cold load takes 5.3 s, a warm one 0.95 s).
+cold load takes 7.8 s, a warm one 2.0 s).
 
 The file is read by :mod:`attn_lib.models.gguf_file` as one checkpoint of the decoder
 family (:mod:`attn_lib.models.decoder`); another Llama GGUF loads the same way, by
