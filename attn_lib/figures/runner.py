@@ -141,7 +141,9 @@ def run(
     busy = f"another runner is drawing into {out}; wait for it to finish, or use another --out"
     with exclusive(out / LOCK, busy), tqdm(total=total, desc="notebooks", unit="nb") as bar:
         pool = ThreadPoolExecutor(jobs)
-        first = panels + [grid for figure_panels, grid in figures if not figure_panels]
+        # The figures drawn by one notebook of their own (the report, the sinks) are the
+        # longest jobs: they start first, so that the panels fill the other workers.
+        first = [grid for figure_panels, grid in figures if not figure_panels] + panels
         pending = {pool.submit(run_job, job): job for job in first}
 
         def finish(future, job):
