@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from attn_lib.blockwise import Blockwise
 from attn_lib.checks import check_index, check_integer
 from attn_lib.modification import Modification, check_epsilon
 
@@ -33,13 +34,55 @@ def _all_weights(source, modification, modify_layer):
     return source.weights(modification, modify_layer=modify_layer)
 
 
+ROW_METRICS = ("entropy", "maximum", "sink", "diagonal", "previous", "columns", "total_variation")
+
+
+def reference(source, *, block_size: int = 512) -> dict[str, jax.Array]:
+    """What the blockwise path needs of the unmodified run to measure the total
+    variation to it: every layer's Query, Key (``(layers, ..., heads, T, d)``, after
+    RoPE and norms) and log-sum-exps. ``O(layers · T · d)``, never ``T²``."""
+    check_integer("block_size", block_size, 1)
+    return _reference(source, block_size)
+
+
+@partial(jax.jit, static_argnames="block_size")
+def _reference(source, block_size):
+    _, rows = source.run(None, modify_layer=0, path=Blockwise(block_size, keep=True))
+    return {name: rows[name] for name in ("query", "key", "lse")}
+
+
+def row_metrics(
+    source, modification: Modification | None = None, *, modify_layer: int = 0,
+    block_size: int = 512, kept: dict | None = None, total_variation: bool = True,
+) -> dict[str, jax.Array]:  # fmt: skip
+    """Every layer's and head's per-row metrics on the blockwise path (no ``(T, T)`` map
+    is formed), ``{name: (layers, ..., heads, T)}`` for ``name`` in :data:`ROW_METRICS`:
+    per query row normalised entropy, maximum weight, sink, diagonal and previous-token
+    mass, and total variation to the unmodified map (from :func:`reference`, or
+    ``kept`` from it; left out, and the reference with it, if not ``total_variation``);
+    per key the attention it receives (``columns``). ``modification`` acts in layer
+    ``modify_layer``. Equal to the dense metrics (:func:`attn_lib.metrics.rows`)."""
+    check_index("modify_layer", modify_layer, source.layers)
+    check_integer("block_size", block_size, 1)
+    if total_variation and kept is None:
+        kept = reference(source, block_size=block_size)
+    path = Blockwise(block_size, reference=kept if total_variation else None)
+    return _row_metrics(source, modification, jnp.int32(modify_layer), path)
+
+
+@jax.jit
+def _row_metrics(source, modification, modify_layer, path):
+    _, rows = source.run(modification, modify_layer=modify_layer, path=path)
+    return {name: rows[name] for name in ROW_METRICS if name in rows}
+
+
 @partial(jax.jit, static_argnames=("batch_size", "reduce"))
-def _sweep(source, modification, epsilons, *, modify_layer, batch_size, reduce):
-    h, below = source.below(modify_layer)  # independent of ε: computed once
+def _sweep(source, modification, epsilons, *, modify_layer, batch_size, reduce, path=None):
+    h, below = source.below(modify_layer, path)  # independent of ε: computed once
 
     def one(epsilon):
         modified = modification.with_epsilon(epsilon)
-        _, weights = source.above(h, below, modified, modify_layer=modify_layer)
+        _, weights = source.above(h, below, modified, modify_layer=modify_layer, path=path)
         return weights if reduce is None else reduce(weights)
 
     return jax.lax.map(one, epsilons, batch_size=batch_size)

@@ -14,7 +14,7 @@ from jax.typing import ArrayLike
 
 from attn_lib.checks import check_real
 from attn_lib.modification import Modification
-from attn_lib.softmax import attention_weights, compute_dtype
+from attn_lib.softmax import compute_dtype
 
 
 def _allowed(weights: jax.Array, mask: ArrayLike | None) -> jax.Array:
@@ -84,6 +84,26 @@ def distance_to_uniform(weights: ArrayLike, mask: ArrayLike | None = None) -> ja
     return total_variation(weights, uniform(weights, mask))
 
 
+def rows(
+    weights: ArrayLike, mask: ArrayLike | None = None, reference: ArrayLike | None = None
+) -> dict[str, jax.Array]:
+    """Per row of ``weights (..., T, T)``, ``(..., T)``: what the blockwise path gives
+    (:func:`attn_lib.compute.row_metrics`), here from the map. ``columns`` is per key,
+    the attention it receives; ``total_variation`` (to ``reference``) only with one."""
+    weights = jnp.asarray(weights)
+    found = {
+        "entropy": normalised_entropy(weights, mask),
+        "maximum": jnp.max(weights, axis=-1),
+        "sink": sink_mass(weights),
+        "diagonal": diagonal_mass(weights),
+        "previous": previous_token_mass(weights),
+        "columns": jnp.sum(weights, axis=-2),
+    }
+    if reference is not None:
+        found["total_variation"] = total_variation(weights, reference)
+    return found
+
+
 def summary(
     weights: ArrayLike, mask: ArrayLike | None = None, reference: ArrayLike | None = None
 ) -> dict[str, jax.Array]:
@@ -102,36 +122,6 @@ def summary(
     if reference is not None:
         averages["distance_to_reference"] = total_variation(weights, reference).mean(-1)
     return averages
-
-
-@partial(jax.jit, static_argnames=("block_size",))
-def blockwise_row_metrics(
-    query: ArrayLike, key: ArrayLike, *, block_size: int = 1024
-) -> dict[str, jax.Array]:
-    """Per-row normalised entropy, diagonal and sink mass of unmasked softmax attention
-    ``softmax(query·keyᵀ/√d)``, without materialising the ``(T, T)`` weights.
-
-    Query rows go through in blocks of ``block_size``; only one block's ``(block, T)``
-    weights exist at a time, so memory grows with ``T·block_size``, not ``T²``.
-    ``query``, ``key``: ``(T, d)``. Returns three ``(T,)`` arrays.
-    """
-    query, key = jnp.asarray(query), jnp.asarray(key)
-    seq_len = query.shape[0]
-    n_blocks = -(-seq_len // block_size)
-    padded = jnp.pad(query, ((0, n_blocks * block_size - seq_len), (0, 0)))
-    rows = jnp.arange(n_blocks * block_size).reshape(n_blocks, block_size)
-
-    def one(args):
-        block, block_rows = args
-        weights = attention_weights(block, key)
-        diagonal = jnp.take_along_axis(
-            weights, jnp.minimum(block_rows, key.shape[0] - 1)[:, None], axis=-1
-        )[:, 0]
-        return normalised_entropy(weights), diagonal, sink_mass(weights)
-
-    blocks = padded.reshape(n_blocks, block_size, -1)
-    entropy, diagonal, sink = (x.reshape(-1)[:seq_len] for x in jax.lax.map(one, (blocks, rows)))
-    return {"entropy": entropy, "diagonal": diagonal, "sink": sink}
 
 
 @partial(jax.jit, static_argnames=("modify_layer",))

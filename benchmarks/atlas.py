@@ -59,7 +59,7 @@ def _loop_case(name: str, n_eps: int, layers: list[int]) -> dict:
 
     source = _source(name)
     base = all_weights(source, None, modify_layer=0)
-    mask = source.visible()
+    mask = source.masks()
 
     @partial(jax.jit, static_argnums=2)
     def one(source, modification, layer):

@@ -15,7 +15,7 @@ median, min and max of repeats after a warm-up; the judged numbers are ratios:
   floor: the bytes of the weights written (float32: the library computes the softmax
   in float32 whatever the input dtype) ÷ the copy bandwidth measured in the same run;
 - metrics: per-row entropy, sink and diagonal mass, from the materialised weights and
-  blockwise without them (``metrics.blockwise_row_metrics``), against
+  blockwise without them (``attn_lib.blockwise.attend``), against
   ``jax.nn.dot_product_attention``'s forward at the same shape in bfloat16 (cuDNN
   takes only 16-bit inputs; XLA where cuDNN is missing, and the row says which).
 Each row also checks that the blockwise metrics equal the materialised ones.
@@ -32,6 +32,7 @@ import jax.numpy as jnp
 from common import timed
 
 from attn_lib import attention_weights, metrics
+from attn_lib.blockwise import Visibility, attend
 from attn_lib.files import write_json
 
 HEADS, HEAD_DIM = 8, 64
@@ -62,7 +63,8 @@ def materialised_metrics(q, k):
 
 @partial(jax.jit, static_argnames="block_size")
 def blockwise_metrics(q, k, *, block_size):
-    return jax.vmap(partial(metrics.blockwise_row_metrics, block_size=block_size))(q, k)
+    _, rows = attend(q, k, k, Visibility(q.shape[-2]), block_size=block_size)
+    return {name: rows[name] for name in ("entropy", "diagonal", "sink")}
 
 
 def attention_forward(length: int, repeats: int) -> dict:

@@ -1,11 +1,12 @@
 """The tree stays readable: no module of the library is over 300 lines, and the thin
-core (pure JAX: softmax, modification, compute, metrics, checks) stays under 800."""
+core (pure JAX: softmax, modification, compute, metrics, checks, and since the
+long-context issue blockwise attention) stays under 1000."""
 
 from pathlib import Path
 
 LIBRARY = Path(__file__).resolve().parents[1] / "attn_lib"
-CORE = ("softmax.py", "modification.py", "compute.py", "metrics.py", "checks.py")
-MODULE_LINES, CORE_LINES = 300, 800
+CORE = ("softmax.py", "modification.py", "compute.py", "metrics.py", "checks.py", "blockwise.py")
+MODULE_LINES, CORE_LINES = 300, 1000
 
 
 def lines(path: Path) -> int:

@@ -2,7 +2,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from attn_lib import Modification, all_weights, attention_weights, causal_mask, metrics
+from attn_lib import Modification, all_weights, causal_mask, metrics
 
 A = jnp.array([[0.5, 0.25, 0.25], [0.1, 0.6, 0.3], [0.2, 0.2, 0.6]])
 
@@ -81,14 +81,3 @@ def test_sensitivity_matches_finite_differences(synthetic, component, kind, epsi
     below = all_weights(synthetic, modification.with_epsilon(epsilon - h), modify_layer=0)
     np.testing.assert_allclose(derivative, (above - below) / (2 * h), atol=2e-3)
     assert np.abs(derivative).max() > 1e-2
-
-
-@pytest.mark.parametrize(("seq_len", "block_size"), [(300, 64), (64, 64), (5, 16)])
-def test_blockwise_row_metrics_equal_the_materialised_ones(seq_len, block_size):
-    rng = np.random.default_rng(seq_len)
-    query, key = (rng.standard_normal((seq_len, 16), dtype=np.float32) * 2 for _ in range(2))
-    blockwise = metrics.blockwise_row_metrics(query, key, block_size=block_size)
-    weights = attention_weights(query, key)
-    np.testing.assert_allclose(blockwise["entropy"], metrics.normalised_entropy(weights), atol=1e-6)
-    np.testing.assert_allclose(blockwise["diagonal"], metrics.diagonal_mass(weights), atol=1e-7)
-    np.testing.assert_allclose(blockwise["sink"], metrics.sink_mass(weights), atol=1e-7)

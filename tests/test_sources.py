@@ -31,7 +31,7 @@ class Toy(Source):
         return self.inputs
 
     def layer(self, i, h, modification):
-        out, weights = modify_and_attend(h[None], h[None], h[None], None, modification)
+        out, weights = modify_and_attend(h[None], h[None], h[None], self.visibility(), modification)
         return h + out[0], weights
 
     @property

@@ -166,7 +166,7 @@ def _fill(source, store: Path, grid: Grid, base, process: int, processes: int, p
     chunks = [c for i, c in enumerate(grid.chunks()) if i % processes == process]
     with xr.open_zarr(store) as dataset:
         todo = [c for c in chunks if not is_complete(store, ident, grid, dataset, c)]
-    mask = source.visible()  # (T, T), or None where every key is seen
+    mask = source.masks()  # (layers, 1, T, T), or None where every key is seen
     devices = jax.local_devices()
 
     def dispatch(chunk):

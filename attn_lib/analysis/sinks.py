@@ -80,7 +80,7 @@ def inputs(
 def _alpha(source, ids, modification=None, modify_layer=0):
     over = source.replace(ids=ids)
     weights = over.weights(modification, modify_layer=modify_layer)
-    return metrics.first_token_score(weights, over.visible())
+    return metrics.first_token_score(weights, over.masks())
 
 
 @jax.jit

@@ -17,9 +17,10 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from attn_lib.blockwise import Visibility
 from attn_lib.checks import check_index, check_text
 from attn_lib.modification import Modification
-from attn_lib.softmax import attention, causal_mask
+from attn_lib.softmax import attention
 
 DEFAULT_TEXT = "The quick brown fox jumps over the lazy dog."  # what a model reads unless told
 
@@ -38,35 +39,44 @@ jax.tree_util.register_pytree_node(
 )
 
 
-def modify_and_attend(query, key, value, mask, modification: Modification | None):
+def modify_and_attend(
+    query, key, value, visible: Visibility, modification: Modification | None, path=None
+):
     """Softmax attention of ``query (..., heads, T, d)`` over ``key`` and ``value``
-    ``(..., kv_heads, T, d)``, with ``modification`` applied to its component first.
+    ``(..., kv_heads, T, d)``, with ``modification`` applied to its component first;
+    ``visible`` says which keys each query sees.
 
     Grouped-query attention: with fewer KV heads than query heads, KV head ``g`` serves
     query heads ``g·r … g·r + r − 1`` (``r = heads / kv_heads``). The modification acts
     on the heads of its own component, so a Key or Value modification of one KV head
-    reaches its ``r`` query heads. Returns the output and the weights ``(..., heads, T, T)``.
+    reaches its ``r`` query heads. Returns the output and the weights ``(..., heads, T,
+    T)``; on ``path`` (:class:`~attn_lib.blockwise.Blockwise`) what it returns instead
+    of the weights, never forming them.
     """
     qkv = {"query": query, "key": key, "value": value}
     if modification is not None:
         qkv[modification.component] = modification.apply_heads(qkv[modification.component])
+    if path is not None:
+        return path(qkv["query"], qkv["key"], qkv["value"], visible)
     repeats = query.shape[-3] // key.shape[-3]
     key, value = (jnp.repeat(qkv[name], repeats, axis=-3) for name in ("key", "value"))
-    return attention(qkv["query"], key, value, mask=mask)
+    return attention(qkv["query"], key, value, mask=visible.dense())
 
 
 def modified_attention(
-    query, key, value, mask=None, module=None, *, modification: Modification | None
-):
-    """A Flax ``attention_fn``: modify one component, then softmax attention.
+    query, key, value, module=None, *, visible: Visibility, modification: Modification | None,
+    path=None,
+):  # fmt: skip
+    """A Flax ``attention_fn``: modify one component, then softmax attention over the
+    keys ``visible`` allows (the source gives it; Flax is given no mask).
 
-    ``mask`` and ``module`` are named parameters on purpose: Flax linen passes only
-    the keyword arguments that appear in the function's signature, so a ``**kwargs``
-    function would silently lose the mask. Inputs are Flax's ``(..., T, heads, d)``;
-    the weights ``(..., heads, T, T)`` are sown as ``intermediates/weights``.
+    ``module`` is a named parameter on purpose: Flax linen passes only the keyword
+    arguments that appear in the function's signature. Inputs are Flax's ``(..., T,
+    heads, d)``; the weights ``(..., heads, T, T)`` (or ``path``'s metrics) are sown as
+    ``intermediates/weights``.
     """
     heads_first = (jnp.swapaxes(x, -3, -2) for x in (query, key, value))
-    output, weights = modify_and_attend(*heads_first, mask, modification)
+    output, weights = modify_and_attend(*heads_first, visible, modification, path)
     module.sow("intermediates", "weights", weights)
     return jnp.swapaxes(output, -3, -2)
 
@@ -88,9 +98,10 @@ class Source:
         """The input of layer 0, ``(..., T, d_model)``."""
         raise NotImplementedError
 
-    def layer(self, i, h: jax.Array, modification: Modification | None):
+    def layer(self, i, h: jax.Array, modification: Modification | None, path=None):
         """Layer ``i`` (maybe traced) on ``h``, with ``modification`` applied: its output
-        and its softmax weights ``(..., heads, T, T)``."""
+        and its softmax weights ``(..., heads, T, T)``, or on ``path`` its per-row
+        metrics (it attends through :func:`modify_and_attend`, passing ``path`` on)."""
         raise NotImplementedError
 
     def padding(self) -> jax.Array | None:
@@ -98,63 +109,92 @@ class Source:
         None where every token is real."""
         return None
 
-    def visible(self) -> jax.Array | None:
+    def window(self, i) -> int | jax.Array:
+        """How many positions back layer ``i``'s queries see, themselves included (0:
+        all): a source with sliding-window layers says so here."""
+        return 0
+
+    def visibility(self, layer=None) -> Visibility:
+        """Which keys each query of ``layer`` (None: of a layer without a window) may
+        see, as a rule: the one place the causal, window and padding masks are worked
+        out; layers attend with it."""
+        window = 0 if layer is None else self.window(layer)
+        return Visibility(self.seq_len, self.causal, window, self.padding())
+
+    def visible(self, layer=None) -> jax.Array | None:
         """Which keys each query may see, True where it may: ``(T, T)`` or, with padding,
-        ``(..., 1, T, T)``; None where every query sees every key. The one place the
-        causal and padding masks are worked out: layers attend with it, and panels and
-        metrics read it."""
-        mask = causal_mask(self.seq_len) if self.causal else None
-        real = self.padding()
-        if real is not None:
-            keys = real[..., None, None, :]
-            mask = keys if mask is None else mask & keys
-        return mask
+        ``(..., 1, T, T)``; None where every query sees every key (panels read it)."""
+        return self.visibility(layer).dense()
+
+    def masks(self) -> jax.Array | None:
+        """Every layer's mask, shaped to broadcast against the weights ``(layers, ...,
+        heads, T, T)`` (metrics read it: a windowed row's entropy is over its window);
+        None where every query sees every key."""
+        masks = [self.visible(i) for i in range(self.layers)]
+        if masks[0] is None:
+            return None
+        stack = jnp.stack(masks)
+        return stack[:, None] if stack.ndim == 3 else stack
 
     def layer_params(self, i) -> dict:
         """Layer ``i``'s parameters (``i`` may be traced)."""
         return jax.tree.map(lambda stack: stack[i], self.params["layers"])
 
-    def _layers(self, start, stop, h, weights):
-        """Run layers ``start`` to ``stop - 1``, unmodified, writing their weights."""
+    def _layer(self, i, h, modification, path):
+        """Layer ``i``, on ``path`` where one is given (a source of your own whose
+        ``layer`` takes no ``path`` runs the dense path only)."""
+        if path is None:
+            return self.layer(i, h, modification)
+        return self.layer(i, h, modification, path.at(i))
+
+    def _layers(self, start, stop, h, out, path):
+        """Run layers ``start`` to ``stop - 1``, unmodified, writing what they give."""
 
         def body(i, carry):
-            h, weights = carry
-            h, w = self.layer(i, h, None)
-            return h, weights.at[i].set(w)
+            h, out = carry
+            h, w = self._layer(i, h, None, path)
+            return h, _write(out, i, w)
 
-        return jax.lax.fori_loop(start, stop, body, (h, weights))
+        return jax.lax.fori_loop(start, stop, body, (h, out))
 
-    def below(self, modify_layer) -> tuple[jax.Array, jax.Array]:
+    def below(self, modify_layer, path=None) -> tuple[jax.Array, jax.Array]:
         """The input of layer ``modify_layer`` and the weights of every layer,
-        ``(layers, ..., heads, T, T)``, filled for the layers below it (zeros above):
-        everything that does not depend on the modification."""
+        ``(layers, ..., heads, T, T)`` (on ``path``, what it gives), filled for the
+        layers below it (zeros above): everything that does not depend on the
+        modification."""
         if not isinstance(modify_layer, jax.Array):
             check_index("modify_layer", modify_layer, self.layers)
         h = self.embed()
-        _, shape = jax.eval_shape(lambda h: self.layer(0, h, None), h)
-        weights = jnp.zeros((self.layers, *shape.shape), shape.dtype)
-        return self._layers(0, modify_layer, h, weights)
+        _, shapes = jax.eval_shape(lambda h: self._layer(0, h, None, path), h)
+        out = jax.tree.map(lambda s: jnp.zeros((self.layers, *s.shape), s.dtype), shapes)
+        return self._layers(0, modify_layer, h, out, path)
 
     def above(
-        self, h: jax.Array, weights: jax.Array, modification: Modification | None, *, modify_layer
+        self, h: jax.Array, out, modification: Modification | None, *, modify_layer, path=None
     ) -> tuple[jax.Array, jax.Array]:
         """Run layers ``modify_layer`` onwards from ``h`` with ``modification`` in the
-        first of them: the last hidden state and ``weights`` (from :meth:`below`) with
-        those layers' weights written in."""
-        h, w = self.layer(modify_layer, h, modification)
-        return self._layers(modify_layer + 1, self.layers, h, weights.at[modify_layer].set(w))
+        first of them: the last hidden state and ``out`` (from :meth:`below`) with those
+        layers' weights (or ``path``'s metrics) written in."""
+        h, w = self._layer(modify_layer, h, modification, path)
+        return self._layers(modify_layer + 1, self.layers, h, _write(out, modify_layer, w), path)
 
     def run(
-        self, modification: Modification | None, *, modify_layer
+        self, modification: Modification | None, *, modify_layer, path=None
     ) -> tuple[jax.Array, jax.Array]:
         """The last hidden state and the weights of every layer, ``(layers, ..., heads,
-        T, T)``, with ``modification`` applied in layer ``modify_layer`` only."""
-        h, weights = self.below(modify_layer)
-        return self.above(h, weights, modification, modify_layer=modify_layer)
+        T, T)``, with ``modification`` applied in layer ``modify_layer`` only. On ``path``
+        (:class:`~attn_lib.blockwise.Blockwise`) each layer's per-row metrics instead,
+        ``{name: (layers, ..., heads, T)}``, and no ``(T, T)`` map is formed."""
+        h, out = self.below(modify_layer, path)
+        return self.above(h, out, modification, modify_layer=modify_layer, path=path)
 
     def weights(self, modification: Modification | None, *, modify_layer) -> jax.Array:
         """The weights of every layer, ``(layers, heads, T, T)``."""
         return self.run(modification, modify_layer=modify_layer)[1]
+
+
+def _write(out, i, w):
+    return jax.tree.map(lambda stack, x: stack.at[i].set(x), out, w)
 
 
 @dataclasses.dataclass(frozen=True)

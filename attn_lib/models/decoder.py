@@ -177,9 +177,9 @@ class Decoder(CheckpointSource):
     def embed(self) -> jax.Array:
         return self.params["embedding"][self.ids] * jnp.float32(self.config.embed_scale)
 
-    def layer(self, i, h: jax.Array, modification: Modification | None):
+    def layer(self, i, h: jax.Array, modification: Modification | None, path=None):
         p, c = self.layer_params(i), self.config
-        frequencies, windows = _tables(c)
+        frequencies, _ = _tables(c)
         x = rms_norm(h, p["attention_norm"], c.norm_eps)
 
         def heads(part, count):  # (count, T, d), QK-normed where the model does
@@ -190,15 +190,17 @@ class Decoder(CheckpointSource):
         frequency = jnp.asarray(frequencies)[i]
         query = rotary(heads("query", c.heads), frequency) * jnp.float32(c.query_scale)
         key = rotary(heads("key", c.kv_heads), frequency)
-        window = jnp.asarray(windows)[i]
-        back = jnp.arange(self.seq_len)[:, None] - jnp.arange(self.seq_len)[None, :]
-        mask = self.visible() & ((window == 0) | (back < window))
-        out, weights = modify_and_attend(query, key, heads("value", c.kv_heads), mask, modification)
+        visible = self.visibility(i)
+        value = heads("value", c.kv_heads)
+        out, weights = modify_and_attend(query, key, value, visible, modification, path)
         attended = jnp.swapaxes(out, 0, 1).reshape(-1, c.heads * c.head_dim) @ p["out"]
         h = h + self._post(attended, p, "attention_post_norm")
         x = rms_norm(h, p["mlp_norm"], c.norm_eps)
         mlp = (ACTIVATIONS[c.act](x @ p["gate"]) * (x @ p["up"])) @ p["down"]
         return h + self._post(mlp, p, "mlp_post_norm"), weights
+
+    def window(self, i) -> jax.Array:
+        return jnp.asarray(_tables(self.config)[1])[i]
 
     def _project(self, p, x, part, count):
         """``x`` projected to ``part``'s heads: ``(T, count·d) → (count, T, d)``."""

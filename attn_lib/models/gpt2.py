@@ -99,7 +99,7 @@ class GPT2(CheckpointSource):
     def embed(self) -> jax.Array:
         return self.params["embedding"][self.ids] + self.params["position"][: self.seq_len]
 
-    def layer(self, i, h: jax.Array, modification: Modification | None):
+    def layer(self, i, h: jax.Array, modification: Modification | None, path=None):
         p, c = self.layer_params(i), self.config
         norm = {name: {"weight": p[f"{name}.weight"], "bias": p[f"{name}.bias"]}
                 for name in ("ln_1", "ln_2")}  # fmt: skip
@@ -109,7 +109,7 @@ class GPT2(CheckpointSource):
             jnp.swapaxes(part.reshape(-1, c.heads, c.hidden // c.heads), 0, 1)
             for part in jnp.split(fused, 3, axis=-1)
         )
-        out, weights = modify_and_attend(query, key, value, self.visible(), modification)
+        out, weights = modify_and_attend(query, key, value, self.visibility(), modification, path)
         out = jnp.swapaxes(out, 0, 1).reshape(-1, c.hidden)
         h = h + out @ p["attn.c_proj.weight"] + p["attn.c_proj.bias"]
         x = layer_norm(h, norm["ln_2"], c.norm_eps)

@@ -149,16 +149,18 @@ class BertLayer(nn.Module):
     norm_eps: float
 
     @nn.compact
-    def __call__(self, h, mask, modification: Modification | None):
+    def __call__(self, h, visible, modification: Modification | None, path=None):
         attend = nn.MultiHeadDotProductAttention(
             num_heads=self.heads,
             qkv_features=self.hidden,
             out_features=self.hidden,
-            attention_fn=partial(modified_attention, modification=modification),
+            attention_fn=partial(
+                modified_attention, visible=visible, modification=modification, path=path
+            ),
             name="attention",
         )
         norm = partial(nn.LayerNorm, epsilon=self.norm_eps, use_fast_variance=False)
-        h = norm(name="attention_norm")(h + attend(h, mask=mask, sow_weights=True))
+        h = norm(name="attention_norm")(h + attend(h, sow_weights=True))
         up = nn.gelu(nn.Dense(self.intermediate, name="intermediate")(h), approximate=False)
         return norm(name="output_norm")(h + nn.Dense(self.hidden, name="output")(up))
 
@@ -270,13 +272,14 @@ class MiniLM(Source):
         norm = nn.LayerNorm(epsilon=self.norm_eps, use_fast_variance=False)
         return norm.apply({"params": e["norm"]}, h)
 
-    def layer(self, i: int, h: jax.Array, modification: Modification | None):
+    def layer(self, i: int, h: jax.Array, modification: Modification | None, path=None):
         block = BertLayer(self.heads, self.hidden, self.intermediate, self.norm_eps)
         h, state = block.apply(
             {"params": self.layer_params(i)},
             h,
-            self.visible(),
+            self.visibility(),
             modification,
+            path,
             mutable=["intermediates"],
         )
         return h, state["intermediates"]["attention"]["weights"][0]

@@ -223,18 +223,20 @@ class Synthetic(Source):
     def embed(self) -> jax.Array:
         return self.inputs
 
-    def layer(self, i: int, h: jax.Array, modification: Modification | None):
+    def layer(self, i: int, h: jax.Array, modification: Modification | None, path=None):
+        attention_fn = partial(
+            modified_attention, visible=self.visibility(), modification=modification, path=path
+        )
         attend = nn.MultiHeadDotProductAttention(
             num_heads=self.heads,
             qkv_features=self.heads * self.head_dim,
             out_features=h.shape[-1],
             use_bias=False,
-            attention_fn=partial(modified_attention, modification=modification),
+            attention_fn=attention_fn,
         )
         out, state = attend.apply(
             {"params": self.layer_params(i)},
             h,
-            mask=self.visible(),
             sow_weights=True,
             mutable=["intermediates"],
         )
