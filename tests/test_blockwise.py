@@ -47,12 +47,15 @@ def assert_rows_equal(found: dict, expected: dict, atol=1e-5) -> None:
         np.testing.assert_allclose(found[name], values, rtol=0, atol=atol, err_msg=name)
 
 
-@pytest.mark.parametrize("mask", MASKS)
-@pytest.mark.parametrize(("block_size", "scale"), [(8, 1.0), (29, 1.0), (64, 1.0), (7, 1e4)])
+@pytest.mark.parametrize(
+    ("mask", "block_size", "scale"),
+    [(mask, 8, 1.0) for mask in MASKS] + [(mask, 7, 1e4) for mask in MASKS]
+    + [("causal", 29, 1.0), ("window", 64, 1.0)],
+)  # fmt: skip
 def test_one_attention_equals_the_dense_one(mask, block_size, scale):
-    """Blocks that divide T or not, one block, and scores of 1e8 (ε = 1e-4 under
-    ``inverse``), where log-sum-exp − E_p[s] would cancel; four query heads share two
-    KV heads."""
+    """Blocks that do not divide T = 29, one block, one larger than T, and scores of 1e8
+    (ε = 1e-4 under ``inverse``), where log-sum-exp − E_p[s] would cancel; four query
+    heads share two KV heads."""
     rng = np.random.default_rng(block_size)
     batch = (2,) if mask == "padding" else ()
 
@@ -92,19 +95,17 @@ def assert_source_equal(source, modification, modify_layer, block_size):
     return rows
 
 
-SYNTHETIC = {
-    "non-causal": dict(seq_len=23),
-    "causal, sink": dict(seq_len=23, causal=True, sink=True),
-    "two-scale": dict(seq_len=12, two_scale=True),
+SYNTHETIC = {  # a stack, and a modification of each component
+    "non-causal": (dict(seq_len=23), ("query", "inverse", 5e-1)),
+    "causal, sink": (dict(seq_len=23, causal=True, sink=True), ("key", "scale", 1e-3)),
+    "two-scale": (dict(seq_len=12, two_scale=True), ("value", "scale", 1e-10)),
 }
 
 
 @pytest.mark.parametrize("case", SYNTHETIC)
-@pytest.mark.parametrize(("component", "kind", "epsilon"),
-                         [("query", "inverse", 5e-1), ("key", "scale", 1e-3),
-                          ("value", "scale", 1e-10)])  # fmt: skip
-def test_the_synthetic_stack_blockwise_equals_dense(case, component, kind, epsilon):
-    source = models.build("synthetic", **SYNTHETIC[case])
+def test_the_synthetic_stack_blockwise_equals_dense(case):
+    options, (component, kind, epsilon) = SYNTHETIC[case]
+    source = models.build("synthetic", **options)
     rows = assert_source_equal(source, Modification(component, kind, epsilon), 0, 5)
     # what could fail: the modified layer moves, or (Value) the one above it does
     moved = 0 if component != "value" else 1
