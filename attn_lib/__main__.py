@@ -4,12 +4,13 @@ python -m attn_lib figures [--jobs N] [--force] [--only NAME] [--out DIR] [--spe
 python -m attn_lib compare PRODUCED [--committed figures] [--diffs DIR] [--spec FILE]
 python -m attn_lib notebooks [NAME ...]
 python -m attn_lib atlas --source NAME [its parameters: --text T, --seq-len N, …] --out STORE
-    [--components ...] [--kinds ...]
+    [--text-file F] [--max-tokens N] [--components ...] [--kinds ...]
     [--epsilons ...] [--layers ...] [--eps-chunk N] [--overwrite]
     [--coordinator HOST:PORT --num-processes N --process-id I [--init-timeout S]]
 """
 
 import argparse
+import hashlib
 import os
 import sys
 import threading
@@ -41,6 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     atlas.add_argument("--source", default="synthetic", help="a source of attn_lib.models")
     _source_arguments(atlas)
     atlas.add_argument("--out", required=True, help="the Zarr store, e.g. build/atlas/x.zarr")
+    atlas.add_argument(
+        "--text-file", help="a UTF-8 text for a checkpoint source to read (long context)"
+    )
+    atlas.add_argument(
+        "--max-tokens", type=int, help="the text's first N tokens (default: all; with no "
+        "--text-file, of the shipped Lincoln text); over 512 the blockwise path is taken",
+    )  # fmt: skip
     atlas.add_argument("--components", nargs="+", default=["query", "key", "value"])
     atlas.add_argument("--kinds", nargs="+", default=None, help="default: every kind")
     atlas.add_argument(
@@ -140,10 +148,21 @@ def _atlas(args) -> int:
         tuple(layers),
         args.eps_chunk,
     )
+    long = args.text_file is not None or args.max_tokens is not None
+    if long:
+        text = _long_text(args, given)
     if distributed:  # several hosts: each runs this with its own --process-id
         join(*distributed)
-    built = source.build(params)
-    record = source.record(params)
+    if long:
+        from attn_lib.analysis.long_context import source_over
+
+        built = source_over(args.source, text, args.max_tokens)
+        record = {"source": source.name, "text_file": args.text_file,
+                  "text_sha256": hashlib.sha256(text.encode()).hexdigest(),
+                  "max_tokens": args.max_tokens, "tokens": built.seq_len}  # fmt: skip
+    else:
+        built = source.build(params)
+        record = source.record(params)
     summary = atlas.build(built, args.out, grid, parameters=record, overwrite=args.overwrite)
     print(
         f"{summary['settings']} settings in {summary['chunks_now']} chunks "
@@ -152,6 +171,19 @@ def _atlas(args) -> int:
         f"{summary['bytes'] / 1e6:.2f} MB"
     )
     return 0
+
+
+def _long_text(args, given: dict) -> str:
+    """The text of ``--text-file`` (or the shipped one), checked before any work."""
+    from attn_lib.analysis.long_context import read_text
+    from attn_lib.analysis.sinks import long_text
+    from attn_lib.checks import check_integer
+
+    if given.get("text") is not None:
+        raise ValueError("give --text or --text-file (with --max-tokens), not both")
+    if args.max_tokens is not None:
+        check_integer("--max-tokens", args.max_tokens, 1)
+    return read_text(args.text_file) if args.text_file is not None else long_text()
 
 
 def check_distributed(coordinator, processes, process_id, timeout) -> tuple | None:

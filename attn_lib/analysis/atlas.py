@@ -36,6 +36,7 @@ import attn_lib
 from attn_lib import metrics
 from attn_lib.analysis.atlas_query import curves, responses, top_heads
 from attn_lib.analysis.atlas_store import (
+    CURVES,
     DIMS,
     METRICS,
     RECORDS,
@@ -43,13 +44,17 @@ from attn_lib.analysis.atlas_store import (
     atlas_id,
     check_store,
     digest,
+    dims,
     is_complete,
+    kept,
     load,
     prepare,
     record_path,
     region,
 )
-from attn_lib.compute import _sweep, all_weights
+from attn_lib.analysis.long_context import BINS, binned, log_bins
+from attn_lib.blockwise import Blockwise
+from attn_lib.compute import _sweep, all_weights, reference
 from attn_lib.files import exclusive, write_json
 from attn_lib.modification import (
     Modification,
@@ -57,11 +62,14 @@ from attn_lib.modification import (
 
 # The atlas's API, in one place (the questions and the store are modules of their own).
 __all__ = [
-    "DEFAULT_EPSILONS", "DIMS", "METRICS", "RECORDS", "Grid", "atlas_id", "build",
-    "check_store", "chunk_metrics", "curves", "load", "responses", "summarise", "top_heads",
+    "BLOCKWISE_ABOVE", "CURVES", "DEFAULT_EPSILONS", "DIMS", "METRICS", "RECORDS", "Grid",
+    "atlas_id", "build", "check_store", "chunk_metrics", "curves", "load", "responses",
+    "summarise", "summarise_rows", "top_heads",
 ]  # fmt: skip
 
 DEFAULT_EPSILONS = tuple(np.logspace(-10, 1, 23).tolist())  # 2 points a decade
+BLOCKWISE_ABOVE = 512  # tokens: a longer text goes the blockwise path, with curves
+BLOCK_SIZE = 512
 
 
 def summarise(weights: jax.Array, base: jax.Array, mask) -> dict[str, jax.Array]:
@@ -75,6 +83,26 @@ def summarise(weights: jax.Array, base: jax.Array, mask) -> dict[str, jax.Array]
     }
 
 
+def summarise_rows(rows: dict, edges: tuple) -> dict[str, jax.Array]:
+    """The atlas metrics of the blockwise path's ``rows`` (``{name: (layers, heads,
+    T)}``), each ``(layers, heads)`` as :func:`summarise` has them, and each as a curve
+    over the position bins ``edges``, ``(layers, heads, bins)`` (:data:`CURVES`)."""
+    means = {
+        "entropy": rows["entropy"].mean(-1),
+        "sink": rows["sink"].mean(-1),
+        "diagonal": rows["diagonal"].mean(-1),
+        "previous": rows["previous"][..., 1:].mean(-1),
+        "total_variation": rows["total_variation"].mean(-1),
+    }
+    curves = {f"{name}_by_position": binned(rows[name], edges) for name in METRICS}
+    return {**means, **curves}
+
+
+@functools.cache
+def _row_reducer(edges: tuple):
+    return partial(summarise_rows, edges=edges)  # one object per edges: one compilation
+
+
 def _local(source, modification, epsilons, base, mask, modify_layer):
     """One device's share of a chunk: the metrics for its ε, ``{metric: (n, layers, heads)}``.
     ``modify_layer`` is traced: one compilation serves every layer."""
@@ -84,13 +112,27 @@ def _local(source, modification, epsilons, base, mask, modify_layer):
     )
 
 
+def _local_rows(source, modification, epsilons, path, edges, modify_layer):
+    """:func:`_local` on the blockwise path: one ε at a time, ``edges`` a static tuple
+    (closed over by :func:`_sharded`)."""
+    return _sweep(source, modification, epsilons, modify_layer=modify_layer, batch_size=1,
+                  reduce=_row_reducer(edges), path=path)  # fmt: skip
+
+
 @functools.cache
-def _sharded(devices: tuple):
-    """The jitted, ``shard_map``-ped :func:`_local` for these devices."""
+def _sharded(devices: tuple, edges: tuple | None = None):
+    """The jitted, ``shard_map``-ped :func:`_local` for these devices (with ``edges``,
+    :func:`_local_rows`, the blockwise path's ``path`` in place of ``base``)."""
     mesh = Mesh(np.array(devices), ("eps",))
+    local = _local
+    if edges is not None:
+
+        def local(source, modification, epsilons, path, _, modify_layer):
+            return _local_rows(source, modification, epsilons, path, edges, modify_layer)
+
     return jax.jit(
         jax.shard_map(
-            _local,
+            local,
             mesh=mesh,
             in_specs=(P(), P(), P("eps"), P(), P(), P()),
             out_specs=P("eps"),
@@ -101,17 +143,19 @@ def _sharded(devices: tuple):
     )
 
 
-def chunk_metrics(source, modification, epsilons, base, mask, *, modify_layer, devices):
+def chunk_metrics(source, modification, epsilons, base, mask, *, modify_layer, devices, edges=None):
     """The metrics of one chunk, its ε split across ``devices`` with ``jax.shard_map``,
     as ``{metric: (n, layers, heads)}`` arrays still being computed (JAX dispatches
-    asynchronously; ``np.asarray`` waits for them).
+    asynchronously; ``np.asarray`` waits for them). With position-bin ``edges``, the
+    blockwise path (``base`` its :class:`~attn_lib.blockwise.Blockwise` path) and the
+    curves too.
 
     The ε are padded to a multiple of the device count with copies of the last one,
     and the padding dropped from the result.
     """
     n, count = len(epsilons), len(devices)
     padded = np.concatenate([epsilons, np.full(-n % count, epsilons[-1])]).astype(np.float32)
-    run = _sharded(tuple(devices))
+    run = _sharded(tuple(devices), None if edges is None else tuple(int(e) for e in edges))
     out = run(source, modification, jnp.asarray(padded), base, mask, jnp.int32(modify_layer))
     return {name: value[:n] for name, value in out.items()}
 
@@ -124,8 +168,15 @@ def build(
     parameters: dict,
     overwrite: bool = False,
     progress: bool = True,
+    blockwise: bool | None = None,
+    bins: int = BINS,
 ) -> dict:
     """Compute every chunk of ``grid`` not yet complete in ``store`` and write it there.
+
+    ``blockwise`` (None: where the text is longer than :data:`BLOCKWISE_ABOVE` tokens)
+    takes the blockwise path (:func:`attn_lib.compute.row_metrics`: no ``(T, T)`` map),
+    and keeps each metric as a curve over ``bins`` log-scale bins of query position too
+    (:data:`CURVES`, dimension ``position``).
 
     ``parameters`` (e.g. the source's name and text) and the grid are kept in the
     store's attributes; an atlas made with other ones is refused unless ``overwrite``,
@@ -134,8 +185,15 @@ def build(
     seconds, maps per second.
     """
     store = check_store(store)
-    base = all_weights(source, None, modify_layer=0)
-    layers, heads = base.shape[:2]
+    if blockwise is None:
+        blockwise = source.seq_len > BLOCKWISE_ABOVE
+    edges = log_bins(source.seq_len, bins) if blockwise else None
+    if blockwise:  # the unmodified run's Query, Key and log-sum-exps, O(T·d)
+        base = Blockwise(BLOCK_SIZE, reference=reference(source, block_size=BLOCK_SIZE))
+        layers, heads = base.reference["lse"].shape[:2]
+    else:
+        base = all_weights(source, None, modify_layer=0)
+        layers, heads = base.shape[:2]
     attrs = {
         "parameters": json.dumps(parameters, sort_keys=True),
         "grid": json.dumps(dataclasses.asdict(grid), sort_keys=True),
@@ -148,25 +206,29 @@ def build(
     lock = store.parent / f".{store.name}.lock"
     with exclusive(lock, busy) if process == 0 else contextlib.nullcontext():
         if process == 0:
-            prepare(store, grid, layers, heads, attrs, overwrite)
+            prepare(store, grid, layers, heads, attrs, overwrite, edges)
         if processes > 1:
             from jax.experimental import multihost_utils
 
             multihost_utils.sync_global_devices("attn_lib.analysis.atlas template")
-        return _fill(source, store, grid, base, process, processes, progress)
+        shape = (layers, heads)
+        return _fill(source, store, grid, base, edges, shape, process, processes, progress)
 
 
-def _fill(source, store: Path, grid: Grid, base, process: int, processes: int, progress: bool):
+def _fill(source, store: Path, grid: Grid, base, edges, shape, process, processes, progress):
     """Compute and write this process's chunks that are not complete."""
     import xarray as xr
     from tqdm.auto import tqdm
 
-    layers, heads = base.shape[:2]
+    layers, heads = shape
     ident = atlas_id(store)
     chunks = [c for i, c in enumerate(grid.chunks()) if i % processes == process]
     with xr.open_zarr(store) as dataset:
         todo = [c for c in chunks if not is_complete(store, ident, grid, dataset, c)]
-    mask = source.masks()  # (layers, 1, T, T), or None where every key is seen
+        names = kept(dataset)
+    # every layer's mask, (layers, 1, T, T), or None where every key is seen; the
+    # blockwise path has its masks as rules
+    mask = None if edges is not None else source.masks()
     devices = jax.local_devices()
 
     def dispatch(chunk):
@@ -175,7 +237,7 @@ def _fill(source, store: Path, grid: Grid, base, process: int, processes: int, p
         epsilons = np.asarray(grid.epsilons[grid.block(bi)])
         values = chunk_metrics(
             source, modification, epsilons, base, mask,
-            modify_layer=grid.modify_layers[li], devices=devices,
+            modify_layer=grid.modify_layers[li], devices=devices, edges=edges,
         )  # fmt: skip
         return chunk, epsilons, values
 
@@ -186,8 +248,8 @@ def _fill(source, store: Path, grid: Grid, base, process: int, processes: int, p
         chunk, epsilons, values = pending
         if i + 1 < len(todo):  # the next chunk computes while this one is written
             pending = dispatch(todo[i + 1])
-        values = {name: np.asarray(values[name])[None, None, :, None] for name in METRICS}
-        written = xr.Dataset({name: (DIMS, values[name]) for name in METRICS})
+        values = {name: np.asarray(values[name])[None, None, :, None] for name in names}
+        written = xr.Dataset({name: (dims(name), values[name]) for name in names})
         where = {**region(grid, chunk), "observe_layer": slice(0, layers), "head": slice(0, heads)}
         written.to_zarr(store, region=where, mode="r+", zarr_format=2)
         record = {"store": ident, "chunk": list(chunk), "epsilons": epsilons.tolist(),

@@ -31,11 +31,23 @@ from attn_lib.modification import (
 )
 
 METRICS = ("entropy", "sink", "diagonal", "previous", "total_variation")
+CURVES = tuple(f"{name}_by_position" for name in METRICS)  # a long-context atlas's, too
 MARK = "attn_lib_atlas"  # the store attribute that makes a folder an atlas: its id
 RECORDS = ".attn-lib-done"  # inside the store: one completion record per chunk
 
 
 DIMS = ("component", "kind", "epsilon", "modify_layer", "observe_layer", "head")
+CURVE_DIMS = (*DIMS, "position")  # position: log-scale bins of query positions
+
+
+def kept(dataset) -> tuple[str, ...]:
+    """The variables an atlas keeps: :data:`METRICS`, and :data:`CURVES` in a
+    long-context one."""
+    return METRICS + (CURVES if CURVES[0] in dataset else ())
+
+
+def dims(name: str) -> tuple[str, ...]:
+    return CURVE_DIMS if name in CURVES else DIMS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,9 +119,10 @@ def region(grid: Grid, chunk) -> dict:
 
 
 def digest(values: dict) -> str:
-    """A sha256 of a chunk's metric values, as float32, in :data:`METRICS` order."""
+    """A sha256 of a chunk's values, as float32, in :data:`METRICS` then
+    :data:`CURVES` order (those it has)."""
     digest = hashlib.sha256()
-    for name in METRICS:
+    for name in (n for n in METRICS + CURVES if n in values):
         digest.update(np.ascontiguousarray(values[name], dtype=np.float32).data)
     return digest.hexdigest()
 
@@ -123,8 +136,9 @@ def is_complete(store: Path, ident: str, grid: Grid, dataset, chunk) -> bool:
             return False
     except (OSError, ValueError, KeyError, TypeError):
         return False  # no record, an empty or corrupt one: not done
-    values = dataset[list(METRICS)].isel(region(grid, chunk))
-    return record["sha256"] == digest({name: values[name].values for name in METRICS})
+    names = kept(dataset)
+    values = dataset[list(names)].isel(region(grid, chunk))
+    return record["sha256"] == digest({name: values[name].values for name in names})
 
 
 def atlas_id(store: str | Path) -> str | None:
@@ -159,7 +173,9 @@ def check_store(store: str | Path) -> Path:
     return path
 
 
-def template(grid: Grid, layers: int, heads: int, attrs: dict):
+def template(grid: Grid, layers: int, heads: int, attrs: dict, edges=None):
+    """The store's variables, all NaN; with ``edges`` (of position bins) the curves
+    too, with a ``position`` coordinate (each bin's first position) and ``position_end``."""
     import dask.array as da
     import xarray as xr
 
@@ -175,6 +191,13 @@ def template(grid: Grid, layers: int, heads: int, attrs: dict):
     data = {
         name: (DIMS, da.full(shape, np.nan, dtype=np.float32, chunks=chunks)) for name in METRICS
     }
+    extra = {}
+    if edges is not None:
+        bins = len(edges) - 1
+        curve = da.full((*shape, bins), np.nan, dtype=np.float32, chunks=(*chunks, bins))
+        data.update({name: (CURVE_DIMS, curve) for name in CURVES})
+        extra = {"position": np.asarray(edges[:-1]),
+                 "position_end": ("position", np.asarray(edges[1:]))}  # fmt: skip
     coords = {
         "component": list(grid.components),
         "kind": list(grid.kinds),
@@ -182,11 +205,14 @@ def template(grid: Grid, layers: int, heads: int, attrs: dict):
         "modify_layer": list(grid.modify_layers),
         "observe_layer": np.arange(layers),
         "head": np.arange(heads),
+        **extra,
     }
     return xr.Dataset(data, coords=coords, attrs={**attrs, MARK: uuid.uuid4().hex})
 
 
-def prepare(store: Path, grid: Grid, layers: int, heads: int, attrs: dict, overwrite: bool):
+def prepare(
+    store: Path, grid: Grid, layers: int, heads: int, attrs: dict, overwrite: bool, edges=None
+):
     """Leave ``store`` an atlas of ``attrs``: kept, replaced (``overwrite``) or new.
     Called under the store's lock, where what :func:`check_store` saw still holds."""
     import xarray as xr
@@ -205,7 +231,8 @@ def prepare(store: Path, grid: Grid, layers: int, heads: int, attrs: dict, overw
     # Written into a new folder of our own, then renamed: never half a template.
     aside = Path(tempfile.mkdtemp(dir=store.parent, prefix=f".{store.name}.template-"))
     try:
-        template(grid, layers, heads, attrs).to_zarr(aside, mode="w", compute=False, zarr_format=2)
+        new = template(grid, layers, heads, attrs, edges)
+        new.to_zarr(aside, mode="w", compute=False, zarr_format=2)
         os.rename(aside, store)
     finally:
         shutil.rmtree(aside, ignore_errors=True)
@@ -237,7 +264,7 @@ def load(store: str | Path, *, complete: bool = True):
     if missing:
         dataset = dataset.load()
         for chunk in missing:
-            for name in METRICS:
+            for name in kept(dataset):
                 dataset[name][region(grid, chunk)] = np.nan
         dataset.attrs["missing"] = json.dumps(missing)
     return dataset

@@ -10,6 +10,8 @@ averaged away by the thousands after them.
 import dataclasses
 import itertools
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from attn_lib import compute
@@ -69,9 +71,10 @@ def log_bins(seq_len: int, bins: int = BINS) -> np.ndarray:
     return np.concatenate([[0], edges[edges < seq_len], [seq_len]])
 
 
-def binned(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Means of ``values (..., T)`` over each bin of positions: ``(..., bins)``."""
-    return np.stack([values[..., a:b].mean(-1) for a, b in itertools.pairwise(edges)], -1)
+def binned(values, edges) -> jax.Array:
+    """Means of ``values (..., T)`` over each bin of positions: ``(..., bins)`` (traceable;
+    ``edges`` are concrete)."""
+    return jnp.stack([values[..., a:b].mean(-1) for a, b in itertools.pairwise(edges)], -1)
 
 
 def settings(components=("key", "query"), epsilons=(5e-1, 1e-3, 1e-10)) -> dict:
@@ -99,7 +102,7 @@ def study(source, modifications: dict, *, modify_layer: int = 0, block_size: int
         rows = compute.row_metrics(source, modification, modify_layer=modify_layer,
                                    block_size=block_size, total_variation=False)  # fmt: skip
         rows = {name: np.asarray(value) for name, value in rows.items()}
-        found[label] = {name: binned(rows[name], edges) for name in CURVES}
+        found[label] = {name: np.asarray(binned(rows[name], edges)) for name in CURVES}
         found[label]["first"] = rows["columns"][..., :first] / source.seq_len
     windows = np.array([int(source.window(i)) for i in range(source.layers)])
     return {"edges": edges, "windows": windows, "settings": found}
