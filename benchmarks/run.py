@@ -16,6 +16,7 @@ import sys
 
 import atlas
 import browser
+import long
 import models
 import sweeps
 from common import HERE
@@ -29,6 +30,7 @@ BENCHMARKS = {
     **models.BENCHMARKS,
     **atlas.BENCHMARKS,
     **browser.BENCHMARKS,
+    **long.BENCHMARKS,
 }
 
 

@@ -1,5 +1,5 @@
-"""The compute engine: an ε sweep against a loop of single calls, and long
-sequences against numpy."""
+"""The compute engine: an ε sweep against a loop of single calls (long context is
+``long.py``)."""
 
 import numpy as np
 from common import in_subprocess, peak_rss_mb, timed
@@ -83,66 +83,6 @@ def bench_sweep(quick: bool) -> list[dict]:
     return rows
 
 
-def _long_case(seq_len: int, method: str, repeats: int) -> dict:
-    """Weights and row metrics of one head (d = 64) by attn_lib (JAX) or plain numpy."""
-    rng = np.random.default_rng(0)
-    q, k = (rng.standard_normal((seq_len, 64), dtype=np.float32) for _ in range(2))
-    if method == "jax":
-        import jax
-
-        from attn_lib import attention_weights, metrics
-
-        @jax.jit
-        def run(q, k):
-            weights = attention_weights(q, k)
-            return weights, metrics.summary(weights)
-
-        def call():
-            return jax.block_until_ready(run(q, k))
-    else:
-
-        def call():
-            scores = q @ k.T / np.float32(8.0)
-            weights = np.exp(scores - scores.max(-1, keepdims=True))
-            weights /= weights.sum(-1, keepdims=True)
-            entropy = -(weights * np.log(np.where(weights > 0, weights, 1))).sum(-1)
-            return weights, {
-                "entropy": (entropy / np.log(seq_len)).mean(),
-                "diagonal": np.diagonal(weights).mean(),
-                "sink": weights[:, 0].mean(),
-            }
-
-    weights, summary = call()
-    result = timed(call, repeats)
-    result["peak_rss_mb"] = peak_rss_mb()
-    result["entropy"] = float(summary["entropy"])
-    result["checksum"] = float(np.asarray(weights, np.float64).sum())
-    return result
-
-
-def bench_long(quick: bool) -> list[dict]:
-    """T = 1024, 2048, 4096, one head: attn_lib (JAX, CPU) against numpy."""
-    rows = []
-    for seq_len in (1024, 2048) if quick else (1024, 2048, 4096):
-        repeats = 2 if quick else 5
-        jax_r = in_subprocess(_long_case, seq_len=seq_len, method="jax", repeats=repeats)
-        np_r = in_subprocess(_long_case, seq_len=seq_len, method="numpy", repeats=repeats)
-        if abs(jax_r["entropy"] - np_r["entropy"]) > 1e-4:
-            raise RuntimeError(f"T={seq_len}: entropy {jax_r['entropy']} vs {np_r['entropy']}")
-        rows.append(
-            {
-                "name": f"long T={seq_len} d=64 weights+metrics",
-                **{key: jax_r[key] for key in ("median", "min", "max", "peak_rss_mb")},
-                "ratio": np_r["median"] / jax_r["median"],
-                "numpy_median": np_r["median"],
-                "numpy_peak_rss_mb": np_r["peak_rss_mb"],
-                "judged_by": "numpy time / attn_lib time (> 1: attn_lib is faster); peak RSS",
-            }
-        )
-    return rows
-
-
 BENCHMARKS = {
     "sweep": bench_sweep,
-    "long": bench_long,
 }

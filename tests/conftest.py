@@ -56,3 +56,17 @@ def load_reference(model: str) -> dict:
     made once outside CI by the script beside it."""
     with np.load(Path(__file__).parent / "reference" / f"{model}_reference.npz") as data:
         return {key: data[key] for key in data.files}
+
+
+def assert_refused_in_one_line(argv: list[str], capsys, message: str, never: Path) -> None:
+    """``python -m attn_lib argv`` exits 2 with one line, ``error: …`` matching
+    ``message``, and ``never`` (what it would have written) does not exist."""
+    import re
+
+    from attn_lib.__main__ import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert re.search(message, err), err
+    assert not never.exists()

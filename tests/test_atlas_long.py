@@ -2,15 +2,14 @@
 each metric as a curve over log-scale position bins (a ``position`` dimension that a
 short-text store does not get), and refuses bad long-context input before any work."""
 
-import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import xarray as xr
+from conftest import assert_refused_in_one_line
 
 from attn_lib import Modification, all_weights, metrics
-from attn_lib.__main__ import main
 from attn_lib.analysis import atlas
 from attn_lib.analysis.long_context import binned, log_bins
 from attn_lib.models.synthetic import Synthetic
@@ -86,8 +85,4 @@ def test_bad_long_context_input_is_refused_with_one_line(tmp_path, capsys, flags
     if "--source" not in flags:
         flags = ["--source", str(FAMILIES / "gemma3"), *flags]
     argv = ["atlas", "--out", str(tmp_path / "a.zarr"), *flags]
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1, err
-    assert re.search(message, err), err
-    assert not (tmp_path / "a.zarr").exists()
+    assert_refused_in_one_line(argv, capsys, message, tmp_path / "a.zarr")

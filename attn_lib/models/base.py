@@ -3,12 +3,17 @@ from it.
 
 A source is a pytree (``flax.struct.dataclass``: arrays are leaves, configuration is
 static) that subclasses :class:`Source` and provides ``embed()`` (the input of layer 0),
-``layer(i, h, modification)`` (one layer: its output and its softmax weights
-``(..., heads, T, T)``), ``layers``, ``tokens`` (the axis labels) and ``seq_len``. Which
-keys a query may see is worked out here only (:meth:`Source.visible`), from the
-source's ``causal`` and its padding (:meth:`Source.padding`). From these, :class:`Source`
-runs the stack with a modification in one layer, and splits the run at that layer so
-that a sweep over ε computes the layers below it once (:func:`attn_lib.compute.sweep`).
+``layer(i, h, modification, path=None)`` (one layer: its output and its softmax weights
+``(..., heads, T, T)``, attending through :func:`modify_and_attend`), ``layers``,
+``tokens`` (the axis labels) and ``seq_len``. Which keys a query may see is worked out
+here only (:meth:`Source.visibility`), from the source's ``causal``, its padding
+(:meth:`Source.padding`) and a layer's sliding window (:meth:`Source.window`). From
+these, :class:`Source` runs the stack with a modification in one layer, and splits the
+run at that layer so that a sweep over ε computes the layers below it once
+(:func:`attn_lib.compute.sweep`). On the blockwise ``path``
+(:class:`~attn_lib.blockwise.Blockwise`) a layer gives its per-row metrics instead of
+its weights, and no ``(T, T)`` map is formed; a source of your own whose ``layer``
+takes no ``path`` runs the dense path only.
 """
 
 import dataclasses
