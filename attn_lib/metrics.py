@@ -54,9 +54,17 @@ def first_token_score(weights: ArrayLike, mask: ArrayLike | None = None) -> jax.
     ``eval_sink_open_source.py``, averages over all query rows of a causal map, each of
     which sees token 0). ``weights (..., T, T)`` → ``(...)``, e.g. one per (layer, head)."""
     weights = jnp.asarray(weights)
-    sees = _allowed(weights, mask)[..., :, 0]
-    total = jnp.sum(jnp.where(sees, weights[..., :, 0], 0.0), axis=-1)
-    return total / jnp.maximum(jnp.sum(sees, axis=-1, dtype=weights.dtype), 1)
+    return first_token_score_of_rows(weights[..., :, 0], _allowed(weights, mask)[..., :, 0])
+
+
+def first_token_score_of_rows(sink: ArrayLike, sees: ArrayLike | None = None) -> jax.Array:
+    """α₁ (:func:`first_token_score`) from each row's weight on token 0, ``sink (...,
+    T)`` (the blockwise path's, :func:`attn_lib.compute.row_metrics`), averaged over the
+    rows ``sees`` marks as seeing token 0 (broadcastable; None: every row)."""
+    sink = jnp.asarray(sink)
+    sees = jnp.ones(sink.shape, bool) if sees is None else jnp.broadcast_to(sees, sink.shape)
+    total = jnp.sum(jnp.where(sees, sink, 0.0), axis=-1)
+    return total / jnp.maximum(jnp.sum(sees, axis=-1, dtype=sink.dtype), 1)
 
 
 def sink_rate(scores: ArrayLike, threshold: float = 0.3) -> jax.Array:

@@ -174,3 +174,15 @@ def test_query_and_key_scale_give_the_same_maps():
     assert_rows_equal(query, key, atol=1e-6)
     one = compute.row_metrics(source, Modification("key", "scale", 1e-3, head=0), block_size=4)
     assert float(jnp.abs(one["entropy"] - key["entropy"]).max()) > 1e-2
+
+
+def test_alpha_1_on_the_blockwise_path_equals_the_dense_one():
+    """Gu et al.'s α₁ from the blockwise rows: Gemma-3's window (4 < T = 17) keeps later
+    rows from token 0 in layer 0, and those are left out of its mean, as densely."""
+    source = models.load(FAMILIES / "gemma3", text=TEXT)
+    rows = compute.row_metrics(source, block_size=4, total_variation=False)
+    alpha = metrics.first_token_score_of_rows(rows["sink"], source.first_seen()[:, None])
+    dense = metrics.first_token_score(all_weights(source, None, modify_layer=0), source.masks())
+    np.testing.assert_allclose(alpha, dense, atol=1e-6)
+    every_row = metrics.first_token_score_of_rows(rows["sink"])  # the counter-example
+    assert float(jnp.abs(every_row - dense)[0].max()) > 0.05

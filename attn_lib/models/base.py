@@ -131,6 +131,14 @@ class Source:
         ``(..., 1, T, T)``; None where every query sees every key (panels read it)."""
         return self.visibility(layer).dense()
 
+    def first_seen(self) -> jax.Array:
+        """Which query rows of each layer may see token 0, ``(layers, T)`` (``(layers,
+        ..., 1, T)`` with padding), without forming a ``(T, T)`` mask: what α₁ averages
+        over on the blockwise path (:func:`attn_lib.metrics.first_token_score_of_rows`)."""
+        rows = jnp.arange(self.seq_len)
+        first = jnp.zeros_like(rows)
+        return jnp.stack([self.visibility(i).seen(rows, first) for i in range(self.layers)])
+
     def masks(self) -> jax.Array | None:
         """Every layer's mask, shaped to broadcast against the weights ``(layers, ...,
         heads, T, T)`` (metrics read it: a windowed row's entropy is over its window);
