@@ -15,7 +15,7 @@ from attn_lib.analysis.long_context import binned, log_bins
 from attn_lib.models.synthetic import Synthetic
 
 FAMILIES = Path(__file__).parent / "reference" / "families"
-GRID = atlas.Grid(("key", "value"), ("scale",), (1e-3, 0.5), (0, 1), eps_chunk=1)
+GRID = atlas.Grid(("key", "value"), ("scale",), (1e-3, 0.5), (0, 1), eps_chunk=2)
 
 
 @pytest.fixture(scope="module")

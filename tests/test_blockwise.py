@@ -49,8 +49,8 @@ def assert_rows_equal(found: dict, expected: dict, atol=1e-5) -> None:
 
 @pytest.mark.parametrize(
     ("mask", "block_size", "scale"),
-    [(mask, 8, 1.0) for mask in MASKS] + [(mask, 7, 1e4) for mask in MASKS]
-    + [("causal", 29, 1.0), ("window", 64, 1.0)],
+    [("none", 8, 1.0), ("causal", 7, 1e4), ("window", 8, 1.0), ("padding", 7, 1e4),
+     ("causal", 29, 1.0), ("window", 64, 1.0)],
 )  # fmt: skip
 def test_one_attention_equals_the_dense_one(mask, block_size, scale):
     """Blocks that do not divide T = 29, one block, one larger than T, and scores of 1e8
@@ -112,10 +112,12 @@ def test_the_synthetic_stack_blockwise_equals_dense(case):
     assert float(rows["total_variation"][moved].max()) > 1e-2
 
 
-@pytest.mark.parametrize("case", ["llama", "llama3", "qwen2", "mistral", "gemma3", "gpt2"])
+@pytest.mark.parametrize("case", ["llama", "mistral", "gemma3", "gpt2"])
 def test_each_family_blockwise_equals_dense(case):
-    """Grouped-query heads (llama, qwen2, mistral, gemma3), Mistral's and Gemma-3's
-    sliding windows (5 and 4 < T = 17), GPT-2's fused projections."""
+    """Grouped-query heads (llama, mistral, gemma3), Mistral's and Gemma-3's sliding
+    windows (5 and 4 < T = 17), Gemma-3's QK-norm, GPT-2's layer of its own. Llama 3 and
+    Qwen2 attend exactly as llama does (their RoPE scaling and Q/K/V biases act before
+    attention, and test_families checks them against transformers)."""
     source = models.load(FAMILIES / case, text=TEXT)
     rows = assert_source_equal(source, Modification("key", "scale", 1e-3, head=0), 1, 4)
     np.testing.assert_allclose(rows["total_variation"][0], 0, atol=1e-6)  # below the layer
