@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from attn_lib import Modification, all_weights, models
+from attn_lib.files import save_npz, sha256
+from attn_lib.models import gguf_file
 
 FAMILIES = Path(__file__).parent / "reference" / "families"
 KV_HEADS = {"llama": 2, "llama3": 1, "qwen2": 2, "mistral": 2, "gemma3": 2, "gpt2": 4}
@@ -47,6 +49,40 @@ def test_a_llama_gguf_written_as_llama_cpp_writes_it_matches_transformers():
     expected = reference("llama")
     source = models.load(FAMILIES / "llama.gguf", ids=expected["ids"].tolist())
     assert_matches(source, expected)
+
+
+def test_a_ggufs_dequantized_arrays_are_cached_and_a_damaged_cache_is_remade(tmp_path, monkeypatch):
+    # SmolLM2's and Gemma-3's GGUFs take this path; the tiny file makes it cheap.
+    monkeypatch.setenv("ATTN_LIB_CACHE", str(tmp_path))
+    file = str(FAMILIES / "llama.gguf")
+    gguf_file.checkpoint_at.cache_clear()
+    try:
+        params = gguf_file.load(file, None).params
+        cached = tmp_path / "llama-gguf" / f"{sha256(FAMILIES / 'llama.gguf')}.npz"
+        assert cached.is_file()
+        gguf_file.checkpoint_at.cache_clear()
+        with monkeypatch.context() as patch:  # from the cache, not the GGUF
+            patch.setattr(gguf_file, "_read_gguf", lambda file: pytest.fail("read the GGUF"))
+            again = gguf_file.load(file, None).params
+        np.testing.assert_array_equal(again["layers"]["key"][1], params["layers"]["key"][1])
+        whole = cached.read_bytes()
+        with np.load(cached) as data:
+            arrays = {k: data[k] for k in data.files}
+        wrong = arrays["blk.0.attn_q.weight"].copy()
+        wrong[0] *= 2  # well-formed, and wrong
+        missing = {k: v for k, v in arrays.items() if k != "blk.1.ffn_up.weight"}
+        # tests/test_cache.py tries every kind of damage on the cache itself
+        for damage in (missing, {**arrays, "config": np.array("{}")},
+                       {**arrays, "blk.0.attn_q.weight": wrong}):  # fmt: skip
+            save_npz(cached, damage)
+            gguf_file.checkpoint_at.cache_clear()
+            remade = gguf_file.load(file, None).params
+            np.testing.assert_array_equal(
+                remade["layers"]["query"][0], params["layers"]["query"][0]
+            )
+            assert cached.read_bytes() == whole, "and written again whole"
+    finally:
+        gguf_file.checkpoint_at.cache_clear()
 
 
 def test_the_features_the_references_check_are_each_needed():

