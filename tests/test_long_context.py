@@ -49,6 +49,28 @@ def test_a_study_equals_the_dense_maps_and_a_modification_moves_it():
     assert checks["largest change between the last two, bins 0–1"] > 0.01
 
 
+def test_a_study_is_read_back_and_another_setting_computed(tmp_path, monkeypatch):
+    monkeypatch.setenv("ATTN_LIB_CACHE", str(tmp_path))
+    source = long_context.source_over(str(FAMILIES / "gemma3"), TEXT, 30)
+    settings = long_context.settings(components=("key",), epsilons=(1e-3,))
+    study = long_context.study(source, settings, bins=8, progress=False)
+    computed = []
+    curves = long_context._curves
+    monkeypatch.setattr(
+        long_context, "_curves", lambda *a, **k: computed.append(1) or curves(*a, **k)
+    )
+    again = long_context.study(source, settings, bins=8, progress=False)
+    assert computed == []
+    for label, values in study["settings"].items():
+        for name, value in values.items():
+            np.testing.assert_array_equal(again["settings"][label][name], value)
+    other = long_context.settings(components=("key",), epsilons=(1e-2,))  # and unmodified
+    long_context.study(source, other, bins=8, progress=False)
+    assert computed == [1]
+    long_context.study(source, settings, bins=4, progress=False)  # other bins
+    assert computed == [1, 1, 1]
+
+
 def test_bad_input_is_refused_before_any_work(tmp_path):
     binary, empty = tmp_path / "binary.bin", tmp_path / "empty.txt"
     binary.write_bytes(bytes(range(256)))

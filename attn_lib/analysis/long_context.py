@@ -8,6 +8,7 @@ averaged away by the thousands after them.
 """
 
 import dataclasses
+import functools
 import itertools
 
 import jax
@@ -15,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from attn_lib import compute
+from attn_lib.analysis import results
 from attn_lib.checks import check_integer
 from attn_lib.models import build, entry
 from attn_lib.modification import Modification
@@ -92,20 +94,31 @@ def study(source, modifications: dict, *, modify_layer: int = 0, block_size: int
     ``modify_layer``: each :data:`CURVES` metric binned over query position, ``(layers,
     heads, bins)``, and ``first``: the share of all attention that goes to each of the
     first ``first`` tokens, ``(layers, heads, first)``. Returns ``{"edges": bin edges,
-    "windows": each layer's window (0: none), "settings": {label: {name: array}}}``."""
+    "windows": each layer's window (0: none), "settings": {label: {name: array}}}``.
+
+    Each setting's curves are kept in the cache folder (``long_context/``, see
+    :func:`attn_lib.analysis.results.cached`): a notebook run again reads them back."""
     from tqdm.auto import tqdm
 
     check_integer("first", first, 1, source.seq_len)
     edges = log_bins(source.seq_len, bins)
     found = {}
     for label, modification in tqdm(modifications.items(), desc="settings", disable=not progress):
-        rows = compute.row_metrics(source, modification, modify_layer=modify_layer,
-                                   block_size=block_size, total_variation=False)  # fmt: skip
-        rows = {name: np.asarray(value) for name, value in rows.items()}
-        found[label] = {name: np.asarray(binned(rows[name], edges)) for name in CURVES}
-        found[label]["first"] = rows["columns"][..., :first] / source.seq_len
+        what = (repr(modification), modify_layer, block_size, edges.tolist(), first)
+        make = functools.partial(_curves, source, modification, modify_layer=modify_layer,
+                                 block_size=block_size, edges=edges, first=first)  # fmt: skip
+        found[label] = results.cached("long_context", source, source.ids, what, make)
     windows = np.array([int(source.window(i)) for i in range(source.layers)])
     return {"edges": edges, "windows": windows, "settings": found}
+
+
+def _curves(source, modification, *, modify_layer, block_size, edges, first) -> dict:
+    """One setting of :func:`study`."""
+    rows = compute.row_metrics(source, modification, modify_layer=modify_layer,
+                               block_size=block_size, total_variation=False)  # fmt: skip
+    rows = {name: np.asarray(value) for name, value in rows.items()}
+    curves = {name: np.asarray(binned(rows[name], edges)) for name in CURVES}
+    return {**curves, "first": rows["columns"][..., :first] / source.seq_len}
 
 
 def local_layers(study: dict) -> list[int]:
