@@ -147,3 +147,28 @@ def test_scores_equal_the_dense_maps_and_are_read_back(tiny, monkeypatch):
     )
     np.testing.assert_allclose(under[0], scores, atol=1e-6)  # ε = 1 is no change
     np.testing.assert_allclose(under[1][:, 1], sinks.uniform_alpha(7), atol=1e-3)  # uniform rows
+
+
+def test_query_and_key_are_one_line_but_not_for_a_single_head(tiny):
+    from attn_lib import Modification
+    from attn_lib.analysis import sinks
+
+    ids = sinks.inputs(tiny, "natural", count=2, seq_len=7)
+    epsilons = np.array([1.0, 0.3, 1e-3])
+    for kind in ("scale", "inverse"):
+        query, key = (
+            sinks.under_modification(
+                tiny, ids, Modification(part, kind, 1.0), epsilons, modify_layer=0
+            )
+            for part in ("query", "key")
+        )
+        np.testing.assert_allclose(query, key, atol=1e-6)
+        assert np.abs(query[2] - query[0]).max() > 0.01, "and the modification moves α₁"
+    # one head of each (KV head 0 reaches query heads 0 and 1): no longer the same
+    one_query, one_key = (
+        sinks.under_modification(
+            tiny, ids, Modification(part, "scale", 1.0, head=0), epsilons, modify_layer=0
+        )
+        for part in ("query", "key")
+    )
+    assert np.abs(one_query - one_key).max() > 0.01

@@ -9,7 +9,6 @@ model by Sink₁^0.3, the share of its heads with α₁ > 0.3
 text, random tokens, and one token repeated. Their Table 1 is :data:`TABLE_1`.
 """
 
-import hashlib
 from importlib.resources import files
 
 import jax
@@ -17,9 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from attn_lib import metrics
+from attn_lib.analysis import results
 from attn_lib.checks import check_choice, check_index, check_integer
-from attn_lib.figures.jobs import library_hash
-from attn_lib.models.weights import cache_dir, cached_arrays, fingerprint
 from attn_lib.modification import Modification, check_epsilon
 
 KINDS = ("natural", "random", "repeated")
@@ -98,16 +96,8 @@ def first_token_scores(source, ids: np.ndarray) -> np.ndarray:
 
 
 def _cached(source, ids: np.ndarray, what: tuple, make) -> np.ndarray:
-    """``make()``, kept in the cache folder under a key of the checkpoint's file, the
-    ``ids`` and ``what`` else it depends on, and the library's code as its version."""
-    name = source.checkpoint.name
-    key = hashlib.sha256(
-        repr((name, fingerprint(name), ids.shape, what)).encode() + ids.tobytes()
-    ).hexdigest()
-    made = cached_arrays(
-        cache_dir("sinks") / f"{key}.npz", library_hash(), lambda: {"a": np.asarray(make())}
-    )
-    return made["a"]
+    """``make()``, kept in the cache folder (``sinks/``): :func:`results.cached`."""
+    return results.cached("sinks", source, ids, what, lambda: {"a": np.asarray(make())})["a"]
 
 
 def table_row(scores: np.ndarray, threshold: float = THRESHOLD) -> dict[str, float]:
@@ -164,8 +154,8 @@ def under_modification(
         check_epsilon(modification.kind, value)
     check_index("modify_layer", modify_layer, source.layers)
     ids, epsilons = np.asarray(ids, np.int32), np.asarray(epsilons, np.float32)
-    what = (modification.component, modification.kind, modification.seed, modify_layer,
-            epsilons.tolist())  # fmt: skip
+    what = (modification.component, modification.kind, modification.seed, modification.head,
+            modify_layer, epsilons.tolist())  # fmt: skip
     alphas = _cached(source, ids, what, lambda: _swept(
         source, jnp.asarray(ids), modification, jnp.asarray(epsilons), modify_layer))  # fmt: skip
     return np.swapaxes(alphas, 0, 1)
@@ -186,15 +176,22 @@ def measure(source, *, count: int = 100, seq_len: int = SEQ_LEN, bos: bool = Fal
     }  # fmt: skip
 
 
+# Scaling every Query head or every Key head multiplies every score by the same factor
+# (ε, or 1/ε under inverse), where both enter the dot product: one line serves both
+# (tests/test_sinks.py checks it, and that a single head's does not).
+LINES = {"query or key": "query", "value": "value"}
+
+
 def study(source, ids, epsilons, *, layers, kinds=("scale", "inverse")) -> dict:
-    """α₁ ``(ε, inputs, layers, heads)`` under each component and kind modified in each
-    of ``layers``: ``{(kind, layer): {component: alphas}}``."""
+    """α₁ ``(ε, inputs, layers, heads)`` under each line of :data:`LINES` (every head of
+    a component modified) and kind, in each of ``layers``: ``{(kind, layer): {line:
+    alphas}}``."""
     return {
         (kind, layer): {
-            component: under_modification(
+            line: under_modification(
                 source, ids, Modification(component, kind, 1.0), epsilons, modify_layer=layer
             )
-            for component in ("query", "key", "value")
+            for line, component in LINES.items()
         }
         for kind in kinds
         for layer in layers
@@ -211,13 +208,13 @@ def _value(alphas: np.ndarray, layer: int, above: bool) -> float:
 
 
 def curves(results: dict, *, above: bool) -> dict:
-    """From :func:`study`: per panel and component, a value per ε: the mean α₁ of the
+    """From :func:`study`: per panel and line, a value per ε: the mean α₁ of the
     modified layer (``above=False``) or the sink rate (%) of the layers above it (the
     last layer, with none above, has no panel then)."""
     return {
         (kind, layer): {
-            component: np.array([_value(a, layer, above) for a in alphas])
-            for component, alphas in lines.items()
+            line: np.array([_value(a, layer, above) for a in alphas])
+            for line, alphas in lines.items()
         }
         for (kind, layer), lines in results.items()
         if not above or layer + 1 < next(iter(lines.values())).shape[2]

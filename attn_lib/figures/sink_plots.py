@@ -7,7 +7,7 @@ from matplotlib.figure import Figure
 from attn_lib.figures.plot import STYLE
 
 KIND_COLOURS = {"natural": "#1f77b4", "random": "#ff7f0e", "repeated": "#2ca02c"}
-COMPONENT_COLOURS = {"query": "#d62728", "key": "#1f77b4", "value": "#2ca02c"}
+LINE_COLOURS = {"query or key": "#d62728", "value": "#2ca02c"}
 
 
 def rates(rows: dict[str, dict[str, float]], citation: str) -> Figure:
@@ -34,8 +34,9 @@ def rates(rows: dict[str, dict[str, float]], citation: str) -> Figure:
 def under_modification(
     curves: dict, epsilons: np.ndarray, *, title: str, ylabel: str, prediction=None
 ) -> Figure:
-    """One panel per (kind, modified layer), ``curves[(kind, layer)][component]`` a value
-    per ε; ``prediction`` (kind → value or None) a dashed line where the maths gives one."""
+    """One panel per (kind, modified layer), ``curves[(kind, layer)][line]`` a value per
+    ε (a line of :data:`attn_lib.analysis.sinks.LINES`); ``prediction`` (kind → value or
+    None) a dashed line where the maths gives one."""
     import matplotlib
 
     kinds = sorted({kind for kind, _ in curves})
@@ -45,11 +46,8 @@ def under_modification(
         axes = fig.subplots(len(kinds), len(layers), squeeze=False, sharey=True)
         for (kind, layer), lines in curves.items():
             ax = axes[kinds.index(kind), layers.index(layer)]
-            for component, values in lines.items():  # Query wide beneath: Key often equals it
-                wide = {"lw": 4, "alpha": 0.5} if component == "query" else {"lw": 1.5}
-                ax.plot(
-                    epsilons, values, label=component, color=COMPONENT_COLOURS[component], **wide
-                )
+            for line, values in lines.items():
+                ax.plot(epsilons, values, label=line, color=LINE_COLOURS[line], lw=1.5)
             if prediction and prediction.get(kind) is not None:
                 ax.axhline(prediction[kind], ls="--", color="0.4", lw=1, label="uniform rows")
             ax.set_xscale("log")
