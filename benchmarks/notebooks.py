@@ -34,7 +34,7 @@ def bench_import(quick: bool) -> list[dict]:
             sys.executable,
             "-c",
             "import sys; from attn_lib import Synthetic, sweep, metrics; print(sorted({m.split("
-            "'.')[0] for m in sys.modules} & {'matplotlib', 'seaborn', 'papermill'}))",
+            "'.')[0] for m in sys.modules} & {'matplotlib', 'papermill'}))",
         ],
         capture_output=True,
         text=True,

@@ -11,7 +11,7 @@ def test_the_core_imports_no_plotting_or_papermill():
     loaded = _run(
         "import sys, attn_lib; [getattr(attn_lib, name) for name in attn_lib.__all__]; "
         "print(sorted({m.split('.')[0] for m in sys.modules} & "
-        "{'matplotlib', 'seaborn', 'papermill'}))"
+        "{'matplotlib', 'papermill'}))"
     )
     assert loaded == "[]"
 

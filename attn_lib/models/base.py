@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from attn_lib.blockwise import Visibility
 from attn_lib.checks import check_index, check_text
@@ -263,4 +264,4 @@ class TextParams:
 def stacked(per_layer: list[dict]) -> dict:
     """Layers' parameters (pytrees of one structure) as one pytree with a leading
     layer axis: what a :class:`Source` keeps in ``params["layers"]``."""
-    return jax.tree.map(lambda *arrays: jnp.stack(arrays), *per_layer)
+    return jax.tree.map(lambda *arrays: jnp.asarray(np.stack(arrays)), *per_layer)
