@@ -3,13 +3,15 @@ without a ``(T, T)`` map, by an online softmax over key blocks as flash attentio
 
 Which keys a query sees is a rule (:class:`Visibility`: causal, a sliding window,
 padding), evaluated one tile (a query block × a key block) at a time; a tile nobody
-sees is skipped. Per query block, two passes run over the key blocks. The first keeps
-the running maximum ``m``, ``l = Σ exp(s − m)``, ``Σ exp(s − m)(s − m)`` (the entropy
-is ``log l − E_p[s − m]``, which stays exact where ``log-sum-exp − E_p[s]`` would cancel)
-and the output. The second, each row's log-sum-exp known, forms the weights of the
-tile: the attention each key receives, and the total variation to a reference map,
-recomputed from the Query and Key the unmodified run kept. Memory per head is
-``O(T·(d + block))``.
+sees is skipped. Per query block, a first pass over the key blocks keeps the running
+maximum ``m``, ``l = Σ exp(s − m)``, ``Σ exp(s − m)(s − m)`` (the entropy is
+``log l − E_p[s − m]``, which stays exact where ``log-sum-exp − E_p[s]`` would cancel),
+the output, and the scores of the first keys, the diagonal and the one before it (their
+weights once the row's log-sum-exp is known). A second pass, each row's log-sum-exp
+known, forms the weights of every tile: the attention each key receives, and the total
+variation to a reference map, recomputed from the Query and Key the unmodified run
+kept; it is skipped where only the first keys' attention is asked for. Memory per head
+is ``O(T·(d + block))``.
 
 ``jax.nn.dot_product_attention(return_residual=True)`` also gives the log-sum-exp, but
 on CPU its XLA implementation forms the ``(T, T)`` scores, and a running ``E_p[s]`` is
@@ -68,7 +70,8 @@ class Visibility:
         return self.tile(positions, positions)
 
 
-def attend(query, key, value, visible: Visibility, *, block_size: int, reference=None):
+def attend(query, key, value, visible: Visibility, *, block_size: int, reference=None,
+           columns: int | None = None):  # fmt: skip
     """Softmax attention of ``query (..., heads, T, d)`` over ``key`` and ``value``
     ``(..., kv_heads, T, d)`` (KV head ``g`` serves query heads ``g·r … g·r + r − 1``),
     one ``block_size`` tile at a time.
@@ -76,11 +79,16 @@ def attend(query, key, value, visible: Visibility, *, block_size: int, reference
     Returns the output ``(..., heads, T, dv)`` and per head ``(..., heads, T)``: per
     query row its normalised entropy, maximum weight, sink (key 0), diagonal and
     previous-token mass and log-sum-exp (``lse``); per key the attention it receives
-    (``columns``); with ``reference`` (the unmodified ``query``, ``key`` and ``lse``),
-    each row's total variation to the reference map (``total_variation``).
+    (``columns``: every key's, or with ``columns`` the first ``columns`` keys'); with
+    ``reference`` (the unmodified ``query``, ``key`` and ``lse``), each row's total
+    variation to the reference map (``total_variation``). The second pass runs only
+    for the total variation or for columns past the first key block.
     """
     seq_len, size = query.shape[-2], min(block_size, query.shape[-2])
     n = -(-seq_len // size)
+    wanted = seq_len if columns is None else min(columns, seq_len)
+    early = min(max(wanted, 1), size)  # the first keys' scores, kept by the first pass
+    two_passes = reference is not None or wanted > early
     dtype = compute_dtype(query, key, value)
 
     def padded(x):
@@ -113,7 +121,7 @@ def attend(query, key, value, visible: Visibility, *, block_size: int, reference
 
         @skip_unseen
         def step(carry, kb, rows):
-            top, total, shifted, count, out = carry
+            top, total, shifted, count, out, kept = carry
             s, masked, seen = scores(q_rows, k, rows, kb)
             new = jnp.maximum(top, masked.max(-1))  # -inf until the row has seen a key
             centre = jnp.where(jnp.isfinite(new), new, 0.0)
@@ -124,46 +132,52 @@ def attend(query, key, value, visible: Visibility, *, block_size: int, reference
             shifted = rescale * (shifted + moved) + jnp.sum(p * (s - centre[..., None]), -1)
             out = rescale[..., None] * out + p @ jnp.repeat(block(v, kb), repeats, axis=-3)
             count = count + jnp.sum(seen, -1, dtype=dtype)
-            return (new, rescale * total + p.sum(-1), shifted, count, out), None
+            # scores read off the tile that holds them (query and key blocks align): the
+            # first keys, the diagonal, the one before it (row 0 of a block: the last
+            # column of the block before); -inf where unseen
+            first_keys, diagonal, previous = kept
+            first_keys = jnp.where(kb == 0, masked[..., :early], first_keys)
+            diagonal = jnp.where(kb == qb, jnp.diagonal(masked, 0, -2, -1), diagonal)
+            below = jnp.diagonal(masked, -1, -2, -1)
+            previous = jnp.where(kb == qb, jnp.concatenate([previous[..., :1], below], -1),
+                                 previous)  # fmt: skip
+            corner = jnp.concatenate([masked[..., :1, -1], previous[..., 1:]], -1)
+            previous = jnp.where(kb == qb - 1, corner, previous)
+            kept = (first_keys, diagonal, previous)
+            return (new, rescale * total + p.sum(-1), shifted, count, out, kept), None
 
         shape = q_rows.shape[:-1]
-        zeros = jnp.zeros(shape, dtype)
-        init = (jnp.full(shape, -jnp.inf, dtype), zeros, zeros, zeros,
-                jnp.zeros((*shape, v.shape[-1]), dtype))  # fmt: skip
-        (top, total, shifted, count, out), _ = jax.lax.scan(
+        zeros, unseen = jnp.zeros(shape, dtype), jnp.full(shape, -jnp.inf, dtype)
+        kept = (jnp.full((*shape, early), -jnp.inf, dtype), unseen, unseen)
+        init = (unseen, zeros, zeros, zeros, jnp.zeros((*shape, v.shape[-1]), dtype), kept)
+        (top, total, shifted, count, out, kept), _ = jax.lax.scan(
             lambda c, kb: step(c, kb, rows), init, jnp.arange(n)
         )
         some = total > 0
         safe = jnp.where(some, total, 1)
         lse = jnp.where(some, top + jnp.log(safe), -jnp.inf)
         entropy = jnp.log(safe) - shifted / safe  # H = log l − E_p[s − top]
+        norm = jnp.where(some, lse, 0.0)  # weights: 0 where unseen, or nothing is seen
+        first_keys = jnp.exp(kept[0] - norm[..., None])
+        diagonal, previous = (jnp.exp(x - norm) for x in kept[1:])
         row = {
             "entropy": jnp.where(count > 1, entropy / jnp.log(jnp.maximum(count, 2)), 0.0),
             "maximum": jnp.where(some, 1 / safe, 0.0),
+            "sink": first_keys[..., 0],
+            "diagonal": diagonal,
+            "previous": previous,
             "lse": lse,
         }
-        return out / safe[..., None], row
+        return out / safe[..., None], row, first_keys.sum(-2)
 
     def second(qb, rows, lse, columns):
         q_rows = block(q, qb)
 
         @skip_unseen
         def step(carry, kb, rows):
-            columns, tv, sink, diagonal, previous = carry
+            columns, tv = carry
             _, masked, _ = scores(q_rows, k, rows, kb)
             p = jnp.exp(masked - jnp.where(jnp.isfinite(lse), lse, 0)[..., None])
-            # one weight a row, read off the tile that holds it (query and key blocks
-            # align): key 0, the diagonal, the one before it (row 0 of a block: the
-            # last column of the block before)
-            sink = sink + jnp.where(kb == 0, p[..., 0], 0.0)
-            diagonal = diagonal + jnp.where(kb == qb, jnp.diagonal(p, 0, -2, -1), 0.0)
-            below = jnp.diagonal(p, -1, -2, -1)
-            corner = jnp.zeros_like(below[..., :1]) + p[..., :1, -1]
-            previous = (
-                previous
-                + jnp.where(kb == qb, jnp.concatenate([jnp.zeros_like(corner), below], -1), 0.0)
-                + jnp.where(kb == qb - 1, jnp.concatenate([corner, jnp.zeros_like(below)], -1), 0.0)
-            )
             cols = jax.lax.dynamic_slice_in_dim(columns, kb * size, size, -1) + p.sum(-2)
             columns = jax.lax.dynamic_update_slice_in_dim(columns, cols, kb * size, -1)
             if ref is not None:
@@ -171,46 +185,50 @@ def attend(query, key, value, visible: Visibility, *, block_size: int, reference
                 r_lse = block(ref[2], qb, -1)
                 r = jnp.exp(r - jnp.where(jnp.isfinite(r_lse), r_lse, 0)[..., None])
                 tv = tv + 0.5 * jnp.sum(jnp.abs(p - r), -1)
-            return (columns, tv, sink, diagonal, previous), None
+            return (columns, tv), None
 
-        zeros = jnp.zeros_like(lse)
-        (columns, *found), _ = jax.lax.scan(
-            lambda c, kb: step(c, kb, rows), (columns, *[zeros] * 4), jnp.arange(n)
+        (columns, tv), _ = jax.lax.scan(
+            lambda c, kb: step(c, kb, rows), (columns, jnp.zeros_like(lse)), jnp.arange(n)
         )
-        names = ("total_variation", "sink", "diagonal", "previous")
-        return columns, dict(zip(names, found, strict=True))
+        return columns, {"total_variation": tv}
 
     def query_block(columns, qb):
         rows = qb * size + positions
-        out, row = first(qb, rows)
-        columns, found = second(qb, rows, row["lse"], columns)
-        return columns, (out, {**row, **found})
+        out, row, first_columns = first(qb, rows)
+        if two_passes:
+            columns, found = second(qb, rows, row["lse"], columns)
+            row = {**row, **found}
+        else:
+            columns = columns.at[..., :early].add(first_columns)
+        return columns, (out, row)
 
-    columns = jnp.zeros((*q.shape[:-2], n * size), dtype)
-    columns, (out, rows) = jax.lax.scan(query_block, columns, jnp.arange(n))
+    found = jnp.zeros((*q.shape[:-2], n * size if two_passes else early), dtype)
+    found, (out, rows) = jax.lax.scan(query_block, found, jnp.arange(n))
 
     out = jnp.moveaxis(out, 0, -3)
     out = out.reshape(*out.shape[:-3], -1, out.shape[-1])[..., :seq_len, :]
     rows = {name: jnp.moveaxis(x, 0, -2).reshape(*x.shape[1:-1], -1)[..., :seq_len]
             for name, x in rows.items()}  # fmt: skip
     if reference is None:
-        del rows["total_variation"]
-    return out, {**rows, "columns": columns[..., :seq_len]}
+        rows.pop("total_variation", None)
+    return out, {**rows, "columns": found[..., :wanted]}
 
 
 @partial(jax.tree_util.register_dataclass, data_fields=("reference",),
-         meta_fields=("block_size", "keep"))  # fmt: skip
+         meta_fields=("block_size", "keep", "columns"))  # fmt: skip
 @dataclasses.dataclass(frozen=True)
 class Blockwise:
     """The blockwise path through a source's layers (``path`` of
     :meth:`attn_lib.models.base.Source.run`): each layer attends with :func:`attend` and
     gives its per-row metrics instead of its weights. ``keep``: each layer's Query, Key
     too, as a reference. ``reference``: those of the unmodified run, per layer, with its
-    ``lse`` (the total variation to it is measured)."""
+    ``lse`` (the total variation to it is measured). ``columns``: the attention only the
+    first ``columns`` keys receive (None: every key's)."""
 
     block_size: int = 512
     keep: bool = False
     reference: dict | None = None
+    columns: int | None = None
 
     def at(self, i) -> "Blockwise":
         """The path for layer ``i`` (may be traced): its own slice of the reference."""
@@ -220,5 +238,5 @@ class Blockwise:
 
     def __call__(self, query, key, value, visible: Visibility):
         out, rows = attend(query, key, value, visible, block_size=self.block_size,
-                           reference=self.reference)  # fmt: skip
+                           reference=self.reference, columns=self.columns)  # fmt: skip
         return out, {**rows, "query": query, "key": key} if self.keep else rows

@@ -54,19 +54,24 @@ def _reference(source, block_size):
 def row_metrics(
     source, modification: Modification | None = None, *, modify_layer: int = 0,
     block_size: int = 512, kept: dict | None = None, total_variation: bool = True,
+    columns: int | None = None,
 ) -> dict[str, jax.Array]:  # fmt: skip
     """Every layer's and head's per-row metrics on the blockwise path (no ``(T, T)`` map
     is formed), ``{name: (layers, ..., heads, T)}`` for ``name`` in :data:`ROW_METRICS`:
     per query row normalised entropy, maximum weight, sink, diagonal and previous-token
     mass, and total variation to the unmodified map (from :func:`reference`, or
     ``kept`` from it; left out, and the reference with it, if not ``total_variation``);
-    per key the attention it receives (``columns``). ``modification`` acts in layer
+    per key the attention it receives (``columns``; with ``columns``, only the first
+    ``columns`` keys': without the total variation, and that many keys within a block,
+    each tile is visited once, not twice). ``modification`` acts in layer
     ``modify_layer``. Equal to the dense metrics (:func:`attn_lib.metrics.rows`)."""
     check_index("modify_layer", modify_layer, source.layers)
     check_integer("block_size", block_size, 1)
+    if columns is not None:
+        check_integer("columns", columns, 1, source.seq_len)
     if total_variation and kept is None:
         kept = reference(source, block_size=block_size)
-    path = Blockwise(block_size, reference=kept if total_variation else None)
+    path = Blockwise(block_size, reference=kept if total_variation else None, columns=columns)
     return _row_metrics(source, modification, jnp.int32(modify_layer), path)
 
 

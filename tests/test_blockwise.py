@@ -8,6 +8,7 @@ The modifications keep the scores well-conditioned: where ε multiplies them by 
 correct summation orders (a tile's and the whole row's) give maps 1e-4 apart."""
 
 import dataclasses
+from functools import partial
 from pathlib import Path
 
 import jax
@@ -72,6 +73,36 @@ def test_one_attention_equals_the_dense_one(mask, block_size, scale):
     expected_out, expected = dense_rows(query, key, value, visible, ref)
     np.testing.assert_allclose(out, expected_out, rtol=0, atol=1e-5)
     assert_rows_equal(rows, expected)
+
+
+@pytest.mark.parametrize(("mask", "block_size", "columns"),
+                         [("causal", 8, 4), ("padding", 7, 7), ("window", 8, 11)])  # fmt: skip
+def test_the_first_keys_columns_alone_in_one_pass(mask, block_size, columns):
+    """``columns``: the first keys' attention, and every row metric, as the dense map
+    gives them; within the first key block each tile is visited once (fewer operations
+    than with every key's column), past it twice."""
+    rng = np.random.default_rng(columns)
+    batch = (2,) if mask == "padding" else ()
+    query, key, value = (jnp.asarray(rng.standard_normal((*batch, h, 29, 8)), jnp.float32)
+                         for h in (4, 2, 2))  # fmt: skip
+    options = {k: jnp.asarray(v) if k == "real" else v for k, v in MASKS[mask].items()}
+    visible = Visibility(29, **options)
+
+    def run(columns):
+        return jax.jit(partial(attend, visible=visible, block_size=block_size, columns=columns))
+
+    out, rows = run(columns)(query, key, value)
+    expected_out, expected = dense_rows(query, key, value, visible)
+    assert rows["columns"].shape[-1] == columns
+    expected["columns"] = expected["columns"][..., :columns]
+    np.testing.assert_allclose(out, expected_out, rtol=0, atol=1e-5)
+    assert_rows_equal(rows, expected)
+
+    def flops(columns):
+        return run(columns).lower(query, key, value).compile().cost_analysis()["flops"]
+
+    one_pass = columns <= block_size
+    assert (flops(columns) < 0.9 * flops(None)) == one_pass
 
 
 def lse(query, key, visible):

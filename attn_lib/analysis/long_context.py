@@ -115,7 +115,8 @@ def study(source, modifications: dict, *, modify_layer: int = 0, block_size: int
 def _curves(source, modification, *, modify_layer, block_size, edges, first) -> dict:
     """One setting of :func:`study`."""
     rows = compute.row_metrics(source, modification, modify_layer=modify_layer,
-                               block_size=block_size, total_variation=False)  # fmt: skip
+                               block_size=block_size, total_variation=False,
+                               columns=first)  # fmt: skip
     rows = {name: np.asarray(value) for name, value in rows.items()}
     curves = {name: np.asarray(binned(rows[name], edges)) for name in CURVES}
     return {**curves, "first": rows["columns"][..., :first] / source.seq_len}
