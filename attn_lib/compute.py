@@ -34,6 +34,25 @@ def _all_weights(source, modification, modify_layer):
     return source.weights(modification, modify_layer=modify_layer)
 
 
+def observed_weights(
+    source, modification: Modification | None, *, modify_layer: int, observe_layer: int
+) -> jax.Array:
+    """Weights of layer ``observe_layer`` of ``source`` alone, ``(heads, T, T)``, with
+    ``modification`` in layer ``modify_layer``: equal to ``all_weights(…)[observe_layer]``,
+    without running the layers above it (the explorer's view of layer 0 of SmolLM2 runs
+    one layer of 30). Both layers are traced: one compilation serves every pair."""
+    check_index("modify_layer", modify_layer, source.layers)
+    check_index("observe_layer", observe_layer, source.layers)
+    if modify_layer > observe_layer:  # a layer above cannot change the observed one
+        modification, modify_layer = None, observe_layer
+    return _observed_weights(source, modification, modify_layer, observe_layer)
+
+
+@jax.jit
+def _observed_weights(source, modification, modify_layer, observe_layer):
+    return source.observed(modification, modify_layer=modify_layer, observe_layer=observe_layer)
+
+
 ROW_METRICS = ("entropy", "maximum", "sink", "diagonal", "previous", "columns", "total_variation")
 
 

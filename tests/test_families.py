@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from attn_lib import Modification, all_weights, models
+from attn_lib.compute import observed_weights
 from attn_lib.files import save_npz, sha256
 from attn_lib.models import gguf_file
 
@@ -240,3 +241,15 @@ def test_a_qwen2_gguf_reads_its_biases_and_matches_transformers(tmp_path):
     writer.close()
     expected = reference("qwen2")
     assert_matches(models.load(path, ids=expected["ids"].tolist()), expected)
+
+
+@pytest.mark.parametrize("case", ["gemma3", "gpt2", "llama3"])  # windows; biases; GQA
+def test_one_observed_layer_is_the_full_runs_layer(case):
+    source = models.load(FAMILIES / case, text=TEXT)
+    modification, last = Modification("key", "scale", 1e-3), source.layers - 1
+    for modify in (0, last):
+        every = np.asarray(all_weights(source, modification, modify_layer=modify))
+        for observe in (0, last):
+            one = observed_weights(source, modification, modify_layer=modify, observe_layer=observe)
+            np.testing.assert_allclose(one, every[observe], rtol=0, atol=1e-6)
+    assert not np.allclose(every[last], all_weights(source, None, modify_layer=0)[last], atol=1e-3)

@@ -159,3 +159,28 @@ def test_the_two_scale_stack_scores_exactly_as_designed_and_refuses_what_it_cann
         models.build("synthetic", two_scale=True, seq_len=257)
     with pytest.raises(ValueError, match="heads must be 2 with two_scale, got 3"):
         Synthetic.create(10, heads=3, two_scale=True)
+
+
+def test_an_observed_layer_runs_no_layer_above_it(monkeypatch):
+    import jax
+
+    from attn_lib import compute, models
+
+    ran = []
+    layer = models.synthetic.Synthetic.layer
+
+    def counted(self, i, h, modification, path=None):
+        jax.debug.callback(lambda i: ran.append(int(i)), i)
+        return layer(self, i, h, modification, path)
+
+    monkeypatch.setattr(models.synthetic.Synthetic, "layer", counted)
+    compute._observed_weights.clear_cache()  # trace it with the counting layer
+    source, modification = Synthetic.create(), Modification("query", "scale", 0.5)
+    for modify, observe, expected in ((0, 0, [0]), (0, 1, [0, 1]), (1, 1, [0, 1]), (1, 0, [0])):
+        ran.clear()
+        weights = compute.observed_weights(
+            source, modification, modify_layer=modify, observe_layer=observe
+        )
+        jax.block_until_ready(weights)
+        assert sorted(ran) == expected, (modify, observe)
+    compute._observed_weights.clear_cache()  # the tests after trace the real layer

@@ -23,7 +23,7 @@ from attn_lib.checks import (
     check_text,
     shown,
 )
-from attn_lib.compute import all_weights
+from attn_lib.compute import all_weights, observed_weights
 from attn_lib.figures import plot
 from attn_lib.figures.paths import resolve
 from attn_lib.figures.spec import panel_grid
@@ -144,12 +144,13 @@ def make_source(params: dict):
     return models.build(params["source"], **source_parameters(params))
 
 
-def compute_panel(params: dict, source=None) -> dict:
+def compute_panel(params: dict, source=None, *, every_layer: bool = True) -> dict:
     """The weights a panel shows, from validated parameters (and their ``source``, when
     the caller keeps it: :func:`make_source` otherwise).
 
     Returns ``weights`` (T, T) of ``observe_layer``/``head``, ``all_weights``
-    (layers, heads, T, T), ``masked`` (T, T: True where a query cannot look, from the
+    (layers, heads, T, T; only with ``every_layer``: without it, no layer above the
+    observed one runs), ``masked`` (T, T: True where a query cannot look, from the
     source's :meth:`~attn_lib.models.base.Source.visible`), ``tokens``, ``title`` and
     ``parameters``.
     """
@@ -165,16 +166,22 @@ def compute_panel(params: dict, source=None) -> dict:
         seed=params["seed"],
         head=None if params["modify_head"] == -1 else params["modify_head"],
     )
-    weights = np.asarray(all_weights(source, modification, modify_layer=params["modify_layer"]))
-    title = panel_title(params)
+    layers = {"modify_layer": params["modify_layer"]}
+    if every_layer:
+        every = {"all_weights": np.asarray(all_weights(source, modification, **layers))}
+        weights = every["all_weights"][params["observe_layer"]]
+    else:
+        every = {}
+        layers["observe_layer"] = params["observe_layer"]
+        weights = np.asarray(observed_weights(source, modification, **layers))
     visible = source.visible()
     shape = weights.shape[-2:]
     return {
-        "weights": weights[params["observe_layer"], params["head"]],
-        "all_weights": weights,
+        "weights": weights[params["head"]],
+        **every,
         "masked": np.zeros(shape, bool) if visible is None else ~np.broadcast_to(visible, shape),
         "tokens": source.tokens,
-        "title": title,
+        "title": panel_title(params),
         "parameters": params,
     }
 

@@ -202,6 +202,18 @@ class Source:
         h, out = self.below(modify_layer, path)
         return self.above(h, out, modification, modify_layer=modify_layer, path=path)
 
+    def observed(self, modification: Modification | None, *, modify_layer, observe_layer):
+        """The weights of layer ``observe_layer`` alone, ``(heads, T, T)``, with
+        ``modification`` in layer ``modify_layer`` (at most ``observe_layer``; both may be
+        traced). The layers above it are not run: a view of layer 0 costs one layer."""
+
+        def unmodified(i, carry):
+            return self._layer(i, carry[0], None, None)
+
+        h = jax.lax.fori_loop(0, modify_layer, lambda i, h: unmodified(i, (h,))[0], self.embed())
+        h, w = self._layer(modify_layer, h, modification, None)
+        return jax.lax.fori_loop(modify_layer + 1, observe_layer + 1, unmodified, (h, w))[1]
+
     def weights(self, modification: Modification | None, *, modify_layer) -> jax.Array:
         """The weights of every layer, ``(layers, heads, T, T)``."""
         return self.run(modification, modify_layer=modify_layer)[1]
