@@ -42,7 +42,9 @@ lab() {
     [ -x "$VENV/bin/jupyter-lab" ] || stage "set up the environment" setup lab
     local root=()
     [ "$(id -u)" = 0 ] && root=(--allow-root)  # Jupyter refuses root without it
+    # attn_lib.lab: TCP_NODELAY on the kernels' websockets (the explorer's redraw: ~30 ms less)
     exec "$VENV/bin/jupyter" lab --ServerApp.root_dir=. \
+        --ServerApp.kernel_websocket_connection_class=attn_lib.lab.NoDelayConnection \
         --LabApp.default_url=/lab/tree/notebooks/explore.ipynb "${root[@]}" "$@"
 }
 

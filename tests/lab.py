@@ -20,6 +20,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import attn_lib.lab
 from attn_lib.figures.paths import REPO
 
 WAIT = 120  # seconds for anything a kernel does (the first MiniLM load is ~8 s here)
@@ -71,6 +72,7 @@ def jupyter_lab(home: Path) -> Iterator[tuple[str, str]]:
         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={REPO}",
         f"--LabApp.user_settings_dir={home / 'settings'}",
         f"--LabApp.workspaces_dir={home / 'workspaces'}", "--LabApp.expose_app_in_browser=True",
+        attn_lib.lab.OPTION,  # as ./run.sh lab: TCP_NODELAY on the kernels' websockets
     ]  # fmt: skip
     if os.geteuid() == 0:
         command.append("--allow-root")
@@ -131,7 +133,7 @@ def screenshot(driver, name: str) -> None:
     """A screenshot in ``build/browser/<name>.png``, the explorer's view (if any) in sight."""
     from attn_lib.figures.paths import BUILD
 
-    driver.execute_script("document.querySelector('.widget-output')?.scrollIntoView()")
+    driver.execute_script("document.querySelector('.attn-heatmap')?.scrollIntoView()")
     (BUILD / "browser").mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(BUILD / "browser" / f"{name}.png"))
 
@@ -159,11 +161,45 @@ def open_notebook(driver, lab: tuple[str, str], path: str, *, kernel: bool = Fal
         wait(driver, lambda: driver.execute_script(idle), f"the kernel of {path}")
 
 
-def explorer_image(driver) -> tuple[str, str]:
-    """The explorer's heatmap: its source (a PNG data URL) and alternative text."""
+def explorer_view(driver) -> tuple[str, str]:
+    """The explorer's heatmap (attn_lib/explore/heatmap.js): the version of the map it
+    last painted ('' before the first) and its alternative text."""
     return driver.execute_script(
-        "const i = document.querySelector('.widget-output img');"
-        "return i ? [i.src, i.alt] : ['', ''];"
+        "const v = document.querySelector('.attn-heatmap');"
+        "return v ? [v.dataset.version || '', v.getAttribute('aria-label') || ''] : ['', ''];"
+    )
+
+
+def explorer_cells(driver) -> dict:
+    """What the explorer's canvas shows, cell by cell: each cell's centre pixel (RGBA)
+    and whether the cell is hatched (every pixel white or the hatch's grey)."""
+    return driver.execute_script(
+        """
+        const v = document.querySelector('.attn-heatmap'), map = v.querySelector('canvas');
+        const cell = Number(v.dataset.cell), rows = map.height / cell, columns = map.width / cell;
+        const data = map.getContext('2d').getImageData(0, 0, map.width, map.height).data;
+        const pixel = (x, y) => Array.from(data.subarray(4 * (y * map.width + x)).slice(0, 4));
+        const plain = (p) => p.join() === '255,255,255,255' || p.join() === '179,179,179,255';
+        const centre = [], hatched = [];
+        for (let i = 0; i < rows; i++) {
+          centre.push([]); hatched.push([]);
+          for (let j = 0; j < columns; j++) {
+            centre[i].push(pixel(Math.floor((j + 0.5) * cell), Math.floor((i + 0.5) * cell)));
+            let all = true;
+            for (let y = i * cell; y < (i + 1) * cell; y++)
+              for (let x = j * cell; x < (j + 1) * cell; x++) all = all && plain(pixel(x, y));
+            hatched[i].push(all);
+          }
+        }
+        return {rows, columns, cell, centre, hatched};
+        """
+    )
+
+
+def explorer_hover_readout(driver) -> str:
+    """What the explorer's heatmap says of the hovered (or kept) cell."""
+    return driver.execute_script(
+        "return document.querySelector('.attn-heatmap-readout')?.textContent || ''"
     )
 
 

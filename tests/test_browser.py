@@ -14,6 +14,7 @@ import shutil
 import subprocess
 
 import lab
+import numpy as np
 import pytest
 
 from attn_lib.figures.paths import NOTEBOOKS, REPO
@@ -84,37 +85,104 @@ def test_lab_form_is_what_the_check_above_can_see(driver, server):
         scratch.unlink()
 
 
+def _three_digits(x: float) -> str:
+    """``x ≥ 0`` to 3 significant digits as JavaScript's ``toPrecision(3)`` writes it."""
+    mantissa, exponent = f"{x:.2e}".split("e")
+    if x == 0 or -6 <= int(exponent) < 3:
+        return f"{float(f'{x:.2e}'):.{max(0, 2 - int(exponent))}f}"
+    return f"{mantissa}e{int(exponent):+d}"
+
+
+def _cell_centre(driver, i: int, j: int) -> tuple[float, float]:
+    """The offset of cell (i, j)'s centre from the canvas's centre, in CSS pixels (what
+    selenium's move_to_element_with_offset takes)."""
+    cells = lab.explorer_cells(driver)
+    cell = cells["cell"]
+    return (j + 0.5 - cells["columns"] / 2) * cell, (i + 0.5 - cells["rows"] / 2) * cell
+
+
 def test_the_explorer_responds_in_the_browser(driver, server):
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
-    def image():
-        return lab.explorer_image(driver)
+    from attn_lib.explore import Explorer
+    from attn_lib.explore.heatmap import colour_table
+
+    def view():
+        return lab.explorer_view(driver)
 
     def readout():
         return lab.explorer_readout(driver)
 
     lab.open_notebook(driver, server, "notebooks/explore.ipynb", kernel=True)
     lab.command(driver, "notebook:run-all-cells")
-    lab.wait(driver, lambda: image()[0].startswith("data:image/png"), "the live heatmap")
+    lab.wait(driver, lambda: view()[0], "the live heatmap")
     lab.wait(driver, lambda: readout().startswith("entropy:"), "the metrics line")
     notebook = driver.find_element(By.CSS_SELECTOR, ".jp-Notebook").text
     assert "VBox(" not in notebook and "Error displaying widget" not in notebook, "a live widget"
+    assert not driver.find_elements(By.CSS_SELECTOR, ".attn-heatmap img"), "no picture: a canvas"
     lab.screenshot(driver, "1-opened")
 
-    before, metrics = image()[0], readout()
+    # The page's readout and colours, against the same views computed here.
+    expected = Explorer()
+    expected.update()
+    tokens, weights = expected.panel["tokens"], expected.panel["weights"]
+    canvas = driver.find_element(By.CSS_SELECTOR, ".attn-heatmap canvas")
+    # In sight whole: selenium's offsets are from the centre of the part in sight.
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", canvas)
+
+    def move(i, j):  # one move, straight there (the default path crosses other cells)
+        offset = _cell_centre(driver, i, j)
+        ActionChains(driver, duration=0).move_to_element_with_offset(canvas, *offset).perform()
+
+    def shows(i, j, kept=""):
+        text = f"query {tokens[i]} ({i}) · key {tokens[j]} ({j})"
+        digits = _three_digits(float(weights[i, j]))
+        return lambda: lab.explorer_hover_readout(driver) == f"{text} · weight {digits}{kept}"
+
+    for i, j in ((4, 2), (7, 5)):
+        assert 1e-3 <= weights[i, j] < 1, "a weight that toPrecision(3) writes in fixed point"
+        move(i, j)
+        lab.wait(driver, shows(i, j), f"the readout of cell ({i}, {j})")
+    ActionChains(driver, duration=0).click().perform()  # keeps the readout of (7, 5)
+    lab.wait(driver, shows(7, 5, " · kept"), "the kept readout")
+    move(4, 2)
+    assert shows(7, 5, " · kept")(), "a kept readout stays while hovering elsewhere"
+
+    before, metrics, painted = view()[0], readout(), lab.explorer_cells(driver)["centre"]
     lab.enter(lab.explorer_control(driver, "ε =", "input"), "1e-3")
-    lab.wait(driver, lambda: image()[0] != before, "a new heatmap at ε = 1e-3")
+    lab.wait(driver, lambda: view()[0] != before, "a new heatmap at ε = 1e-3")
     lab.wait(driver, lambda: readout() != metrics, "new metrics at ε = 1e-3")
-    assert "ε = 1e-3" in image()[1]
+    assert "ε = 1e-3" in view()[1]
+    cells = lab.explorer_cells(driver)
+    assert cells["centre"] != painted, "the canvas repainted"
+    expected.update(epsilon=1e-3)
+    weights, table = expected.panel["weights"], colour_table()
+    for (i, j), weight in np.ndenumerate(weights):
+        index = min(255, int(weight * 256))
+        assert cells["centre"][i][j] == list(table[4 * index : 4 * index + 4]), (i, j)
+    assert not any(map(any, cells["hatched"])), "no masked cell in a bidirectional map"
+    lab.wait(driver, shows(7, 5, " · kept"), "the kept cell's readout at the new ε")
     lab.screenshot(driver, "2-epsilon")
+
+    before = view()[0]
+    Select(lab.explorer_control(driver, "causal", "select")).select_by_visible_text("True")
+    lab.wait(driver, lambda: view()[0] not in ("", before), "the causal map")
+    hatched = lab.explorer_cells(driver)["hatched"]
+    future = [[j > i for j in range(10)] for i in range(10)]
+    assert hatched == future, "hatched cells are exactly the future keys"
+    before = view()[0]
+    Select(lab.explorer_control(driver, "causal", "select")).select_by_visible_text("False")
+    lab.wait(driver, lambda: view()[0] not in ("", before), "the bidirectional map")
+    assert not any(map(any, lab.explorer_cells(driver)["hatched"])), "no hatch"
 
     driver.find_element(By.XPATH, "//button[normalize-space(.)='Save this view']").click()
     command = "papermill notebooks/panel.ipynb"
     lab.wait(driver, lambda: command in driver.page_source, "the saved view's command")
 
     Select(lab.explorer_control(driver, "component", "select")).select_by_visible_text("value")
-    lab.wait(driver, lambda: "Modifying Value" in image()[1], "the Value map")
+    lab.wait(driver, lambda: "Modifying Value" in view()[1], "the Value map")
     assert "observing layer 1" in driver.page_source, "the view says where Value shows"
     moved = re.search(r"distance_to_reference: ([0-9.]+)", readout())
     assert moved and float(moved.group(1)) > 0.01, "Value shows a map unlike the unmodified"
@@ -128,6 +196,6 @@ def test_the_explorer_responds_in_the_browser(driver, server):
     lab.wait(driver, lambda: readout().startswith("loading minilm"), "the busy message")
     assert source_menu().get_attribute("disabled"), "the controls are off while it loads"
     lab.screenshot(driver, "4-loading")
-    lab.wait(driver, lambda: "over the tokens [CLS] the quick" in image()[1], "MiniLM's tokens")
+    lab.wait(driver, lambda: "over the tokens [CLS] the quick" in view()[1], "MiniLM's tokens")
     lab.wait(driver, lambda: not source_menu().get_attribute("disabled"), "the controls back")
     lab.screenshot(driver, "5-minilm")

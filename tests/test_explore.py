@@ -4,12 +4,14 @@ import html
 
 import numpy as np
 import pytest
+import traitlets
 from conftest import requires_minilm, requires_smollm2
 
 from attn_lib import models
 from attn_lib.compute import _all_weights
 from attn_lib.explore import Explorer, Widget, snap
-from attn_lib.figures import panels
+from attn_lib.explore.heatmap import Heatmap, colour_table
+from attn_lib.figures import panels, plot
 
 
 @pytest.fixture
@@ -17,25 +19,89 @@ def explorer():
     return Explorer()
 
 
-def test_moving_epsilon_redraws_in_place_without_compiling(explorer):
-    first = explorer.update()
-    figure, compiled = explorer.figure, _all_weights._cache_size()
-    later = explorer.update(epsilon=1e-3)
-    assert explorer.figure is figure, "the same figure, its colours changed"
+def _sent(heatmap) -> tuple[np.ndarray, np.ndarray]:
+    """The map and mask of the heatmap's last message, read as the page reads them."""
+    rows, columns = heatmap.shape
+    weights = np.frombuffer(heatmap.weights, "<f4").reshape(rows, columns)
+    return weights, np.frombuffer(heatmap.mask, np.uint8).reshape(rows, columns)
+
+
+def test_moving_epsilon_sends_the_new_map_without_compiling(explorer):
+    widget = Widget(explorer)
+    view, compiled = widget.view, _all_weights._cache_size()
+    first, version = explorer.metrics(), view.version
+    widget.controls["epsilon"].value = 1e-3
     assert _all_weights._cache_size() == compiled, "no new compilation for a new ε"
-    assert later["diagonal"] > first["diagonal"]
-    assert explorer.figure.axes[0].get_title() == "Modifying Query with ε = 1e-3"
-    mesh = explorer.figure.axes[0].collections[0].get_array()
+    assert explorer.metrics()["diagonal"] > first["diagonal"]
+    assert (view.version, view.title) == (version + 1, "Modifying Query with ε = 1e-3")
+    weights, mask = _sent(view)
+    assert weights.tobytes() == np.asarray(explorer.panel["weights"], "<f4").tobytes()
+    assert len(view.weights) == 4 * 10 * 10 and not mask.any()
+    assert view.alt == explorer.alt() and view.tokens == list(explorer.panel["tokens"])
+
+
+def test_the_message_is_float32_row_major_with_its_mask(explorer):
+    explorer.update(causal=True, epsilon=1e-3)
+    heatmap = Heatmap()
+    heatmap.show(explorer.panel, explorer.alt())
+    weights, mask = _sent(heatmap)
+    assert heatmap.shape == [10, 10] and len(heatmap.weights) == 400 and len(heatmap.mask) == 100
+    np.testing.assert_array_equal(weights, explorer.panel["weights"])
+    np.testing.assert_array_equal(mask, np.triu(np.ones((10, 10), np.uint8), 1))
+    assert len(heatmap.colours) == 256 * 4
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_a_map_sent_as_float64_or_transposed_is_refused(explorer, causal):
+    explorer.update(causal=causal)  # ε = 5e-1: no near-diagonal map, its own transpose
+    heatmap = Heatmap()
+    heatmap.show(explorer.panel, explorer.alt())
+    weights = np.asarray(explorer.panel["weights"])
+    with pytest.raises(traitlets.TraitError, match=r"10×10 float32 \(400 bytes\).*got 800"):
+        heatmap.weights = weights.astype(np.float64).tobytes()
+    with pytest.raises(traitlets.TraitError, match=r"(not 1|masked cell holds) .*transposed"):
+        heatmap.weights = np.ascontiguousarray(weights.T, np.float32).tobytes()
+    assert _sent(heatmap)[0].tobytes() == weights.astype("<f4").tobytes(), "the map kept"
+
+
+def test_the_colour_table_paints_each_weight_as_the_png_panels_do():
+    weights = np.array([[0.0, 0.1, 0.25, 0.5], [0.499, 0.77, 0.9, 0.999], [1.0, 0.3, 0.6, 0.05],
+                        [0.2, 0.4, 0.7, 0.95]], np.float32)  # fmt: skip
+    panel = {"weights": weights, "tokens": list("abcd"), "title": "t", "masked": weights < 0}
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    figure = plot.panel_figure(panel)
+    canvas = FigureCanvasAgg(figure)  # how plot.save and plot.html render it
+    canvas.draw()
+    pixels = np.asarray(canvas.buffer_rgba())
+    table = np.frombuffer(colour_table(), np.uint8).reshape(256, 4)
+    for (i, j), weight in np.ndenumerate(weights):
+        x, y = figure.axes[0].transData.transform((j + 0.5, i + 0.5))
+        drawn = pixels[pixels.shape[0] - int(y), int(x)]
+        index = min(255, int(weight * 256))  # as heatmap.js indexes the table
+        assert np.abs(drawn.astype(int) - table[index]).max() <= 1, (weight, drawn, table[index])
+
+
+def test_the_png_view_redraws_in_place_and_anew_for_new_cells(explorer):
+    widget = Widget(explorer, "png")
+    figure = widget.view.figure
+    widget.controls["epsilon"].value = 1e-3
+    assert widget.view.figure is figure, "the same figure, its colours changed"
+    assert figure.axes[0].get_title() == "Modifying Query with ε = 1e-3"
+    mesh = figure.axes[0].collections[0].get_array()
     assert mesh.reshape(10, 10).tolist() == explorer.panel["weights"].tolist()
-
-
-def test_a_causal_view_keeps_its_future_cells_unpainted_as_it_updates(explorer):
-    explorer.update(causal=True)
-    explorer.update(epsilon=1e-3)  # in place: the new colours keep the mask
-    painted = ~np.ma.getmaskarray(explorer.figure.axes[0].collections[0].get_array())
+    widget.controls["causal"].value = True  # a mask: a new figure, its future cells unpainted
+    assert widget.view.figure is not figure
+    painted = ~np.ma.getmaskarray(widget.view.figure.axes[0].collections[0].get_array())
     np.testing.assert_array_equal(painted.reshape(10, 10), np.tril(np.ones((10, 10), bool)))
-    explorer.update(causal=False)
-    assert not np.ma.getmaskarray(explorer.figure.axes[0].collections[0].get_array()).any()
+    with pytest.raises(ValueError, match="view must be one of 'canvas', 'png'; got 'svg'"):
+        Widget(explorer, "svg")
+
+
+def test_the_notebook_output_carries_a_picture_with_alternative_text(explorer):
+    bundle = explorer.widget()._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert bundle["text/html"].startswith(f'<img alt="{html.escape(explorer.alt())}" src="data:')
 
 
 def test_a_bad_value_is_refused_and_the_view_kept(explorer):
@@ -58,14 +124,13 @@ def test_save_writes_a_panel_and_the_command_that_remakes_it(explorer, tmp_path)
 
 def test_the_controls_drive_the_view(explorer):
     widget = Widget(explorer)
-    controls, figure = widget.controls, explorer.figure
+    controls = widget.controls
     controls["epsilon"].value = 1e-3
     controls["component"].value = "key"
     controls["head"].value = 1
     assert (explorer.params["epsilon"], explorer.params["component"]) == (1e-3, "key")
     assert explorer.params["head"] == 1
-    assert explorer.figure is figure
-    assert explorer.figure.axes[0].get_title() == "Modifying Key with ε = 1e-3"
+    assert widget.view.title == "Modifying Key with ε = 1e-3"
     assert widget.readout.value.startswith("entropy: ")
     assert controls["epsilon_text"].value == "0.001"
 
@@ -184,14 +249,19 @@ def test_a_source_that_cannot_load_is_reported_and_the_controls_put_back(explore
 
 
 @requires_minilm
-def test_new_tokens_are_drawn_anew_even_on_the_same_grid(explorer):
+def test_new_tokens_are_sent_even_on_the_same_grid(explorer):
+    widget = Widget(explorer, "png")
+    canvas = Heatmap()
     explorer.update(seq_len=12)
-    figure = explorer.figure
+    widget.view.show(explorer.panel, explorer.alt())
+    figure = widget.view.figure
     explorer.update(source="minilm")  # "[CLS] the quick … dog . [SEP]": 12 tokens too
     assert explorer.panel["weights"].shape == (12, 12)
-    assert explorer.figure is not figure
-    labels = [label.get_text() for label in explorer.figure.axes[0].get_xticklabels()]
-    assert labels == list(explorer.panel["tokens"])
+    widget.view.show(explorer.panel, explorer.alt())
+    canvas.show(explorer.panel, explorer.alt())
+    assert widget.view.figure is not figure, "the PNG view lays out a new figure"
+    labels = [label.get_text() for label in widget.view.figure.axes[0].get_xticklabels()]
+    assert labels == list(explorer.panel["tokens"]) == canvas.tokens
 
 
 @requires_smollm2
@@ -230,3 +300,21 @@ def test_a_checkpoint_by_path_is_explored_like_a_built_in_source():
     assert explorer.panel["tokens"] == ("the", "cat", "sat")
     widget.controls["modify_layer"].value = 1  # Query of layer 1 shows in layer 1
     assert explorer.params["observe_layer"] == 1 and "entropy" in widget.readout.value
+
+
+def test_the_lab_server_sets_tcp_nodelay_on_kernel_websockets(monkeypatch):
+    from unittest import mock
+
+    from jupyter_server.services.kernels.connection.channels import (
+        ZMQChannelsWebsocketConnection,
+    )
+    from jupyter_server.services.kernels.websocket import KernelWebsocketHandler
+
+    from attn_lib import lab
+    from attn_lib.figures.paths import REPO
+
+    handler = mock.create_autospec(KernelWebsocketHandler, instance=True)
+    monkeypatch.setattr(ZMQChannelsWebsocketConnection, "connect", lambda self: "connected")
+    assert lab.NoDelayConnection(websocket_handler=handler).connect() == "connected"
+    handler.set_nodelay.assert_called_once_with(True)
+    assert lab.OPTION.split("=")[1] in (REPO / "run.sh").read_text(), "./run.sh lab starts with it"

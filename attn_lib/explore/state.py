@@ -3,7 +3,7 @@
 An :class:`Explorer` keeps each source it has built and reuses the compiled attention:
 moving ε or choosing a layer never recompiles (both are traced), and another
 component, kind or source compiles once, the first time it is chosen. An update
-recomputes the weights and metrics and changes the drawn heatmap in place.
+recomputes the weights and metrics; the widget's view draws them (in the page).
 """
 
 import shlex
@@ -29,7 +29,6 @@ class Explorer:
         self._unmodified: dict[tuple, np.ndarray] = {}
         self.params = panels.validate_panel_parameters(defaults)
         self.panel = None
-        self.figure = None
         self.note = ""  # what the view changed or cannot show, in words
 
     @staticmethod
@@ -73,21 +72,7 @@ class Explorer:
         params, note = self._observe_affected(
             self._next(changes), chose_layer="observe_layer" in changes
         )
-        panel = panels.compute_panel(params, self._source(params))
-        tokens = None if self.panel is None else list(self.panel["tokens"])
-        masked = None if self.panel is None else self.panel["masked"]
-        if tokens != list(panel["tokens"]) or not np.array_equal(masked, panel["masked"]):
-            # a new grid of cells, new labels or a new mask: draw anew
-            self.figure = plot.panel_figure(panel)
-            # Lay it out once and keep that layout: an update changes colours and the
-            # title only, and constrained layout is half of every render's time.
-            self.figure.draw_without_rendering()
-            self.figure.set_layout_engine("none")
-        else:
-            heatmap_ax = self.figure.axes[0]
-            weights = np.ma.masked_array(panel["weights"], plot.mask_of(panel))
-            heatmap_ax.collections[0].set_array(weights.ravel())
-            heatmap_ax.set_title(plot.plain(panel["title"]))
+        panel = panels.compute_panel(params, self._source(params), every_layer=False)
         self.params, self.panel, self.note = params, panel, note
         return self.metrics()
 
@@ -107,6 +92,12 @@ class Explorer:
         note = (f"{name} modified in layer {modify} cannot change layer {observe}: "
                 f"it shows from layer {first} on.")  # fmt: skip
         return params, note
+
+    @property
+    def figure(self):
+        """The drawn view as a static panel (matplotlib), made when asked for: for the
+        notebook's picture and for saving, never on a move."""
+        return plot.panel_figure(self.panel)
 
     def alt(self) -> str:
         """The drawn view in words: its title, layer, head, source and tokens."""
@@ -135,9 +126,9 @@ class Explorer:
         )
         if self.panel is None:
             self.update()
-        panel = {**self.panel, "parameters": params}  # the view as computed, filed as a panel
-        fig = plot.panel_figure(panel)
-        panels.save_panel(panel, fig, output_dir, name)
+        # the view, filed as a panel: with every layer's weights, as the panel notebook's
+        panel = panels.compute_panel(params, self._source(params))
+        panels.save_panel(panel, plot.panel_figure(panel), output_dir, name)
         changed = [
             f"-p {key} {shlex.quote(str(value))}"
             for key, value in params.items()
@@ -145,6 +136,8 @@ class Explorer:
         ]
         return " ".join(["papermill notebooks/panel.ipynb", f"{output_dir}/{name}.ipynb", *changed])
 
-    def widget(self):
-        """The controls and the live heatmap, as one ipywidgets box."""
-        return Widget(self).box
+    def widget(self, view: str = "canvas"):
+        """The controls and the live heatmap, as one ipywidgets box; ``view`` is how the
+        map is drawn (:data:`attn_lib.explore.widget.VIEWS`): ``canvas``, in the page,
+        or ``png``, by matplotlib in the kernel (the slower path, kept to compare)."""
+        return Widget(self, view).box

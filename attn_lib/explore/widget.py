@@ -5,8 +5,11 @@ import html
 import math
 
 import ipywidgets as w
+import numpy as np
 
 from attn_lib.analysis.showcase import SEED_EPSILONS
+from attn_lib.checks import check_choice
+from attn_lib.explore.heatmap import Heatmap
 from attn_lib.figures import panels, plot
 from attn_lib.models import SOURCES, entry
 from attn_lib.modification import COMPONENTS, KINDS
@@ -35,6 +38,37 @@ def source_control(default) -> w.Widget:
     return kind(value=default, continuous_update=False, layout=w.Layout(width="150px"))
 
 
+class PngView(w.Output):
+    """The map drawn by matplotlib in the kernel and sent to the page as a PNG: the
+    explorer's view before :class:`~attn_lib.explore.heatmap.Heatmap`, kept so that
+    ``benchmarks/browser.py`` measures both in one run. A new ε changes the colours and
+    title of the figure laid out for the view's cells and labels, which is half of a
+    new figure's time."""
+
+    figure = None
+    drawn = None  # the tokens and mask the figure is laid out for
+
+    def show(self, panel: dict, alt: str) -> None:
+        from IPython.display import display
+
+        cells = (list(panel["tokens"]), np.asarray(panel["masked"]).tolist())
+        if cells != self.drawn:
+            self.figure, self.drawn = plot.panel_figure(panel), cells
+            self.figure.draw_without_rendering()  # laid out once, then kept
+            self.figure.set_layout_engine("none")
+        else:
+            ax = self.figure.axes[0]
+            weights = np.ma.masked_array(panel["weights"], plot.mask_of(panel))
+            ax.collections[0].set_array(weights.ravel())
+            ax.set_title(plot.plain(panel["title"]))
+        with self:
+            self.clear_output(wait=True)
+            display(plot.html(self.figure, alt), raw=True)
+
+
+VIEWS = {"canvas": Heatmap, "png": PngView}  # how the live map is drawn: a widget with show()
+
+
 class Widget:
     """The explorer's controls, readout and view (ipywidgets).
 
@@ -44,7 +78,8 @@ class Widget:
     three ε, and a text box for exact values, 0 included where the kind allows it.
     """
 
-    def __init__(self, explorer):
+    def __init__(self, explorer, view: str = "canvas"):
+        check_choice("view", view, VIEWS)
         self.explorer = explorer
         params = explorer.params
         self.controls = {
@@ -73,7 +108,8 @@ class Widget:
             if isinstance(control, w.Dropdown):
                 control.layout = w.Layout(width="max-content")
         self.readout, self.note, self.saved = w.HTML(), w.HTML(), w.HTML()
-        self.view = w.Output()
+        self.view = VIEWS[view]()
+        self.stage = w.Box([self.view])  # the view, or the loading message in its place
         save = w.Button(description="Save this view", icon="save")
         save.on_click(self.on_save)
         c = self.controls
@@ -81,7 +117,7 @@ class Widget:
         self.menus = w.HBox()
         self.layers = w.HBox([c["modify_layer"], c["observe_layer"], c["head"]])
         rows = [self.sliders, self.menus, self.layers, w.HBox([save, self.readout])]
-        self.box = ViewBox([*rows, self.note, self.view, self.saved])
+        self.box = ViewBox([*rows, self.note, self.stage, self.saved])
         self.box.explorer = explorer
         self.updating = False  # the controls are being set to match the view: no callbacks
         for control in self.controls.values():
@@ -91,15 +127,11 @@ class Widget:
 
     def show(self, values: dict | None = None) -> None:
         """Draw the view and its note, and ``values`` (its metrics) in the readout."""
-        from IPython.display import display
-
         if values is not None:
             self.readout.value = " · ".join(f"{k}: {v:.3f}" for k, v in values.items())
         note = self.explorer.note
         self.note.value = f"<i>{html.escape(note)}</i>" if note else ""
-        with self.view:
-            self.view.clear_output(wait=True)
-            display(plot.html(self.explorer.figure, self.explorer.alt()), raw=True)
+        self.view.show(self.explorer.panel, self.explorer.alt())
 
     def match_view(self) -> None:
         """Set every control to the drawn view's parameters, offering what its source
@@ -127,11 +159,11 @@ class Widget:
         """Disable the controls and say ``message`` in place of the view, or undo it."""
         for control in self.controls.values():
             control.disabled = message is not None
-        if message is not None:
+        if message is None:
+            self.stage.children = [self.view]
+        else:
             self.readout.value = f"<i>{html.escape(message)}</i>"
-            with self.view:
-                self.view.clear_output()
-                print(message)
+            self.stage.children = [w.HTML(html.escape(message))]
 
     def on_change(self, change) -> None:
         if self.updating:
@@ -184,7 +216,8 @@ class Widget:
 
 class ViewBox(w.VBox):
     """The explorer's box. Its notebook output also holds a picture of the view it
-    opens on (with alternative text), which renderers without a live kernel show."""
+    opens on (with alternative text), which renderers without a live kernel show (made
+    once, when the box is displayed, as it is saved or exported; never on a move)."""
 
     explorer: object  # the Explorer whose view it shows
 
