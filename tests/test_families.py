@@ -11,8 +11,9 @@ import pytest
 
 from attn_lib import Modification, all_weights, models
 from attn_lib.compute import observed_weights
-from attn_lib.files import save_npz, sha256
+from attn_lib.files import sha256
 from attn_lib.models import gguf_file
+from attn_lib.models.weights import read_cache, write_cache
 
 FAMILIES = Path(__file__).parent / "reference" / "families"
 KV_HEADS = {"llama": 2, "llama3": 1, "qwen2": 2, "mistral": 2, "gemma3": 2, "gpt2": 4}
@@ -59,29 +60,30 @@ def test_a_ggufs_dequantized_arrays_are_cached_and_a_damaged_cache_is_remade(tmp
     gguf_file.checkpoint_at.cache_clear()
     try:
         params = gguf_file.load(file, None).params
-        cached = tmp_path / "llama-gguf" / f"{sha256(FAMILIES / 'llama.gguf')}.npz"
+        cached = tmp_path / "llama-gguf" / f"{sha256(FAMILIES / 'llama.gguf')}.safetensors"
         assert cached.is_file()
         gguf_file.checkpoint_at.cache_clear()
         with monkeypatch.context() as patch:  # from the cache, not the GGUF
             patch.setattr(gguf_file, "_read_gguf", lambda file: pytest.fail("read the GGUF"))
             again = gguf_file.load(file, None).params
         np.testing.assert_array_equal(again["layers"]["key"][1], params["layers"]["key"][1])
-        whole = cached.read_bytes()
-        with np.load(cached) as data:
-            arrays = {k: data[k] for k in data.files}
+        arrays, marks = read_cache(cached)
         wrong = arrays["blk.0.attn_q.weight"].copy()
         wrong[0] *= 2  # well-formed, and wrong
         missing = {k: v for k, v in arrays.items() if k != "blk.1.ffn_up.weight"}
         # tests/test_cache.py tries every kind of damage on the cache itself
         for damage in (missing, {**arrays, "config": np.array("{}")},
                        {**arrays, "blk.0.attn_q.weight": wrong}):  # fmt: skip
-            save_npz(cached, damage)
+            write_cache(cached, damage, marks)
             gguf_file.checkpoint_at.cache_clear()
             remade = gguf_file.load(file, None).params
             np.testing.assert_array_equal(
                 remade["layers"]["query"][0], params["layers"]["query"][0]
             )
-            assert cached.read_bytes() == whole, "and written again whole"
+            again, again_marks = read_cache(cached)  # written again, whole
+            assert again_marks == marks and again.keys() == arrays.keys()
+            name = "blk.0.attn_q.weight"
+            np.testing.assert_array_equal(again[name], arrays[name])
     finally:
         gguf_file.checkpoint_at.cache_clear()
 

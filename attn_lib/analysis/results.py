@@ -24,4 +24,4 @@ def cached(
     key = hashlib.sha256(
         repr((name, fingerprint(name), ids.shape, what)).encode() + ids.tobytes()
     ).hexdigest()
-    return cached_arrays(cache_dir(folder) / f"{key}.npz", library_hash(), make)
+    return cached_arrays(cache_dir(folder) / f"{key}.safetensors", library_hash(), make)

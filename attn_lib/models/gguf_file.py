@@ -196,7 +196,7 @@ def load(path: str, checksum: str | None) -> Checkpoint:
 def checkpoint_at(path: str, checksum: str | None, stamp: tuple) -> Checkpoint:
     """:func:`load` of the file at ``path`` as it was when its ``stamp`` was taken.
 
-    The dequantized arrays are cached as ``llama-gguf/<sha256>.npz`` in the cache folder
+    The dequantized arrays are cached as ``llama-gguf/<sha256>.safetensors`` in the cache folder
     (:func:`attn_lib.models.weights.cache_dir`), with the version of the code that read
     them and a checksum of their own: a cache that is damaged, edited or made by other
     code is read again from the GGUF.
@@ -206,7 +206,8 @@ def checkpoint_at(path: str, checksum: str | None, stamp: tuple) -> Checkpoint:
     file = Path(path)
     digest = check_sha256(file, checksum, str(file))
     folder = cache_dir("llama-gguf")
-    tensors = cached_arrays(folder / f"{digest}.npz", code_version(), lambda: _read_gguf(file))
+    cached = folder / f"{digest}.safetensors"
+    tensors = cached_arrays(cached, code_version(), lambda: _read_gguf(file))
     tokenizer, bos = str(tensors.pop("tokenizer")), int(tensors.pop("bos"))
     config = decoder.Config.from_json(str(tensors.pop("config")))
     add_bos = bool(tensors.pop("add_bos"))
