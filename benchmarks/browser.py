@@ -89,9 +89,9 @@ def _browser_case(changes: int) -> dict:
 
     cases = {"synthetic": None, "minilm": None, "smollm2": _sentence(256)}
     latencies, tokens = {}, {}
-    scratch = BUILD / "browser-bench"  # build/ is ignored by git
-    scratch.mkdir(parents=True, exist_ok=True)
+    BUILD.mkdir(exist_ok=True)
     with (
+        tempfile.TemporaryDirectory(dir=BUILD) as scratch,  # build/ is ignored by git
         tempfile.TemporaryDirectory() as home,
         lab.jupyter_lab(Path(home)) as server,
         lab.chromium() as driver,
@@ -99,7 +99,7 @@ def _browser_case(changes: int) -> dict:
         driver.set_script_timeout(lab.WAIT)
         for source, text in cases.items():
             for view in VIEWS:
-                path = _scratch(scratch, source, text, view)
+                path = _scratch(Path(scratch), source, text, view)
                 lab.open_notebook(driver, server, str(path.relative_to(REPO)), kernel=True)
                 lab.command(driver, "notebook:run-all-cells")
                 lab.wait(driver, lambda v=view: driver.execute_script(READY[v]), "the map")
@@ -122,7 +122,6 @@ def _browser_case(changes: int) -> dict:
                 )
                 lab.command(driver, "docmanager:save")
                 lab.wait(driver, lambda p=path: '"outputs": [\n' in p.read_text(), "the save")
-                path.unlink()
         lab.open_notebook(driver, server, "notebooks/explore.ipynb", kernel=True)
         lab.command(driver, "notebook:run-all-cells")
         lab.wait(driver, lambda: lab.explorer_view(driver)[0], "the live heatmap")
