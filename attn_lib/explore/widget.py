@@ -107,7 +107,7 @@ class Widget:
             control.style.description_width = "initial"  # labels in full
             if isinstance(control, w.Dropdown):
                 control.layout = w.Layout(width="max-content")
-        self.readout, self.note, self.saved = w.HTML(), w.HTML(), w.HTML()
+        self.readout, self.note, self.saved, self.loading = (w.HTML() for _ in range(4))
         self.view = VIEWS[view]()
         self.stage = w.Box([self.view])  # the view, or the loading message in its place
         save = w.Button(description="Save this view", icon="save")
@@ -163,7 +163,8 @@ class Widget:
             self.stage.children = [self.view]
         else:
             self.readout.value = f"<i>{html.escape(message)}</i>"
-            self.stage.children = [w.HTML(html.escape(message))]
+            self.loading.value = html.escape(message)
+            self.stage.children = [self.loading]
 
     def on_change(self, change) -> None:
         if self.updating:

@@ -207,12 +207,14 @@ class Source:
         ``modification`` in layer ``modify_layer`` (at most ``observe_layer``; both may be
         traced). The layers above it are not run: a view of layer 0 costs one layer."""
 
-        def unmodified(i, carry):
-            return self._layer(i, carry[0], None, None)
+        def unmodified(i, h):
+            return self._layer(i, h, None, None)
 
-        h = jax.lax.fori_loop(0, modify_layer, lambda i, h: unmodified(i, (h,))[0], self.embed())
-        h, w = self._layer(modify_layer, h, modification, None)
-        return jax.lax.fori_loop(modify_layer + 1, observe_layer + 1, unmodified, (h, w))[1]
+        h = jax.lax.fori_loop(0, modify_layer, lambda i, h: unmodified(i, h)[0], self.embed())
+        carry = self._layer(modify_layer, h, modification, None)  # (h, its weights)
+        return jax.lax.fori_loop(
+            modify_layer + 1, observe_layer + 1, lambda i, c: unmodified(i, c[0]), carry
+        )[1]
 
     def weights(self, modification: Modification | None, *, modify_layer) -> jax.Array:
         """The weights of every layer, ``(layers, heads, T, T)``."""
