@@ -51,6 +51,20 @@ def test_the_message_is_float32_row_major_with_its_mask(explorer):
     assert len(heatmap.colours) == 256 * 4
 
 
+def test_a_new_epsilon_sends_the_map_not_the_labels_or_the_colour_table(explorer, monkeypatch):
+    explorer.update()
+    heatmap = Heatmap()
+    heatmap.show(explorer.panel, explorer.alt())
+    sent = []
+    monkeypatch.setattr(heatmap, "send_state", lambda key=None: sent.append(set(key)))
+    explorer.update(epsilon=1e-3)
+    heatmap.show(explorer.panel, explorer.alt())
+    assert sent == [{"weights", "title", "alt", "version"}], "one message, the map's"
+    explorer.update(seq_len=6)  # new cells: their shape, mask and labels go too
+    heatmap.show(explorer.panel, explorer.alt())
+    assert sent[1] == {"shape", "mask", "weights", "tokens", "alt", "version"}
+
+
 @pytest.mark.parametrize("causal", [True, False])
 def test_a_map_sent_as_float64_or_transposed_is_refused(explorer, causal):
     explorer.update(causal=causal)  # ε = 5e-1: no near-diagonal map, its own transpose
