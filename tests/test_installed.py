@@ -80,11 +80,12 @@ def test_the_installed_wheel_builds_sources_and_sweeps_outside_the_checkout(inst
     out = _run([str(python), "-c", SCRIPT, *names], work, env).splitlines()
     module, relative_to = Path(out[0]), Path(out[1])
     assert not module.is_relative_to(REPO) and module.is_relative_to(python.parents[1])
+    assert (module.parent / "explore" / "heatmap.js").is_file(), "the explorer's page module"
     assert relative_to == work.resolve(), "relative paths from where it runs, not its own"
     shapes = {"synthetic": "(2, 2, 2, 10, 10)", "minilm": "(2, 6, 12, 12, 12)"}
     shapes[gguf] = "(2, 2, 4, 10, 10)"
     assert out[2:] == [f"{name} {shapes[name]}" for name in names]
-    assert list((Path(env["XDG_CACHE_HOME"]) / "attn_lib" / "llama-gguf").glob("*.npz"))
+    assert list((Path(env["XDG_CACHE_HOME"]) / "attn_lib" / "llama-gguf").glob("*.safetensors"))
     assert not list(work.iterdir()), "nothing is written where it runs"
 
 
