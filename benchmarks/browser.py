@@ -87,7 +87,11 @@ def _browser_case(changes: int) -> dict:
     import lab
     from selenium.webdriver.support.ui import Select
 
-    cases = {"synthetic": None, "minilm": None, "smollm2": _sentence(256)}
+    cases = {  # T = 10, 16 and 256
+        "synthetic": None,
+        "minilm": "The quick brown fox jumps over the lazy dog while the cat sleeps.",
+        "smollm2": _sentence(256),
+    }
     latencies, tokens = {}, {}
     BUILD.mkdir(exist_ok=True)
     with (
