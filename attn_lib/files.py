@@ -35,22 +35,55 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """``with atomic_path(path) as tmp:`` write ``tmp``; on success it is renamed to
     ``path``, on failure removed, so ``path`` is never left half-written.
 
-    What a killed writer of ``path`` left (its temporaries) is removed first; two
-    processes writing one path at once are not supported (the runner locks its folder).
+    Several processes may write one path at once: each writes its own temporary and
+    the last rename wins. A writer holds an exclusive ``flock`` on its temporary until
+    it is renamed or removed, so what a killed writer left (a temporary whose lock went
+    with its process) is told from a live writer's and removed first. Write into
+    ``tmp`` (open it, as ``open``, ``savefig`` and safetensors do), never replace it:
+    the lock is on its inode.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f"{_prefix(path)}*{_suffix(path)}"):
-        stale.unlink(missing_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=_prefix(path), suffix=_suffix(path))
-    os.close(fd)
-    tmp = Path(name)
+        _remove_if_dead(stale)
+    fd, tmp = _locked_temporary(path)
     try:
         yield tmp
         os.chmod(tmp, _MODE)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+        os.close(fd)  # releases the lock, after the name is gone
+
+
+def _locked_temporary(path: Path) -> tuple[int, Path]:
+    """A new temporary of ``path``: its descriptor, holding an exclusive ``flock``,
+    and its name."""
+    while True:
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=_prefix(path), suffix=_suffix(path))
+        fcntl.flock(fd, fcntl.LOCK_EX)  # waits only while a cleaner looks at it
+        with contextlib.suppress(FileNotFoundError):
+            if os.path.samestat(os.stat(name), os.fstat(fd)):
+                return fd, Path(name)
+        # Between mkstemp and flock a cleaner found it unlocked and removed it: the
+        # descriptor is on a nameless inode, and the name, if it comes back, is not ours.
+        os.close(fd)
+
+
+def _remove_if_dead(stale: Path) -> None:
+    """Remove ``stale``, another writer's temporary, when no one holds its lock: its
+    writer is dead (a live one holds the lock until it is done with the file)."""
+    try:
+        fd = os.open(stale, os.O_RDONLY)
+    except (FileNotFoundError, PermissionError):  # gone already, or another user's
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        stale.unlink(missing_ok=True)
+    except BlockingIOError:  # a live writer's
+        pass
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager

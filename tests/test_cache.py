@@ -1,8 +1,17 @@
-"""A weights cache is trusted only whole, unedited and made by the same code."""
+"""A weights cache is trusted only whole, unedited and made by the same code, and
+several processes may make it at once."""
+
+import fcntl
+import os
+import subprocess
+import sys
+import tempfile
 
 import numpy as np
 import pytest
 
+from attn_lib.files import atomic_path, sha256
+from attn_lib.models import gemma3
 from attn_lib.models.weights import cached_arrays, read_cache, write_cache
 
 
@@ -77,3 +86,114 @@ def test_a_cache_holds_strings_of_one_value_only(tmp_path):
     with pytest.raises(TypeError, match="strings of one value only"):
         write_cache(tmp_path / "c.safetensors", {"b": np.array(["a", "b"])}, {})
     assert not list(tmp_path.iterdir()), "nothing written"
+
+
+def test_a_second_writer_of_one_path_leaves_the_first_writers_temporary(tmp_path):
+    """Two first uses of one cache at once (figures with several jobs, two notebooks):
+    the second runs to completion while the first writes; both succeed, and what a
+    killed writer left (a temporary nobody holds locked) is still removed."""
+    path = tmp_path / "c.safetensors"
+    killed = tmp_path / ".c.safetensors.killed.tmp.safetensors"
+    with atomic_path(path) as first:
+        first.write_bytes(b"first")
+        killed.write_bytes(b"half")
+        second = cached_arrays(path, "v1", _made([]))
+        assert first.read_bytes() == b"first", "the live writer's temporary kept"
+        assert not killed.exists(), "the dead writer's removed"
+        _assert_same((cached_arrays(path, "v1", _made([])), {}), (second, {}))
+    assert path.read_bytes() == b"first", "the last rename wins"
+    assert [p.name for p in tmp_path.iterdir()] == ["c.safetensors"]
+
+
+def test_a_temporary_removed_before_its_writer_locks_it_is_replaced(tmp_path, monkeypatch):
+    """A cleaner can find a writer's new temporary between mkstemp and flock, still
+    unlocked, and remove it: the writer then takes another, which it holds locked."""
+    real, made = tempfile.mkstemp, []
+
+    def mkstemp(**kwargs):
+        fd, name = real(**kwargs)
+        made.append(name)
+        if len(made) == 1:
+            os.unlink(name)  # what that cleaner does
+        return fd, name
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    with atomic_path(tmp_path / "c.json") as tmp:
+        assert len(made) == 2 and str(tmp) == made[1]
+        with open(tmp) as other, pytest.raises(BlockingIOError):
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        tmp.write_text("x")
+    assert [p.name for p in tmp_path.iterdir()] == ["c.json"]
+
+
+@pytest.fixture
+def tiny_gemma3(tmp_path, monkeypatch):
+    """Gemma-3's package file made of three tiny chunks, in a cache of its own: what the
+    joined file holds."""
+    chunks = [tmp_path / f"part{n:02d}" for n in range(3)]
+    for n, chunk in enumerate(chunks):
+        chunk.write_bytes(bytes(range(n, 256, 3)))
+    monkeypatch.setattr(gemma3, "chunks", lambda: chunks)
+    monkeypatch.setattr(gemma3, "SHA256", sha256(*chunks))
+    monkeypatch.setenv("ATTN_LIB_CACHE", str(tmp_path / "cache"))
+    return b"".join(chunk.read_bytes() for chunk in chunks)
+
+
+def test_a_damaged_joined_gemma3_file_is_joined_again(tiny_gemma3):
+    target = gemma3.package_file()
+    damaged = bytearray(tiny_gemma3)
+    damaged[40] ^= 1  # one flipped bit, the same size
+    target.write_bytes(damaged)
+    os.utime(target, ns=(0, 0))  # another time than the checked file's, whatever the clock
+    assert gemma3.package_file().read_bytes() == tiny_gemma3
+
+
+def test_a_checked_gemma3_file_is_not_hashed_again(tiny_gemma3, monkeypatch):
+    hashed = []
+    monkeypatch.setattr(gemma3, "sha256", lambda *paths: hashed.append(paths) or sha256(*paths))
+    target = gemma3.package_file()
+    assert hashed == [tuple(gemma3.chunks())], "joined from checked chunks"
+    gemma3.package_file()
+    monkeypatch.setattr(gemma3, "_VERIFIED", {})  # as in a new process
+    gemma3.package_file()
+    gemma3.package_file()
+    assert hashed == [tuple(gemma3.chunks()), (target,)], "checked once a process"
+
+
+JOIN_WHILE_PAUSED = """
+import contextlib, sys
+from pathlib import Path
+from attn_lib.models import gemma3
+
+chunks = [Path(name) for name in sys.argv[2:]]
+gemma3.chunks, gemma3.SHA256, atomic_path = (lambda: chunks), sys.argv[1], gemma3.atomic_path
+
+
+@contextlib.contextmanager
+def paused(path):  # written, not yet renamed: the parent's join runs now
+    with atomic_path(path) as tmp:
+        yield tmp
+        print("written", flush=True)
+        sys.stdin.readline()
+
+
+gemma3.atomic_path = paused
+gemma3.package_file()
+"""
+
+
+def test_two_processes_join_gemma3_into_one_empty_cache(tiny_gemma3):
+    chunks = [str(chunk) for chunk in gemma3.chunks()]
+    child = subprocess.Popen(
+        [sys.executable, "-c", JOIN_WHILE_PAUSED, gemma3.SHA256, *chunks],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert child.stdout.readline() == "written\n", child.stderr.read()
+        assert gemma3.package_file().read_bytes() == tiny_gemma3  # joined meanwhile
+    finally:
+        _, errors = child.communicate("go\n", timeout=60)
+    assert child.returncode == 0, errors
+    folder = gemma3.package_file().parent
+    assert [p.name for p in folder.iterdir()] == [gemma3.FILE]
+    assert (folder / gemma3.FILE).read_bytes() == tiny_gemma3
