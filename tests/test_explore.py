@@ -78,6 +78,26 @@ def test_a_map_sent_as_float64_or_transposed_is_refused(explorer, causal):
     assert _sent(heatmap)[0].tobytes() == weights.astype("<f4").tobytes(), "the map kept"
 
 
+@pytest.mark.parametrize(
+    "row",
+    [[np.nan, 1.0], [np.inf, 0.0], [-np.inf, 1.0], [1.5, -0.5]],  # the last sums to 1
+    ids=["nan", "inf", "-inf", "outside"],
+)
+def test_a_map_with_a_weight_not_in_0_1_is_refused(explorer, row):
+    """The page paints NaN transparent and clips a weight outside [0, 1]: never silently."""
+    explorer.update(causal=False)
+    heatmap = Heatmap()
+    heatmap.show(explorer.panel, explorer.alt())
+    sent = heatmap.weights
+    weights = np.array(explorer.panel["weights"], "<f4")
+    weights[3] = 0
+    weights[3, :2] = row
+    message = rf"weights must be finite and in \[0, 1\]; got {row[0]:g} at row 3, column 0"
+    with pytest.raises(traitlets.TraitError, match=message):
+        heatmap.weights = weights.tobytes()
+    assert heatmap.weights == sent, "the map kept"
+
+
 def test_the_colour_table_paints_each_weight_as_the_png_panels_do():
     weights = np.array([[0.0, 0.1, 0.25, 0.5], [0.499, 0.77, 0.9, 0.999], [1.0, 0.3, 0.6, 0.05],
                         [0.2, 0.4, 0.7, 0.95]], np.float32)  # fmt: skip

@@ -58,9 +58,10 @@ class Heatmap(anywidget.AnyWidget):
 
     @traitlets.validate("weights")
     def _check_weights(self, proposal) -> bytes:
-        """The bytes as the page reads them: float32 of the shape, rows of weights that
-        sum to 1 over the keys they may see, and 0 where masked (a transposed map's do not,
-        unless it is its own transpose)."""
+        """The bytes as the page reads them: float32 of the shape, each in [0, 1] (the page
+        paints NaN transparent and clips the rest), rows of weights that sum to 1 over the
+        keys they may see, and 0 where masked (a transposed map's do not, unless it is its
+        own transpose)."""
         data, (rows, columns) = proposal["value"], self.shape
         if len(data) != 4 * rows * columns or len(self.mask) != rows * columns:
             raise traitlets.TraitError(
@@ -68,6 +69,13 @@ class Heatmap(anywidget.AnyWidget):
                 f"with a mask of {rows * columns} bytes; got {len(data)} and {len(self.mask)}"
             )
         weights = np.frombuffer(data, "<f4").reshape(rows, columns)
+        outside = np.argwhere(~((weights >= 0) & (weights <= 1)))  # NaN fails both
+        if outside.size:
+            row, column = outside[0]
+            raise traitlets.TraitError(
+                f"weights must be finite and in [0, 1]; got {weights[row, column]} at row "
+                f"{row}, column {column}"
+            )
         visible = np.frombuffer(self.mask, np.uint8).reshape(rows, columns) == 0
         sums = np.where(visible, weights, 0).sum(axis=1)
         bad = np.flatnonzero(visible.any(axis=1) & (np.abs(sums - 1) > ROW_SUM_TOLERANCE))
