@@ -16,6 +16,16 @@ own attention (:func:`attn_lib.models.base.modify_and_attend`), stay finite at a
 
 ε is a pytree leaf of :class:`~attn_lib.modification.Modification`: build the model (or
 the function) inside ``jax.jit`` with a traced ε, and ``jax.vmap`` over ε compiles once.
+
+A kind that reads the whole sequence (``mean``; :attr:`Kind.whole_sequence
+<attn_lib.modification.Kind>`) needs every token at once, and a decode cache (linen's
+``decode=True``, nnx's after ``init_cache``) shows the attention one query and all the
+cache's slots, the unfilled ones masked: its mean would take them in and silently differ
+from the run on the whole sequence. Such a kind is refused there with a ``ValueError``.
+Flax tells an ``attention_fn`` nothing of its cache (``module`` comes only with
+``sow_weights=True``), so the refusal goes by that shape, one query over several keys
+under a mask; a masked cross-attention of one query (an encoder-decoder's decode step)
+is refused too.
 """
 
 import dataclasses
@@ -25,7 +35,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from attn_lib.checks import check_integer
-from attn_lib.modification import Modification
+from attn_lib.modification import KINDS, Modification
 
 
 def attention_fn(modification: Modification | None = None, *, head: int | None = None):
@@ -34,7 +44,9 @@ def attention_fn(modification: Modification | None = None, *, head: int | None =
     ``head`` only (which overrides the modification's own ``head``).
 
     Raises ``ValueError`` for a ``modification`` that is not a
-    :class:`~attn_lib.modification.Modification` or a bad ``head``, before any work."""
+    :class:`~attn_lib.modification.Modification` or a bad ``head``, before any work; the
+    attention it returns raises one for a kind that reads the whole sequence on a decode
+    cache (see the module's docstring), before any work of its own."""
     if modification is not None and not isinstance(modification, Modification):
         raise ValueError(
             f"modification must be an attn_lib.Modification or None, got "
@@ -53,6 +65,8 @@ def attention_fn(modification: Modification | None = None, *, head: int | None =
         force_fp32_for_softmax=False, qk_attn_weights_einsum=None,
         attn_weights_value_einsum=None, is_causal=False,
     ):  # fmt: skip
+        if modification is not None:
+            _check_whole_sequence(modification.kind, query, key, mask)
         query, key, value = modify(modification, query, key, value)
         common = (bias, mask, broadcast_dropout, dropout_rng, dropout_rate, deterministic)
         if is_causal or isinstance(module, nnx.Module):  # nnx's own attention
@@ -67,6 +81,20 @@ def attention_fn(modification: Modification | None = None, *, head: int | None =
         )  # fmt: skip
 
     return attend
+
+
+def _check_whole_sequence(kind: str, query, key, mask) -> None:
+    """Refuse ``kind`` when it reads the whole sequence and the attention is a decode
+    step's: one query ``(..., 1, heads, d)`` over several keys ``(..., T, heads, d)``,
+    ``T > 1``, under a mask (Flax masks the cache's unfilled slots)."""
+    if KINDS[kind].whole_sequence and mask is not None and query.shape[-3] == 1 < key.shape[-3]:
+        by_token = [name for name, other in KINDS.items() if not other.whole_sequence]
+        raise ValueError(
+            f"kind {kind!r} ({KINDS[kind].formula}) reads the whole sequence, but this "
+            f"attention is a decode step (1 query over {key.shape[-3]} masked keys, a "
+            f"cache's slots): run the whole sequence at once, or use a kind that acts "
+            f"token by token: {', '.join(by_token)}"
+        )
 
 
 def modify(modification: Modification | None, query, key, value):

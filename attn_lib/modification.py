@@ -36,20 +36,30 @@ class Kind(NamedTuple):
       formula: the map, as shown on figures and in errors.
       zero_allowed: whether ε = 0 is meaningful (False for kinds that divide by ε).
       needs_rng: whether the kind draws random numbers.
+      whole_sequence: whether a token's result reads other tokens (a mean over the
+        sequence): the kind needs the whole sequence at once, so it is refused where
+        the attention sees a part of it (a decode cache, :mod:`attn_lib.flax`).
     """
 
     fn: Callable[..., jax.Array]
     formula: str
     zero_allowed: bool
     needs_rng: bool
+    whole_sequence: bool
 
 
 KINDS: dict[str, Kind] = {}
 
 
-def _register(formula: str, *, zero_allowed: bool = True, needs_rng: bool = False):
+def _register(
+    formula: str,
+    *,
+    zero_allowed: bool = True,
+    needs_rng: bool = False,
+    whole_sequence: bool = False,
+):
     def register(fn):
-        KINDS[fn.__name__] = Kind(fn, formula, zero_allowed, needs_rng)
+        KINDS[fn.__name__] = Kind(fn, formula, zero_allowed, needs_rng, whole_sequence)
         return fn
 
     return register
@@ -88,11 +98,13 @@ def noise(x: ArrayLike, eps: ArrayLike, *, rng: jax.Array | None = None) -> jax.
     return x + eps * rms * jax.random.normal(rng, x.shape, x.dtype)
 
 
-@_register("x → x̄ + ε·(x − x̄)")
+@_register("x → x̄ + ε·(x − x̄)", whole_sequence=True)
 def mean(x: ArrayLike, eps: ArrayLike, *, rng: jax.Array | None = None) -> jax.Array:
     """``x → x̄ + ε·(x − x̄)``, ``x̄`` the mean over the sequence axis (-2).
 
-    ε = 0 replaces every token by the mean token; ε = 1 is the identity.
+    ε = 0 replaces every token by the mean token; ε = 1 is the identity. ``x̄`` reads
+    every token, so on a causal model later tokens reach earlier ones through it (for
+    ε ≠ 1): the modified layer is no longer causal.
     """
     x, eps = _promote(x, eps)
     centre = jnp.mean(x, axis=-2, keepdims=True)

@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 
 from attn_lib import Modification
-from attn_lib.flax import attention_fn
+from attn_lib.flax import attention_fn, modify
 
 HEADS, FEATURES, T = 4, 16, 6
 X = jax.random.normal(jax.random.key(0), (2, T, FEATURES))
@@ -144,3 +144,59 @@ def test_epsilon_is_traced_through_the_whole_model_one_compilation():
 def test_bad_arguments_are_refused_before_any_work(args, kwargs, message):
     with pytest.raises(ValueError, match=message):
         attention_fn(*args, **kwargs)
+
+
+def _decode_nnx(fn):
+    """nnx's attention on the whole of X (causal), then X token by token through its
+    decode cache: both outputs, (2, T, FEATURES)."""
+    model = nnx.MultiHeadAttention(
+        num_heads=HEADS, in_features=FEATURES, attention_fn=fn, decode=True, rngs=nnx.Rngs(5)
+    )
+    whole = model(X, mask=nnx.make_causal_mask(X[..., 0]), decode=False)
+    model.init_cache(X.shape)
+    return whole, jnp.concatenate([model(X[:, t : t + 1]) for t in range(T)], axis=1)
+
+
+def _decode_linen(fn):
+    """linen's attention on the whole of X (causal), then X token by token through its
+    ``cache`` collection, with the same parameters."""
+    decoder = linen.MultiHeadDotProductAttention(
+        num_heads=HEADS, qkv_features=FEATURES, attention_fn=fn, decode=True
+    )
+    variables = decoder.init(jax.random.key(3), X)  # a cache of T slots
+    params, cache, steps = {"params": variables["params"]}, variables["cache"], []
+    whole = _linen(fn).apply(params, X, mask=linen.make_causal_mask(X[..., 0]))
+    for t in range(T):
+        out, state = decoder.apply({**params, "cache": cache}, X[:, t : t + 1], mutable="cache")
+        cache = state["cache"]
+        steps.append(out)
+    return whole, jnp.concatenate(steps, axis=1)
+
+
+@pytest.mark.parametrize("decode", [_decode_nnx, _decode_linen], ids=["nnx", "linen"])
+@pytest.mark.parametrize("component", ["query", "value"])
+def test_decode_refuses_a_kind_that_reads_the_whole_sequence(decode, component):
+    """Its mean would take in the cache's unfilled slots (Value) or one token (Query)."""
+    fn = attention_fn(Modification(component, "mean", 0.5))
+    with pytest.raises(ValueError, match=r"kind 'mean' .* reads the whole sequence, but .*decode"):
+        decode(fn)
+
+
+@pytest.mark.parametrize("decode", [_decode_nnx, _decode_linen], ids=["nnx", "linen"])
+def test_decode_with_a_kind_that_acts_token_by_token_is_the_whole_sequence_run(decode):
+    whole, steps = decode(attention_fn(Modification("key", "scale", 0.5)))
+    np.testing.assert_allclose(steps, whole, atol=1e-5)
+    unmodified, _ = decode(attention_fn(None))
+    assert np.abs(np.asarray(whole - unmodified)).max() > 1e-2, "the scale acts"
+
+
+def test_one_query_over_keys_without_a_mask_is_no_decode_step():
+    """An attention-pooling probe (one query over a whole unmasked sequence) may take a
+    whole-sequence kind; under a mask it has a decode step's shape and is refused."""
+    q, k, v, _ = _qkv()
+    centred = Modification("key", "mean", 0.5)
+    attend = attention_fn(centred)
+    expected = linen.dot_product_attention(*modify(centred, q[:, :1], k, v))
+    np.testing.assert_allclose(attend(q[:, :1], k, v), expected, atol=1e-6)
+    with pytest.raises(ValueError, match=r"1 query over 6 masked keys"):
+        attend(q[:, :1], k, v, mask=MASK[:, :, :1])
