@@ -7,11 +7,18 @@ sees is skipped. Per query block, a first pass over the key blocks keeps the run
 maximum ``m``, ``l = Σ exp(s − m)``, ``Σ exp(s − m)(s − m)`` (the entropy is
 ``log l − E_p[s − m]``, which stays exact where ``log-sum-exp − E_p[s]`` would cancel),
 the output, and the scores of the first keys, the diagonal and the one before it (their
-weights once the row's log-sum-exp is known). A second pass, each row's log-sum-exp
-known, forms the weights of every tile: the attention each key receives, and the total
-variation to a reference map, recomputed from the Query and Key the unmodified run
-kept; it is skipped where only the first keys' attention is asked for. Memory per head
-is ``O(T·(d + block))``.
+weights once the row's normaliser is known). A second pass, each row's normaliser known,
+forms the weights of every tile: the attention each key receives, and the total variation
+to a reference map, recomputed from the Query and Key the unmodified run kept; it is
+skipped where only the first keys' attention is asked for. Memory per head is
+``O(T·(d + block))``.
+
+A row's normaliser is kept as two numbers, its maximum score ``top`` and ``total = Σ_j
+exp(s_j − top)`` (in ``[1, n]``), and a weight is ``exp(s − top) / total``. The
+log-sum-exp ``top + log total`` is not: at scores ~1e8 in float32 (ulp 8–16) it rounds
+back to ``top``, and ``exp(s − lse)`` of 16 tied keys gives each 1, not 1/16. Scores
+span the whole finite float32 range (:func:`attn_lib.softmax.attention_scores` clips
+them), so a difference of two may overflow to ``−inf``; every product with one is guarded.
 
 ``jax.nn.dot_product_attention(return_residual=True)`` also gives the log-sum-exp, but
 on CPU its XLA implementation forms the ``(T, T)`` scores, and a running ``E_p[s]`` is
@@ -25,7 +32,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from attn_lib.softmax import attention_scores, compute_dtype
+from attn_lib.softmax import attention_scores, compute_dtype, soft_capped
 
 
 @partial(jax.tree_util.register_dataclass, data_fields=("window", "real"),
@@ -71,18 +78,21 @@ class Visibility:
 
 
 def attend(query, key, value, visible: Visibility, *, block_size: int, reference=None,
-           columns: int | None = None):  # fmt: skip
+           columns: int | None = None, softcap: float | None = None):  # fmt: skip
     """Softmax attention of ``query (..., heads, T, d)`` over ``key`` and ``value``
     ``(..., kv_heads, T, d)`` (KV head ``g`` serves query heads ``g·r … g·r + r − 1``),
     one ``block_size`` tile at a time.
 
     Returns the output ``(..., heads, T, dv)`` and per head ``(..., heads, T)``: per
     query row its normalised entropy, maximum weight, sink (key 0), diagonal and
-    previous-token mass and log-sum-exp (``lse``); per key the attention it receives
-    (``columns``: every key's, or with ``columns`` the first ``columns`` keys'); with
-    ``reference`` (the unmodified ``query``, ``key`` and ``lse``), each row's total
-    variation to the reference map (``total_variation``). The second pass runs only
-    for the total variation or for columns past the first key block.
+    previous-token mass, and its normaliser: ``top = max_j s_ij`` (−inf where the row sees
+    no key) and ``total = Σ_j exp(s_ij − top)`` (0 there), so that ``A_ij = exp(s_ij −
+    top) / total``; per key the attention it receives (``columns``: every key's, or with
+    ``columns`` the first ``columns`` keys'); with ``reference`` (the unmodified
+    ``query``, ``key``, ``top`` and ``total``), each row's total variation to the
+    reference map (``total_variation``). The second pass runs only for the total
+    variation or for columns past the first key block. ``softcap`` soft-caps the scores
+    (:func:`attn_lib.softmax.soft_capped`).
     """
     seq_len, size = query.shape[-2], min(block_size, query.shape[-2])
     n = -(-seq_len // size)
@@ -100,14 +110,23 @@ def attend(query, key, value, visible: Visibility, *, block_size: int, reference
 
     q, k, v = (padded(x) for x in (query, key, value))
     repeats = q.shape[-3] // k.shape[-3]
-    ref = None if reference is None else (padded(reference["query"]), padded(reference["key"]),
-                                          padded(reference["lse"][..., None])[..., 0])  # fmt: skip
+    ref = None if reference is None else (
+        padded(reference["query"]), padded(reference["key"]),
+        *(padded(reference[name][..., None])[..., 0] for name in ("top", "total")))  # fmt: skip
     positions = jnp.arange(size)
+    lowest = jnp.finfo(dtype).min
+
+    def normaliser(top, total):
+        """Per row, the centre and the factor of its weights ``exp(s − centre) · factor``:
+        0 and 0 where it sees no key (its scores are all −inf, its weights 0)."""
+        some = total > 0
+        return jnp.where(some, top, 0.0), jnp.where(some, 1 / jnp.where(some, total, 1), 0.0)
 
     def scores(q_rows, keys, rows, kb):
         seen = visible.tile(rows, kb * size + positions)
         s = attention_scores(q_rows, jnp.repeat(block(keys, kb), repeats, axis=-3))
-        return s, jnp.where(seen, s, -jnp.inf), seen
+        s = soft_capped(s, softcap)
+        return jnp.where(seen, s, -jnp.inf), seen
 
     def skip_unseen(step):  # a tile no query sees changes nothing
         def guarded(carry, kb, rows):
@@ -122,15 +141,21 @@ def attend(query, key, value, visible: Visibility, *, block_size: int, reference
         @skip_unseen
         def step(carry, kb, rows):
             top, total, shifted, count, out, kept = carry
-            s, masked, seen = scores(q_rows, k, rows, kb)
+            masked, seen = scores(q_rows, k, rows, kb)
             new = jnp.maximum(top, masked.max(-1))  # -inf until the row has seen a key
             centre = jnp.where(jnp.isfinite(new), new, 0.0)
-            rescale, p = jnp.exp(top - centre), jnp.exp(masked - centre[..., None])
-            # Σ p·(s − top) re-centred on the new maximum, then this tile's terms (p is 0
-            # where unseen, and s finite)
-            moved = jnp.where(total > 0, (top - centre) * total, 0.0)
-            shifted = rescale * (shifted + moved) + jnp.sum(p * (s - centre[..., None]), -1)
-            out = rescale[..., None] * out + p @ jnp.repeat(block(v, kb), repeats, axis=-3)
+            # differences to the new maximum, ≤ 0; one of two finite scores far apart
+            # overflows to -inf, and one of an unseen key is -inf: floored to the lowest
+            # float, whose exp is still 0 but whose product with 0 is 0, not NaN
+            moved = jnp.maximum(top - centre, lowest)
+            shift = jnp.maximum(masked - centre[..., None], lowest)
+            rescale, p = jnp.exp(moved), jnp.exp(shift)
+            # Σ p·(s − top) re-centred on the new maximum: rescale·(shifted + moved·total),
+            # with rescale·moved ∈ [−1/e, 0] formed first (moved·total may overflow where
+            # rescale is 0); then this tile's terms
+            shifted = rescale * shifted + rescale * moved * total + jnp.sum(p * shift, -1)
+            values = jnp.repeat(block(v, kb), repeats, axis=-3)
+            out = rescale[..., None] * out + jnp.matmul(p, values, precision="highest")
             count = count + jnp.sum(seen, -1, dtype=dtype)
             # scores read off the tile that holds them (query and key blocks align): the
             # first keys, the diagonal, the one before it (row 0 of a block: the last
@@ -153,42 +178,44 @@ def attend(query, key, value, visible: Visibility, *, block_size: int, reference
         (top, total, shifted, count, out, kept), _ = jax.lax.scan(
             lambda c, kb: step(c, kb, rows), init, jnp.arange(n)
         )
-        some = total > 0
-        safe = jnp.where(some, total, 1)
-        lse = jnp.where(some, top + jnp.log(safe), -jnp.inf)
+        safe = jnp.where(total > 0, total, 1)
         entropy = jnp.log(safe) - shifted / safe  # H = log l − E_p[s − top]
-        norm = jnp.where(some, lse, 0.0)  # weights: 0 where unseen, or nothing is seen
-        first_keys = jnp.exp(kept[0] - norm[..., None])
-        diagonal, previous = (jnp.exp(x - norm) for x in kept[1:])
+        centre, factor = normaliser(top, total)
+        first_keys = jnp.exp(kept[0] - centre[..., None]) * factor[..., None]
+        diagonal, previous = (jnp.exp(x - centre) * factor for x in kept[1:])
         row = {
             "entropy": jnp.where(count > 1, entropy / jnp.log(jnp.maximum(count, 2)), 0.0),
-            "maximum": jnp.where(some, 1 / safe, 0.0),
+            "maximum": factor,
             "sink": first_keys[..., 0],
             "diagonal": diagonal,
             "previous": previous,
-            "lse": lse,
+            "top": top,
+            "total": total,
         }
         return out / safe[..., None], row, first_keys.sum(-2)
 
-    def second(qb, rows, lse, columns):
+    def second(qb, rows, top, total, columns):
         q_rows = block(q, qb)
+        centre, factor = (x[..., None] for x in normaliser(top, total))
+        if ref is not None:
+            r_centre, r_factor = (x[..., None] for x in normaliser(*(block(x, qb, -1)
+                                                                    for x in ref[2:])))  # fmt: skip
 
         @skip_unseen
         def step(carry, kb, rows):
             columns, tv = carry
-            _, masked, _ = scores(q_rows, k, rows, kb)
-            p = jnp.exp(masked - jnp.where(jnp.isfinite(lse), lse, 0)[..., None])
+            masked, _ = scores(q_rows, k, rows, kb)
+            p = jnp.exp(masked - centre) * factor  # masked − centre ≤ 0: at worst -inf
             cols = jax.lax.dynamic_slice_in_dim(columns, kb * size, size, -1) + p.sum(-2)
             columns = jax.lax.dynamic_update_slice_in_dim(columns, cols, kb * size, -1)
             if ref is not None:
-                _, r, _ = scores(block(ref[0], qb), ref[1], rows, kb)
-                r_lse = block(ref[2], qb, -1)
-                r = jnp.exp(r - jnp.where(jnp.isfinite(r_lse), r_lse, 0)[..., None])
+                r, _ = scores(block(ref[0], qb), ref[1], rows, kb)
+                r = jnp.exp(r - r_centre) * r_factor
                 tv = tv + 0.5 * jnp.sum(jnp.abs(p - r), -1)
             return (columns, tv), None
 
         (columns, tv), _ = jax.lax.scan(
-            lambda c, kb: step(c, kb, rows), (columns, jnp.zeros_like(lse)), jnp.arange(n)
+            lambda c, kb: step(c, kb, rows), (columns, jnp.zeros_like(top)), jnp.arange(n)
         )
         return columns, {"total_variation": tv}
 
@@ -196,7 +223,7 @@ def attend(query, key, value, visible: Visibility, *, block_size: int, reference
         rows = qb * size + positions
         out, row, first_columns = first(qb, rows)
         if two_passes:
-            columns, found = second(qb, rows, row["lse"], columns)
+            columns, found = second(qb, rows, row["top"], row["total"], columns)
             row = {**row, **found}
         else:
             columns = columns.at[..., :early].add(first_columns)
@@ -222,8 +249,8 @@ class Blockwise:
     :meth:`attn_lib.models.base.Source.run`): each layer attends with :func:`attend` and
     gives its per-row metrics instead of its weights. ``keep``: each layer's Query, Key
     too, as a reference. ``reference``: those of the unmodified run, per layer, with its
-    ``lse`` (the total variation to it is measured). ``columns``: the attention only the
-    first ``columns`` keys receive (None: every key's)."""
+    ``top`` and ``total`` (the total variation to it is measured). ``columns``: the
+    attention only the first ``columns`` keys receive (None: every key's)."""
 
     block_size: int = 512
     keep: bool = False
@@ -236,7 +263,8 @@ class Blockwise:
             return self
         return dataclasses.replace(self, reference=jax.tree.map(lambda x: x[i], self.reference))
 
-    def __call__(self, query, key, value, visible: Visibility):
+    def __call__(self, query, key, value, visible: Visibility, softcap: float | None = None):
         out, rows = attend(query, key, value, visible, block_size=self.block_size,
-                           reference=self.reference, columns=self.columns)  # fmt: skip
+                           reference=self.reference, columns=self.columns,
+                           softcap=softcap)  # fmt: skip
         return out, {**rows, "query": query, "key": key} if self.keep else rows

@@ -59,7 +59,9 @@ ROW_METRICS = ("entropy", "maximum", "sink", "diagonal", "previous", "columns", 
 def reference(source, *, block_size: int = 512) -> dict[str, jax.Array]:
     """What the blockwise path needs of the unmodified run to measure the total
     variation to it: every layer's Query, Key (``(layers, ..., heads, T, d)``, after
-    RoPE and norms) and log-sum-exps. ``O(layers · T · d)``, never ``T²``."""
+    RoPE and norms) and each row's normaliser, its maximum score and ``Σ exp(s − max)``
+    (``top`` and ``total``, see :func:`attn_lib.blockwise.attend`). ``O(layers · T · d)``,
+    never ``T²``."""
     check_integer("block_size", block_size, 1)
     return _reference(source, block_size)
 
@@ -67,7 +69,7 @@ def reference(source, *, block_size: int = 512) -> dict[str, jax.Array]:
 @partial(jax.jit, static_argnames="block_size")
 def _reference(source, block_size):
     _, rows = source.run(None, modify_layer=0, path=Blockwise(block_size, keep=True))
-    return {name: rows[name] for name in ("query", "key", "lse")}
+    return {name: rows[name] for name in ("query", "key", "top", "total")}
 
 
 def row_metrics(

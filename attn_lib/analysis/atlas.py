@@ -188,9 +188,9 @@ def build(
     if blockwise is None:
         blockwise = source.seq_len > BLOCKWISE_ABOVE
     edges = log_bins(source.seq_len, bins) if blockwise else None
-    if blockwise:  # the unmodified run's Query, Key and log-sum-exps, O(T·d)
+    if blockwise:  # the unmodified run's Query, Key and row normalisers, O(T·d)
         base = Blockwise(BLOCK_SIZE, reference=reference(source, block_size=BLOCK_SIZE))
-        layers, heads = base.reference["lse"].shape[:2]
+        layers, heads = base.reference["top"].shape[:2]
     else:
         base = all_weights(source, None, modify_layer=0)
         layers, heads = base.shape[:2]
