@@ -46,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         "--text-file", help="a UTF-8 text for a checkpoint source to read (long context)"
     )
     atlas.add_argument(
-        "--max-tokens", type=int, help="the text's first N tokens (default: all; with no "
-        "--text-file, of the shipped Lincoln text); over 512 the blockwise path is taken",
+        "--max-tokens", type=int, help="the text's first N tokens, at most (default: all; "
+        "with no --text-file, of the shipped Lincoln text); over 512 the blockwise path is taken",
     )  # fmt: skip
     atlas.add_argument("--components", nargs="+", default=["query", "key", "value"])
     atlas.add_argument("--kinds", nargs="+", default=None, help="default: every kind")
@@ -150,16 +150,19 @@ def _atlas(args) -> int:
     )
     long = args.text_file is not None or args.max_tokens is not None
     if long:
-        text = _long_text(args, given)
+        text, text_sha256 = _long_text(args, given)
     if distributed:  # several hosts: each runs this with its own --process-id
         join(*distributed)
     if long:
         from attn_lib.analysis.long_context import source_over
 
         built = source_over(args.source, text, args.max_tokens)
+        if args.max_tokens is not None and built.seq_len < args.max_tokens:
+            print(f"the text has {built.seq_len} tokens (fewer than --max-tokens "
+                  f"{args.max_tokens}): all of them are read")  # fmt: skip
         record = {"source": source.name, "text_file": args.text_file,
-                  "text_sha256": hashlib.sha256(text.encode()).hexdigest(),
-                  "max_tokens": args.max_tokens, "tokens": built.seq_len}  # fmt: skip
+                  "text_sha256": text_sha256, "max_tokens": args.max_tokens,
+                  "tokens": built.seq_len}  # fmt: skip
     else:
         built = source.build(params)
         record = source.record(params)
@@ -173,9 +176,12 @@ def _atlas(args) -> int:
     return 0
 
 
-def _long_text(args, given: dict) -> str:
-    """The text of ``--text-file`` (or the shipped one), checked before any work."""
-    from attn_lib.analysis.long_context import read_text
+def _long_text(args, given: dict) -> tuple:
+    """The path of ``--text-file``, checked whole before any work but not read into
+    memory (only the prefix its tokens need is), or the shipped text; and its sha256."""
+    from pathlib import Path
+
+    from attn_lib.analysis.long_context import check_text_file
     from attn_lib.analysis.sinks import long_text
     from attn_lib.checks import check_integer
 
@@ -183,7 +189,10 @@ def _long_text(args, given: dict) -> str:
         raise ValueError("give --text or --text-file (with --max-tokens), not both")
     if args.max_tokens is not None:
         check_integer("--max-tokens", args.max_tokens, 1)
-    return read_text(args.text_file) if args.text_file is not None else long_text()
+    if args.text_file is not None:
+        return Path(args.text_file), check_text_file(args.text_file)
+    text = long_text()
+    return text, hashlib.sha256(text.encode()).hexdigest()
 
 
 def check_distributed(coordinator, processes, process_id, timeout) -> tuple | None:

@@ -55,10 +55,23 @@ def check_flag(name: str, value: object) -> bool:
     return value
 
 
+# What UTF-8 cannot encode: a lone surrogate ("\ud800" in Python, or a str decoded with
+# errors="surrogateescape"). Tokenizers take UTF-8 and fail on it with a TypeError.
+SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def check_text(name: str, value: object, *, empty: bool = True) -> str:
+    """A string (``empty=False``: with a character other than whitespace) that UTF-8 can
+    encode: a lone surrogate is named with its position."""
     if not isinstance(value, str) or (not empty and not value.strip()):
         allowed = "a string" if empty else "a non-empty string"
         raise ValueError(f"{name} must be {allowed}, got {shown(value)}")
+    bad = SURROGATE.search(value)
+    if bad:
+        raise ValueError(
+            f"{name} must be text that UTF-8 can encode; character {bad.start()} is a lone "
+            f"surrogate, {bad.group()!r}"
+        )
     return value
 
 

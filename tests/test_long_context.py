@@ -1,13 +1,18 @@
 """The long-context study: its inputs refused before any work, its log-scale bins, and
 its curves equal to the dense maps' on a tiny checkpoint."""
 
+import hashlib
+import os
+import random
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import requires_smollm2
 
-from attn_lib import all_weights, metrics
-from attn_lib.analysis import long_context
+from attn_lib import __main__ as cli
+from attn_lib import all_weights, metrics, models
+from attn_lib.analysis import atlas, long_context, sinks
 
 FAMILIES = Path(__file__).parent / "reference" / "families"
 TEXT = "the cat sat on the mat and the dog sat on the log by the door " * 2
@@ -84,9 +89,84 @@ def test_bad_input_is_refused_before_any_work(tmp_path):
     for bad in (0, context + 1):
         with pytest.raises(ValueError, match=r"max_tokens must be an integer in \[1, "):
             long_context.source_over(family, TEXT, bad)
-    with pytest.raises(ValueError, match=r"max_tokens is 29, but the text has 2[0-9] tokens"):
-        long_context.source_over(family, "the cat sat on the mat " * 4, 29)
     with pytest.raises(ValueError, match=f"fit the model's {context} positions; it has"):
         long_context.source_over(family, "word " * (2 * context))
     with pytest.raises(ValueError, match="source must be a checkpoint"):
         long_context.source_over("synthetic", TEXT, 8)
+
+
+def _tokenizer(name: str):
+    from tokenizers import Tokenizer
+
+    if name == "smollm2":
+        return models.build("smollm2", text="a").checkpoint.tokenizer
+    return Tokenizer.from_file(str(FAMILIES / name / "tokenizer.json"))
+
+
+@pytest.mark.parametrize("name", ["llama", "gpt2", pytest.param("smollm2", marks=requires_smollm2)])
+def test_the_first_tokens_of_a_prefix_are_the_whole_texts(name):
+    tokenizer, lincoln = _tokenizer(name), sinks.long_text()
+    pick = random.Random(0).choices
+    texts = {
+        "english": lincoln,
+        "no whitespace": "".join(lincoln.split()),
+        "multi-byte": "".join(pick("αβ日本語😀👍🏽é ü\n", k=6000)),
+        "multi-byte, no whitespace": "".join(pick("αβ日本語😀é", k=6000)),
+    }
+    for label, text in texts.items():
+        whole = tokenizer.encode(text, add_special_tokens=False).ids
+        for count in (1, 8, 100, 2000, len(whole) - 1, len(whole), len(whole) + 1):
+            assert long_context.first_ids(tokenizer, text, count) == whole[:count], (label, count)
+
+
+def test_a_long_file_is_read_and_tokenised_only_as_far_as_needed(tmp_path, monkeypatch):
+    family = str(FAMILIES / "gemma3")
+    path = tmp_path / "long.txt"
+    path.write_text(TEXT * 20_000)  # 2.5 MB
+    read = []
+    prefix = long_context._prefix
+    monkeypatch.setattr(long_context, "_prefix", lambda p, n: read.append(n) or prefix(p, n))
+    source = long_context.source_over(family, path, 30)
+    assert 0 < max(read) <= 2_000 and -1 not in read
+    np.testing.assert_array_equal(source.ids, long_context.source_over(family, TEXT, 30).ids)
+
+
+def test_a_text_shorter_than_max_tokens_is_taken_whole(tmp_path, capsys, monkeypatch):
+    family = str(FAMILIES / "gemma3")
+    whole = long_context.source_over(family, "the cat sat on the mat")
+    assert long_context.source_over(family, "the cat sat on the mat", 60).seq_len == whole.seq_len
+    path = tmp_path / "short.txt"
+    path.write_text("the cat sat on the mat")
+    built = []  # what the command gives the atlas (its work is tested elsewhere)
+    summary = dict.fromkeys(("settings", "chunks_now", "chunks_before", "seconds", "bytes"), 0)
+    summary |= {"maps_per_second": 0, "store": "a.zarr"}
+    monkeypatch.setattr(atlas, "build", lambda *a, **k: built.append((a, k)) or summary)
+    argv = ["atlas", "--source", family, "--text-file", str(path), "--max-tokens", "60"]
+    assert cli.main([*argv, "--out", str(tmp_path / "a.zarr")]) == 0
+    said = f"the text has {whole.seq_len} tokens (fewer than --max-tokens 60): all of them are read"
+    assert said in capsys.readouterr().out
+    (source, _, _), parameters = built[0][0], built[0][1]["parameters"]
+    np.testing.assert_array_equal(source.ids, whole.ids)
+    assert parameters["tokens"] == whole.seq_len and parameters["max_tokens"] == 60
+
+
+def test_a_text_file_is_checked_whole_a_chunk_at_a_time(tmp_path, monkeypatch):
+    monkeypatch.setattr(long_context, "CHUNK", 3)  # characters cut across chunks
+    good, late, cut, blank = (tmp_path / name for name in ("good", "late", "cut", "blank"))
+    good.write_text("héllo wörld 😀 " * 10)
+    late.write_bytes(good.read_bytes() + b"\xff")
+    cut.write_bytes(good.read_bytes() + "😀".encode()[:2])
+    blank.write_text(" \n\t" * 10)
+    assert long_context.check_text_file(good) == hashlib.sha256(good.read_bytes()).hexdigest()
+    assert long_context.read_text(good) == good.read_text()
+    for path, message in ((late, "not UTF-8"), (cut, "not UTF-8"), (blank, "empty")):
+        with pytest.raises(ValueError, match=f"text_file: .*{message}"):
+            long_context.check_text_file(path)
+
+
+def test_a_pipe_or_a_folder_is_refused_not_read(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # opened to read, a pipe with no writer would block
+    for path in (fifo, tmp_path):
+        with pytest.raises(ValueError, match=r"is not a file \(a folder, a pipe or a device\)"):
+            long_context.check_text_file(path)

@@ -50,15 +50,11 @@ BAD = [
     ),
     (
         {"source": "minilm", "text": "a", "causal": True},
-        "causal is not a parameter of source 'minilm'",
+        "source 'minilm' is bidirectional: its queries see later keys; causal=True cannot",
     ),
     ({"source": "minilm", "text": "a", "modify_layer": 6}, r"modify_layer must be .* \[0, 5\]"),
     ({"source": "minilm", "text": "a", "head": 12}, r"head must be an integer in \[0, 11\]"),
     ({"causal": "yes"}, "causal must be True or False"),
-    (
-        {"source": "smollm2", "text": "a", "causal": True},
-        r"causal is not a parameter of source 'smollm2' \(its own: text\); leave it at False",
-    ),
     ({"source": "smollm2", "text": ""}, "text must be a non-empty string"),
     ({"source": "smollm2", "text": "a", "head": 9}, r"head .* \[0, 8\]"),
     ({"source": "smollm2", "text": "a", "modify_layer": 30}, r"\[0, 29\]"),
@@ -207,3 +203,37 @@ def test_a_bad_spec_is_refused_with_its_reason(tmp_path, spec, message):
     path.write_text(yaml.safe_dump(spec))
     with pytest.raises(ValueError, match=message):
         load_spec(path)
+
+
+def test_causal_said_is_accepted_where_true_and_refused_where_not(tmp_path, capsys):
+    from conftest import assert_refused_in_one_line
+
+    from attn_lib import models
+    from attn_lib.models.decoder import Decoder
+    from attn_lib.models.minilm import MiniLM
+
+    smollm2, minilm = models.entry("smollm2"), models.entry("minilm")
+    assert smollm2.causal is Decoder.causal is True and minilm.causal is MiniLM.causal is False
+    smollm2.parameters(text="a", causal=True)  # what is true, said
+    minilm.parameters(text="a", causal=False)
+    panels.validate_panel_parameters({**_defaults(), "source": "smollm2", "causal": True})
+    causal = "source 'smollm2' is causal: its queries never see later keys; causal=False cannot"
+    bidirectional = "source 'minilm' is bidirectional: its queries see later keys; causal=True"
+    for entry, said, message in ((smollm2, False, causal), (minilm, True, bidirectional)):
+        with pytest.raises(ValueError, match=message):
+            entry.parameters(text="a", causal=said)
+    with pytest.raises(ValueError, match=bidirectional):
+        panels.validate_panel_parameters({**_defaults(), "source": "minilm", "causal": True})
+    out = tmp_path / "a.zarr"
+    for flags, message in (
+        (["smollm2", "--no-causal"], causal),
+        (["minilm", "--causal"], bidirectional),
+    ):
+        assert_refused_in_one_line(
+            ["atlas", "--out", str(out), "--source", *flags], capsys, message, out
+        )
+    # a checkpoint by path: a decoder is causal (a BERT folder is not, test_load)
+    folder = str(REPO / "tests" / "reference" / "families" / "llama")
+    models.entry(folder).parameters(causal=True)
+    with pytest.raises(ValueError, match=r"source '.*llama' is causal"):
+        models.entry(folder).parameters(causal=False)

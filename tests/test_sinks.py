@@ -172,3 +172,19 @@ def test_query_and_key_are_one_line_but_not_for_a_single_head(tiny):
         for part in ("query", "key")
     )
     assert np.abs(one_query - one_key).max() > 0.01
+
+
+def test_the_cache_keeps_epsilons_ascending_and_serves_every_order(tiny, tmp_path, monkeypatch):
+    from attn_lib import Modification
+    from attn_lib.analysis import sinks
+    from attn_lib.models.weights import read_cache
+
+    ids, key = sinks.inputs(tiny, "random", count=2, seq_len=5), Modification("key", "scale", 1.0)
+    given = np.array([1e-3, 1.0, 1e-6])  # out of order
+    found = sinks.under_modification(tiny, ids, key, given, modify_layer=0)
+    assert np.abs(found[1] - found[0]).max() > 1e-3, "the order is visible"
+    (stored,) = (read_cache(path)[0]["a"] for path in (tmp_path / "sinks").iterdir())
+    np.testing.assert_array_equal(np.swapaxes(stored, 0, 1), found[[2, 0, 1]])  # ascending ε
+    monkeypatch.setattr(sinks, "_swept", lambda *a: pytest.fail("computed again"))
+    again = sinks.under_modification(tiny, ids, key, given[[1, 2, 0]], modify_layer=0)
+    np.testing.assert_array_equal(again, found[[1, 2, 0]])

@@ -148,17 +148,21 @@ def under_modification(
     source, ids: np.ndarray, modification: Modification, epsilons, *, modify_layer: int
 ) -> np.ndarray:
     """α₁ of every layer and head with ``modification`` at each ε in layer
-    ``modify_layer``, over each row of ``ids``: ``(ε, inputs, layers, heads)``. The
-    inputs run together (``vmap``), each ε after another; the layers below run once."""
+    ``modify_layer``, over each row of ``ids``: ``(ε, inputs, layers, heads)``, in the
+    order ``epsilons`` come. The inputs run together (``vmap``), each ε after another;
+    the layers below run once. The cache keeps them by ascending ε, as the atlas does:
+    one entry serves every order."""
     for value in np.asarray(epsilons).tolist():
         check_epsilon(modification.kind, value)
     check_index("modify_layer", modify_layer, source.layers)
     ids, epsilons = np.asarray(ids, np.int32), np.asarray(epsilons, np.float32)
+    order = np.argsort(epsilons, kind="stable")
+    ascending = epsilons[order]
     what = (modification.component, modification.kind, modification.seed, modification.head,
-            modify_layer, epsilons.tolist())  # fmt: skip
+            modify_layer, ascending.tolist())  # fmt: skip
     alphas = _cached(source, ids, what, lambda: _swept(
-        source, jnp.asarray(ids), modification, jnp.asarray(epsilons), modify_layer))  # fmt: skip
-    return np.swapaxes(alphas, 0, 1)
+        source, jnp.asarray(ids), modification, jnp.asarray(ascending), modify_layer))  # fmt: skip
+    return np.swapaxes(alphas, 0, 1)[np.argsort(order)]  # back in the given order
 
 
 def uniform_alpha(seq_len: int) -> float:

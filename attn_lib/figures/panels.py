@@ -94,7 +94,11 @@ def validate_panel_parameters(params: dict) -> dict:
     source = models.entry(p["source"])
     own = source_parameters(p)
     for name in SOURCE_PARAMETERS:
-        if name not in own and p[name] != PANEL_DEFAULTS[name]:
+        if name in own or p[name] == PANEL_DEFAULTS[name]:  # the default: not said
+            continue
+        if name == "causal" and source.causal is not None:  # what the source is: true or refused
+            source.check_causal(p[name])
+        else:
             raise ValueError(
                 f"{name} is not a parameter of source {source.name!r} (its own: "
                 f"{', '.join(own) or 'none'}); leave it at {PANEL_DEFAULTS[name]!r}"

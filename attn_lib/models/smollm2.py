@@ -49,4 +49,4 @@ def create(text: str | None = None, *, ids=None, bos: bool | None = None) -> Dec
     return Decoder.create(gguf_file.load(str(package_file()), SHA256), text, ids=ids, bos=bos)
 
 
-ENTRY = Entry("smollm2", TextParams, lambda p: create(p.text), LAYERS, HEADS, KV_HEADS)
+ENTRY = Entry("smollm2", TextParams, lambda p: create(p.text), LAYERS, HEADS, KV_HEADS, causal=True)
