@@ -54,12 +54,13 @@ def test_the_store_holds_every_metric_of_every_setting(reference):
 
 
 def test_two_devices_give_the_same_store(tmp_path, reference):
-    # Within 1e-6, not bit for bit: a device's share of a chunk is a smaller vmapped
-    # batch, and XLA's CPU kernels sum in another order for another batch shape.
+    # Within 1e-5, not bit for bit: a device's share of a chunk is a smaller vmapped
+    # batch, and XLA's CPU kernels sum in another order for another batch shape (and
+    # ISA, which the flags below reset): 9.5e-7 apart on one core, 8 ulps of 1.
     flags = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     _atlas(tmp_path / "a.zarr", env=flags)
     for name, values in _values(tmp_path / "a.zarr").items():
-        np.testing.assert_allclose(values, reference[name], rtol=0, atol=1e-6)
+        np.testing.assert_allclose(values, reference[name], rtol=0, atol=1e-5)
 
 
 def test_two_processes_write_the_store_of_one(tmp_path, reference):

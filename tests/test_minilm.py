@@ -46,7 +46,8 @@ def test_one_text_gives_the_same_weights_as_its_padded_batch_row(reference, sent
     t = sentence.seq_len
     single = attn_lib.all_weights(sentence, None, modify_layer=0)
     padded = attn_lib.all_weights(batch, None, modify_layer=0)[:, 0, :, :t, :t]
-    np.testing.assert_allclose(single, padded, atol=1e-6)
+    # 6 layers at another shape (batch 2, T = 18) round otherwise: 1.1e-6 apart on one core
+    np.testing.assert_allclose(single, padded, rtol=0, atol=1e-5)
     assert sentence.tokens == ("[CLS]", "the", "cat", "sat", "on", "the", "mat", ".", "[SEP]")
 
 
@@ -71,7 +72,8 @@ def test_sweep_equals_single_calls_and_reuses_the_layers_below(sentence):
         single = attn_lib.all_weights(
             sentence, modification.with_epsilon(float(eps)), modify_layer=3
         )
-        np.testing.assert_allclose(weights, single, atol=1e-6)
+        # layers 3-5 batched over ε round otherwise: 5.4e-7 apart on one core
+        np.testing.assert_allclose(weights, single, rtol=0, atol=1e-5)
 
 
 def test_a_folder_missing_a_file_or_with_other_weights_is_refused(tmp_path):
@@ -94,15 +96,19 @@ def test_a_folder_missing_a_file_or_with_other_weights_is_refused(tmp_path):
     ("name", "content", "message"),
     [
         ("config.json", "{not json", "config.json: cannot be read"),
-        ("config.json", '{"model_type": "gpt2"}', "config.json: not the config of a BERT"),
+        ("config.json", '{"model_type": "gpt2"}', "config.json: model_type 'gpt2'; not a BERT"),
         ("config.json", '{"model_type": "bert", "hidden_act": "gelu"}', "config.json: lacks"),
+        (
+            "config.json",
+            '{"model_type": "bert", "position_embedding_type": "relative_key"}',
+            'config.json: position_embedding_type="relative_key" is not supported',
+        ),
         ("tokenizer.json", "[]", "tokenizer.json: cannot be read"),
     ],
 )
 def test_a_bad_file_in_a_folder_of_your_own_is_named(tmp_path, name, content, message):
-    for file in (*minilm.FILES, "tokenizer.json"):
-        (tmp_path / file).symlink_to(minilm.package_folder() / file)
-    (tmp_path / name).unlink()
+    for file in (*minilm.FILES, "tokenizer.json"):  # files of the folder (a link out is not)
+        shutil.copy(minilm.package_folder() / file, tmp_path / file)
     (tmp_path / name).write_text(content)
     with pytest.raises(ValueError, match=message):
         minilm.MiniLM.create("a", folder=tmp_path, checksum=None)
@@ -117,7 +123,7 @@ def test_a_text_that_is_no_string_is_refused():
 
 def test_a_folder_of_your_own_with_the_same_files_works(tmp_path, sentence):
     for name in (*minilm.FILES, "tokenizer.json"):
-        (tmp_path / name).symlink_to(minilm.package_folder() / name)
+        shutil.copy(minilm.package_folder() / name, tmp_path / name)
     own = minilm.MiniLM.create("The cat sat on the mat.", folder=tmp_path)
     np.testing.assert_array_equal(own.ids, sentence.ids)
     np.testing.assert_array_equal(
