@@ -23,6 +23,13 @@ def compute_dtype(*arrays: ArrayLike) -> jnp.dtype:
     return max(widths, key=lambda dtype: dtype.itemsize)
 
 
+def float32_products():
+    """A context in which float32 matrix products are float32 products: on a GPU, JAX's
+    default takes them in TF32 (a 10-bit mantissa), which moved the families' maps up to
+    1.7e-3 from transformers' on an H200. Every source's layer runs in it."""
+    return jax.default_matmul_precision("float32")
+
+
 def causal_mask(seq_len: int) -> jax.Array:
     """Boolean ``(T, T)`` mask, True where query ``i`` may attend to key ``j`` (j ≤ i)."""
     check_integer("seq_len", seq_len, 1)
@@ -52,17 +59,24 @@ def attention_scores(query: ArrayLike, key: ArrayLike) -> jax.Array:
     k_exp = _row_scale_exponent(key)
     unit_query = jnp.ldexp(query, -q_exp[..., None])
     unit_key = jnp.ldexp(key, -k_exp[..., None])
-    dots = jnp.einsum("...qd,...kd->...qk", unit_query, unit_key) / jnp.sqrt(
-        jnp.asarray(query.shape[-1], dtype)
-    )
+    with float32_products():
+        dots = jnp.einsum("...qd,...kd->...qk", unit_query, unit_key)
+    dots = dots / jnp.sqrt(jnp.asarray(query.shape[-1], dtype))
     scores = jnp.ldexp(dots, q_exp[..., :, None] + k_exp[..., None, :])
     limits = jnp.finfo(dtype)
     return jnp.clip(scores, limits.min, limits.max)
 
 
+def soft_capped(scores: jax.Array, cap: float | None) -> jax.Array:
+    """``cap·tanh(scores/cap)`` (Gemma-2's attention logit soft-capping); ``scores`` as
+    they are where ``cap`` is None."""
+    return scores if cap is None else cap * jnp.tanh(scores / jnp.asarray(cap, scores.dtype))
+
+
 def attention_weights(
-    query: ArrayLike, key: ArrayLike, *, mask: ArrayLike | None = None
-) -> jax.Array:
+    query: ArrayLike, key: ArrayLike, *, mask: ArrayLike | None = None,
+    softcap: float | None = None,
+) -> jax.Array:  # fmt: skip
     """Softmax attention weights ``softmax(query·keyᵀ/√d)`` over the keys.
 
     Args:
@@ -70,13 +84,15 @@ def attention_weights(
       key: ``(..., Tk, d)``; leading axes broadcast against the query's.
       mask: optional boolean, broadcastable to ``(..., Tq, Tk)``; True where
         attention is allowed.
+      softcap: scores ``s`` become ``softcap·tanh(s/softcap)`` before the softmax (None:
+        as they are).
 
     Returns:
       ``(..., Tq, Tk)`` weights in float32 or wider. Each row sums to 1 over its
       allowed keys; masked entries are exactly 0. A row with no allowed key is all
       zeros (not NaN). Scores of any size stay finite, so no ε gives NaN.
     """
-    scores = attention_scores(query, key)
+    scores = soft_capped(attention_scores(query, key), softcap)
     allowed = jnp.ones(scores.shape, bool) if mask is None else jnp.broadcast_to(mask, scores.shape)
     scores = jnp.where(allowed, scores, -jnp.inf)
     row_max = jnp.max(scores, axis=-1, keepdims=True)
@@ -93,6 +109,7 @@ def attention(
     value: ArrayLike,
     *,
     mask: ArrayLike | None = None,
+    softcap: float | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Softmax attention: ``(weights @ value, weights)``.
 
@@ -101,10 +118,12 @@ def attention(
       key: ``(..., Tk, d)``.
       value: ``(..., Tk, dv)``.
       mask: optional boolean, broadcastable to ``(..., Tq, Tk)``.
+      softcap: see :func:`attention_weights`.
 
     Returns:
       ``output (..., Tq, dv)`` and ``weights (..., Tq, Tk)``, both in float32 or wider.
     """
-    weights = attention_weights(query, key, mask=mask)
+    weights = attention_weights(query, key, mask=mask, softcap=softcap)
     value = jnp.asarray(value, compute_dtype(weights, value))
-    return jnp.einsum("...qk,...kd->...qd", weights, value), weights
+    with float32_products():
+        return jnp.einsum("...qk,...kd->...qd", weights, value), weights

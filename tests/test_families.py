@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -16,7 +17,8 @@ from attn_lib.models import gguf_file
 from attn_lib.models.weights import read_cache, write_cache
 
 FAMILIES = Path(__file__).parent / "reference" / "families"
-KV_HEADS = {"llama": 2, "llama3": 1, "qwen2": 2, "mistral": 2, "gemma3": 2, "gpt2": 4}
+KV_HEADS = {"llama": 2, "llama3": 1, "qwen2": 2, "mistral": 2, "gemma3": 2, "gpt2": 4,
+            "llama_bias": 2, "qwen2_window": 2, "gemma2": 2}  # fmt: skip
 TEXT = "the cat sat on the mat and the dog sat on the log by the door"
 
 
@@ -88,19 +90,36 @@ def test_a_ggufs_dequantized_arrays_are_cached_and_a_damaged_cache_is_remade(tmp
         gguf_file.checkpoint_at.cache_clear()
 
 
-def test_the_features_the_references_check_are_each_needed():
-    """Counter-examples: without Gemma-3's window or its query_pre_attn_scalar, or
-    with Llama 3's RoPE scaling left out, the maps no longer match."""
-    gemma, llama3 = (models.load(FAMILIES / case, text=TEXT) for case in ("gemma3", "llama3"))
-    wrong = {
-        "no window": (gemma, {"window": (0, 0)}),
-        "no query_pre_attn_scalar": (gemma, {"query_scale": 1.0}),
-        "no llama3 scaling": (llama3, {"rope": (("default", 5e5),) * 2}),
-    }
-    for what, (source, change) in wrong.items():
-        config = dataclasses.replace(source.config, **change)
-        case = "gemma3" if source is gemma else "llama3"
-        assert gap(source.replace(config=config), reference(case)) > 1e-3, what
+# Counter-examples: each setting the references check, dropped or changed in our config,
+# and the maps (or, for the logits' soft-cap and the tied output, the logits) miss.
+WRONG = {
+    "gemma3": {"no window": {"window": (0, 0)}, "no query_pre_attn_scalar": {"query_scale": 1.0}},
+    "llama3": {"no llama3 scaling": {"rope": (("default", 5e5),) * 2}},
+    "llama": {"the output tied": {"params": "tied"}},
+    "llama_bias": {"no attention biases": {"biases": ("gate", "up", "down")},
+                   "no MLP biases": {"biases": ("query", "key", "value", "out")},
+                   "the default RMSNorm epsilon": {"norm_eps": 1e-6},
+                   "SiLU for exact GELU": {"act": "silu"}},
+    "qwen2_window": {"no window": {"window": (0, 0)},
+                     "no linear scaling": {"rope": (("default", 1e4),) * 2}},
+    "gemma2": {"no attention soft-cap": {"attn_softcap": None},
+               "no logit soft-cap": {"final_softcap": None}},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "what"), [(c, w) for c in WRONG for w in WRONG[c]])
+def test_each_setting_the_references_check_is_needed(case, what):
+    source = models.load(FAMILIES / case, text=TEXT)
+    expected = reference(case)
+    change = WRONG[case][what]
+    if change == {"params": "tied"}:  # the embedding read as the output projection
+        wrong = source.replace(params={**source.params, "output": source.params["embedding"]})
+    else:
+        wrong = source.replace(config=dataclasses.replace(source.config, **change))
+    if "tied" in what or "logit" in what:
+        assert np.abs(np.asarray(wrong.logits()) - expected["logits"]).max() > 1e-2, what
+    else:
+        assert gap(wrong, expected) > 1e-3, what
 
 
 def _as_transformers_4(config: dict) -> dict:
@@ -148,15 +167,18 @@ def test_ids_need_no_tokenizer_and_bos_is_the_checkpoints_choice(tmp_path):
     ("change", "message"),
     [
         (lambda f: (f / "model-00002-of-00002.safetensors").unlink(),
-         r"model-00002-of-00002\.safetensors is missing \(named by model\.safetensors\.index"),
+         r"model-00002-of-00002\.safetensors \(named by model\.safetensors\.index\.json\) is "
+         "missing"),
         (lambda f: _edit_config(f, model_type="t5"),
-         "model_type 't5' is not supported; supported: bert, gpt2, llama, mistral, qwen2, gemma3"),
+         "model_type 't5' is not supported; supported: bert, gpt2, llama, mistral, qwen2, gemma2"),
         (lambda f: _edit_config(f, rope_parameters={"rope_type": "yarn", "rope_theta": 1e4}),
-         r"rope type 'yarn' is not supported; supported: \('default', 'linear', 'llama3'\)"),
+         r'rope_parameters\.rope_type="yarn" is not supported \(supported: "default", "linear", '
+         '"llama3"\\)'),
         (lambda f: _edit_config(f, hidden_size=48),
-         r"tensor model\.embed_tokens\.weight has shape \(34, 32\), expected \(34, 48\)"),
+         r"tensor model\.embed_tokens\.weight has shape \(34, 32\), the config declares "
+         r"\(34, 48\)"),
         (lambda f: _edit_config(f, num_hidden_layers=3),
-         r"the checkpoint lacks the tensor 'model\.layers\.2\.input_layernorm\.weight'"),
+         r"lacks the tensor model\.layers\.2\.input_layernorm\.weight"),
         (lambda f: _edit_config(f, num_attention_heads=None),
          r"config\.json: lacks 'num_attention_heads'"),
         (lambda f: (f / "model-00001-of-00002.safetensors").write_bytes(b"garbage"),
@@ -255,3 +277,56 @@ def test_one_observed_layer_is_the_full_runs_layer(case):
             one = observed_weights(source, modification, modify_layer=modify, observe_layer=observe)
             np.testing.assert_allclose(one, every[observe], rtol=0, atol=1e-6)
     assert not np.allclose(every[last], all_weights(source, None, modify_layer=0)[last], atol=1e-3)
+
+
+def test_a_text_utf8_cannot_encode_is_refused_where_it_enters_naming_the_character():
+    from attn_lib.checks import check_text
+    from attn_lib.models.minilm import MiniLM
+
+    why = r"must be text that UTF-8 can encode; character 2 is a lone surrogate, '\\ud800'"
+    with pytest.raises(ValueError, match=f"^name {why}$"):
+        check_text("name", "ab\ud800c")
+    entry_points = [  # each refuses before reading weights, but load's tiny checkpoint
+        (f"^text {why}$", lambda: models.load(FAMILIES / "llama", text="ab\ud800c")),
+        (f"^text {why} \\(source 'smollm2'\\)$", lambda: models.build("smollm2", text="ab\ud800c")),
+        (f"^text\\[1\\] {why}$", lambda: MiniLM.create(["fine", "ab\ud800c"])),
+    ]
+    for message, make in entry_points:
+        with pytest.raises(ValueError, match=message):
+            make()
+
+
+def _products(jaxpr) -> list:
+    """The precision of every matrix product in ``jaxpr``, its inner jaxprs included."""
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            found.append(eqn.params["precision"])
+        for param in eqn.params.values():
+            inner = getattr(param, "jaxpr", param)
+            for one in inner if isinstance(inner, list | tuple) else [inner]:
+                one = getattr(one, "jaxpr", one)
+                if hasattr(one, "eqns"):
+                    found += _products(one)
+    return found
+
+
+@pytest.mark.parametrize("path", [None, "blockwise"])
+def test_every_product_of_a_run_is_a_float32_product(path):
+    """On a GPU, JAX takes float32 products in TF32 by default: on an H200 every family's
+    maps were up to 1.7e-3 off transformers'. Each product asks for float32 (HIGHEST):
+    on this CPU the same either way, so the request itself is what is checked."""
+    from jax import lax
+
+    from attn_lib.blockwise import Blockwise
+
+    source = models.load(FAMILIES / "gemma2", text=TEXT)
+    run = Blockwise(8) if path else None
+    jaxpr = jax.make_jaxpr(lambda s: (s.run(None, modify_layer=0, path=run), s.logits()))(source)
+    precisions = _products(jaxpr.jaxpr)
+    highest = (lax.Precision.HIGHEST, lax.Precision.HIGHEST)
+    assert len(precisions) > 10 and all(p == highest for p in precisions), set(precisions)
+    with jax.default_matmul_precision("bfloat16"):  # a caller's own default does not reach in
+        assert set(_products(jax.make_jaxpr(lambda s: s.logits())(source).jaxpr)) == {highest}
+    plain = jax.make_jaxpr(lambda x: x @ x)(np.ones((2, 2), np.float32))  # the counter-example
+    assert _products(plain.jaxpr) != [highest]

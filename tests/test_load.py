@@ -14,22 +14,30 @@ from attn_lib.models import minilm, smollm2
 VOCAB, HIDDEN, HEADS, KV_HEADS, LAYERS, CONTEXT = 40, 32, 4, 2, 2, 16
 
 
-def write_llama_gguf(path, *, architecture="llama", seed=0, wrong=(), missing=(), integer=()):
+def write_llama_gguf(path, *, architecture="llama", seed=0, wrong=(), missing=(), integer=(),
+                     metadata=None, extra=()):  # fmt: skip
     """A tiny random Llama GGUF without a tokenizer, written with gguf's own writer;
     the tensors named in ``wrong`` get one row too many, those in ``missing`` are left
-    out, those in ``integer`` are int32 (a type gguf does not dequantize)."""
-    from gguf import GGUFWriter
+    out, those in ``integer`` are int32 (a type gguf does not dequantize), those in
+    ``extra`` (a name: its shape) are added. ``metadata``: keys to set (None: to leave
+    out), the architecture's own written without its ``<architecture>.``."""
+    from gguf import GGUFValueType, GGUFWriter
 
     rng = np.random.default_rng(seed)
     writer = GGUFWriter(str(path), architecture)
-    writer.add_block_count(LAYERS)
-    writer.add_context_length(CONTEXT)
-    writer.add_embedding_length(HIDDEN)
-    writer.add_feed_forward_length(2 * HIDDEN)
-    writer.add_head_count(HEADS)
-    writer.add_head_count_kv(KV_HEADS)
-    writer.add_rope_freq_base(1e4)
-    writer.add_layer_norm_rms_eps(1e-5)
+    fields = {"block_count": LAYERS, "context_length": CONTEXT, "embedding_length": HIDDEN,
+              "feed_forward_length": 2 * HIDDEN, "attention.head_count": HEADS,
+              "attention.head_count_kv": KV_HEADS, "rope.freq_base": 1e4,
+              "attention.layer_norm_rms_epsilon": 1e-5, **(metadata or {})}  # fmt: skip
+    types = {bool: GGUFValueType.BOOL, int: GGUFValueType.UINT32, float: GGUFValueType.FLOAT32,
+             str: GGUFValueType.STRING}  # fmt: skip
+    for key, value in fields.items():
+        key = key if "." in key and key.split(".")[0] in ("general", "tokenizer") else (
+            f"{architecture}.{key}")  # fmt: skip
+        if isinstance(value, list):
+            writer.add_array(key, value)
+        elif value is not None:
+            writer.add_key_value(key, value, types[type(value)])
     kv = HIDDEN // HEADS * KV_HEADS
 
     def tensor(name, *shape):
@@ -50,6 +58,8 @@ def write_llama_gguf(path, *, architecture="llama", seed=0, wrong=(), missing=()
             tensor(f"{b}{name}.weight", *shape)
         for norm in ("attn_norm", "ffn_norm"):
             writer.add_tensor(f"{b}{norm}.weight", np.ones(HIDDEN, "f4"))
+    for name, shape in dict(extra).items():
+        tensor(name, *shape)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -90,13 +100,13 @@ def test_a_gguf_refuses_what_it_cannot_read(tmp_path, cache, kwargs, message):
 def test_a_tensor_missing_or_of_the_wrong_shape_is_named(tmp_path, cache):
     wrong = write_llama_gguf(tmp_path / "wrong.gguf", wrong=("blk.1.attn_k.weight",))
     with pytest.raises(
-        ValueError, match=r"blk\.1\.attn_k\.weight has shape \(17, 32\), expected \(16, 32\)"
+        ValueError,
+        match=r"blk\.1\.attn_k\.weight has shape \(17, 32\), the config declares "
+        r"\(16, 32\)",
     ):
         models.load(wrong, ids=[1])
     missing = write_llama_gguf(tmp_path / "missing.gguf", missing=("blk.0.attn_v.weight",))
-    with pytest.raises(
-        ValueError, match=r"missing\.gguf: the GGUF lacks the tensor 'blk\.0\.attn_v"
-    ):
+    with pytest.raises(ValueError, match=r"missing\.gguf: lacks the tensor blk\.0\.attn_v"):
         models.load(missing, ids=[1])
 
 
@@ -116,7 +126,7 @@ def test_unsupported_checkpoints_name_what_is_supported(tmp_path, cache):
     (tmp_path / "t5" / "config.json").write_text(json.dumps({"model_type": "t5"}))
     with pytest.raises(ValueError, match="model_type 't5' is not supported; supported: bert"):
         models.load(tmp_path / "t5", text="a")
-    with pytest.raises(ValueError, match=r"no readable config\.json"):
+    with pytest.raises(ValueError, match=r"config\.json is missing"):
         models.load(tmp_path, text="a")
     with pytest.raises(ValueError, match="no such file or folder"):
         models.load(tmp_path / "nowhere.gguf", text="a")
@@ -158,6 +168,7 @@ def test_a_bert_folder_by_path_is_the_built_in_source(tmp_path):
         models.load(folder, ids=[101] * 513)
     with pytest.raises(ValueError, match="bos= is read for decoders"):
         models.load(folder, ids=[101], bos=True)
+    assert models.entry(str(folder)).causal is False  # a BERT by path is bidirectional
 
 
 def test_a_checkpoint_path_is_taken_wherever_a_source_name_is(tmp_path, cache):

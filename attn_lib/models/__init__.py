@@ -31,7 +31,7 @@ def register(entry: Entry) -> Entry:
 def entry(name: object) -> Entry:
     """The registry entry of the source ``name``: a registered name, or the path of a
     checkpoint (see :func:`load`), whose shape is read from its config or metadata."""
-    if isinstance(name, str) and name not in SOURCES and Path(name).exists():
+    if isinstance(name, str) and name not in SOURCES and _exists(name):
         return _checkpoint(str(Path(name).resolve()))
     if name not in SOURCES:
         raise ValueError(
@@ -44,11 +44,11 @@ def entry(name: object) -> Entry:
 @functools.cache
 def _checkpoint(path: str) -> Entry:
     """The entry of the checkpoint at ``path``: its text in, its shape read first."""
-    if Path(path).is_file():
+    if not Path(path).is_dir():
         config = gguf_file.config_of(path)
-        shape = (config.layers, config.heads, config.kv_heads)
+        shape = (config.layers, config.heads, config.kv_heads, True)  # GGUFs are decoders
     else:
-        shape = hf_folder.shape(Path(path))
+        shape = hf_folder.describe(Path(path))
     return Entry(path, TextParams, lambda params: load(path, text=params.text), *shape)
 
 
@@ -93,18 +93,29 @@ def load(checkpoint: str | Path, *, text: str | None = None, ids=None, bos=None)
     source; what is wrong is a ``ValueError`` naming the file, before the weights are read.
     """
     path = Path(checkpoint)
-    if not path.exists() and _is_hub_id(checkpoint):
+    if not _exists(path):
+        if not _is_hub_id(checkpoint):
+            raise ValueError(f"checkpoint {shown(str(checkpoint))}: no such file or folder")
         path = Path(_download(str(checkpoint)))
-    if path.is_file():
-        return Decoder.create(gguf_file.load(str(path), None), text, ids=ids, bos=bos)
     if not path.is_dir():
-        raise ValueError(f"checkpoint {str(checkpoint)!r}: no such file or folder")
+        return Decoder.create(gguf_file.load(str(path), None), text, ids=ids, bos=bos)
     return hf_folder.open_folder(path, text, ids=ids, bos=bos)
 
 
+def _exists(path: str | Path) -> bool:
+    """Whether ``path`` exists; a name the file system cannot hold (too long, a NUL in
+    it) is no path, not an ``OSError``."""
+    try:
+        return Path(path).exists()
+    except (OSError, ValueError):
+        return False
+
+
 def _is_hub_id(name: object) -> bool:
+    """``owner/name`` as the hub spells it (at most 96 characters each)."""
     parts = str(name).split("/")
-    return isinstance(name, str) and len(parts) == 2 and all(parts) and not name.startswith(".")
+    return (isinstance(name, str) and len(parts) == 2 and all(parts)
+            and not name.startswith(".") and max(map(len, parts)) <= 96)  # fmt: skip
 
 
 def _download(repo_id: str) -> str:

@@ -24,9 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from attn_lib.blockwise import Visibility
-from attn_lib.checks import check_index, check_text
+from attn_lib.checks import check_flag, check_index, check_text
 from attn_lib.modification import Modification
-from attn_lib.softmax import attention
+from attn_lib.softmax import attention, float32_products
 
 DEFAULT_TEXT = "The quick brown fox jumps over the lazy dog."  # what a model reads unless told
 
@@ -46,11 +46,13 @@ jax.tree_util.register_pytree_node(
 
 
 def modify_and_attend(
-    query, key, value, visible: Visibility, modification: Modification | None, path=None
-):
+    query, key, value, visible: Visibility, modification: Modification | None, path=None,
+    *, softcap: float | None = None,
+):  # fmt: skip
     """Softmax attention of ``query (..., heads, T, d)`` over ``key`` and ``value``
     ``(..., kv_heads, T, d)``, with ``modification`` applied to its component first;
-    ``visible`` says which keys each query sees.
+    ``visible`` says which keys each query sees; ``softcap`` soft-caps the scores
+    (:func:`attn_lib.softmax.soft_capped`).
 
     Grouped-query attention: with fewer KV heads than query heads, KV head ``g`` serves
     query heads ``g·r … g·r + r − 1`` (``r = heads / kv_heads``). The modification acts
@@ -63,10 +65,10 @@ def modify_and_attend(
     if modification is not None:
         qkv[modification.component] = modification.apply_heads(qkv[modification.component])
     if path is not None:
-        return path(qkv["query"], qkv["key"], qkv["value"], visible)
+        return path(qkv["query"], qkv["key"], qkv["value"], visible, softcap=softcap)
     repeats = query.shape[-3] // key.shape[-3]
     key, value = (jnp.repeat(qkv[name], repeats, axis=-3) for name in ("key", "value"))
-    return attention(qkv["query"], key, value, mask=visible.dense())
+    return attention(qkv["query"], key, value, mask=visible.dense(), softcap=softcap)
 
 
 def modified_attention(
@@ -156,10 +158,11 @@ class Source:
 
     def _layer(self, i, h, modification, path):
         """Layer ``i``, on ``path`` where one is given (a source of your own whose
-        ``layer`` takes no ``path`` runs the dense path only)."""
-        if path is None:
-            return self.layer(i, h, modification)
-        return self.layer(i, h, modification, path.at(i))
+        ``layer`` takes no ``path`` runs the dense path only), its products in float32."""
+        with float32_products():
+            if path is None:
+                return self.layer(i, h, modification)
+            return self.layer(i, h, modification, path.at(i))
 
     def _layers(self, start, stop, h, out, path):
         """Run layers ``start`` to ``stop - 1``, unmodified, writing what they give."""
@@ -235,6 +238,9 @@ class Entry:
       build: ``build(params)``: the :class:`Source` pytree.
       layers, heads, kv_heads: its shape, known before any work so that indices are
         checked first; ``kv_heads < heads`` for grouped-query attention.
+      causal: whether its queries never see later keys, where no parameter of its own
+        says (None: not known before it is built); :meth:`parameters` accepts the
+        truth said and refuses the other.
     """
 
     name: str
@@ -243,11 +249,14 @@ class Entry:
     layers: int
     heads: int
     kv_heads: int
+    causal: bool | None = None
 
     def parameters(self, **params) -> object:
         """``params`` as this source's checked parameters (the others at their defaults);
         a ``ValueError`` names an unknown or bad one."""
         own = [field.name for field in dataclasses.fields(self.params)]
+        if "causal" in params and "causal" not in own and self.causal is not None:
+            self.check_causal(params.pop("causal"))
         unknown = sorted(set(params) - set(own))
         if unknown:
             raise ValueError(
@@ -258,6 +267,16 @@ class Entry:
             return self.params(**params)
         except ValueError as error:
             raise ValueError(f"{error} (source {self.name!r})") from None
+
+    def check_causal(self, causal: object) -> None:
+        """Refuse ``causal`` where it is not what this source is (:attr:`causal`)."""
+        check_flag("causal", causal)
+        if causal != self.causal:
+            what, sees = ("causal", "never see") if self.causal else ("bidirectional", "see")
+            raise ValueError(
+                f"source {self.name!r} is {what}: its queries {sees} later keys; "
+                f"causal={causal} cannot be computed"
+            )
 
     def record(self, params) -> dict:
         """What a source built from ``params`` is, as plain data: its name and every

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from attn_lib.checks import shown
+from attn_lib.checks import check_text, shown
 from attn_lib.models.base import Labels, Source
 
 
@@ -57,8 +57,7 @@ def token_ids(
     vocab = checkpoint.params["embedding"].shape[0]
     tokenizer = checkpoint.tokenizer
     if text is not None:
-        if not isinstance(text, str) or not text.strip():
-            raise ValueError(f"text must be a non-empty string, got {shown(text)}")
+        check_text("text", text, empty=False)
         if tokenizer is None:
             raise ValueError(f"{checkpoint.name}: its tokenizer cannot be built here; pass ids=")
         ids = tokenizer.encode(text, add_special_tokens=False).ids
@@ -73,6 +72,9 @@ def token_ids(
         )
     if bos and checkpoint.bos is None:
         raise ValueError(f"{checkpoint.name}: bos=True, but the checkpoint names no BOS token")
+    if bos and not checkpoint.bos < vocab:  # its config may say what its embedding lacks
+        raise ValueError(f"{checkpoint.name}: its BOS token id {checkpoint.bos} is outside "
+                         f"its vocabulary of {vocab}")  # fmt: skip
     ids = ([checkpoint.bos] if bos and ids[0] != checkpoint.bos else []) + list(ids)
     context = checkpoint.config.context
     if len(ids) > context:

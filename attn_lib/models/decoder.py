@@ -4,10 +4,12 @@ Qwen2 and Gemma-3's text model, in JAX, from one config.
 A layer is ``h ← h + [post-norm](Attention(norm(h)))``, then
 ``h ← h + [post-norm](MLP(norm(h)))``, with RMSNorm, rotary positions (half-split, as
 Hugging Face keeps Q and K) and a gated MLP. What the members add is a field of
-:class:`Config`: Q/K/V biases (Qwen2), QK-norm, norms after each block, embeddings
-scaled by √hidden, GeGLU with tanh-GELU and ``query_pre_attn_scalar`` (Gemma-3), a
-sliding window per layer and a RoPE base per layer (Gemma-3's local and global
-layers; Mistral's window), and RoPE scaling (``linear``, ``llama3``).
+:class:`Config`: biases of any projection (Qwen2's Q/K/V; a Llama's
+``attention_bias`` and ``mlp_bias``), QK-norm, norms after each block, embeddings scaled
+by √hidden, GeGLU with tanh-GELU and ``query_pre_attn_scalar`` (the Gemmas), soft-capped
+attention scores and logits (Gemma-2), a sliding window per layer and a RoPE base per
+layer (the Gemmas' local and global layers; Mistral's and Qwen2's windows), and RoPE
+scaling (``linear``, ``llama3``).
 
 Readers (:mod:`~attn_lib.models.gguf_file`, :mod:`~attn_lib.models.hf_folder`) make
 the config and hand :func:`convert` a function that fetches each tensor by its part
@@ -29,11 +31,14 @@ from attn_lib.models.base import modify_and_attend, stacked
 from attn_lib.models.checkpoint import CheckpointSource
 from attn_lib.modification import Modification
 
-ACTIVATIONS = {
+ACTIVATIONS = {  # transformers' names; gelu_new and gelu_pytorch_tanh are one function
     "silu": jax.nn.silu,
+    "swish": jax.nn.silu,
     "gelu_pytorch_tanh": functools.partial(jax.nn.gelu, approximate=True),
+    "gelu_new": functools.partial(jax.nn.gelu, approximate=True),
     "gelu": functools.partial(jax.nn.gelu, approximate=False),
 }
+PROJECTIONS = ("query", "key", "value", "out", "gate", "up", "down")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +50,10 @@ class Config:
     layer, how many positions back a query sees, itself included (0: all).
     ``query_scale`` multiplies the query beyond 1/√head_dim: Gemma's
     ``√head_dim / √query_pre_attn_scalar``, applied before a Query modification, which
-    every kind allows (each commutes with a positive factor).
+    every kind allows (each commutes with a positive factor). ``biases``: the
+    projections (of :data:`PROJECTIONS`) that add a bias. ``attn_softcap`` and
+    ``final_softcap``: scores and logits ``x`` become ``c·tanh(x/c)`` (None: as they are).
+    ``tied``: the output projection is the embedding.
     """
 
     family: str
@@ -54,6 +62,8 @@ class Config:
     kv_heads: int
     head_dim: int
     hidden: int
+    intermediate: int
+    vocab: int
     context: int
     norm_eps: float
     rope: tuple
@@ -61,10 +71,12 @@ class Config:
     act: str = "silu"
     query_scale: float = 1.0
     embed_scale: float = 1.0
-    qkv_bias: bool = False
+    biases: tuple = ()
     qk_norm: bool = False
     post_norms: bool = False
-    softcap: float | None = None
+    attn_softcap: float | None = None
+    final_softcap: float | None = None
+    tied: bool = True
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -73,7 +85,7 @@ class Config:
     def from_json(cls, text: str) -> "Config":
         fields = json.loads(text)
         fields["rope"] = tuple(tuple(rope) for rope in fields["rope"])
-        return cls(**{**fields, "window": tuple(fields["window"])})
+        return cls(**{**fields, **{k: tuple(fields[k]) for k in ("window", "biases")}})
 
 
 def inverse_frequency(rope: tuple, head_dim: int) -> np.ndarray:
@@ -102,40 +114,52 @@ def _tables(config: Config) -> tuple[np.ndarray, np.ndarray]:
     return frequencies, np.asarray(config.window, np.int32)
 
 
-def convert(get, config: Config) -> dict:
-    """Our parameters from a reader's ``get(part, layer, shape)``, which returns that
-    part's tensor in PyTorch's layout (``(out, in)``), checked to be of ``shape``
-    (None: any) or raises naming it. ``layer`` is None for the model's own parts
-    (``embedding``, ``norm``, ``output``; ``get`` returns None for an absent
-    ``output``: the embeddings are tied)."""
-    hidden, q, kv, d = (config.hidden, config.heads * config.head_dim,
-                        config.kv_heads * config.head_dim, config.head_dim)  # fmt: skip
-    embedding = get("embedding", None, None)
-    vocab, ff = embedding.shape[0], get("gate", 0, None).shape[0]
+def layer_shapes(config: Config) -> dict[str, tuple]:
+    """Every part of one layer with its shape, in PyTorch's layout (``(out, in)``)."""
+    hidden, q, kv, d, ff = (config.hidden, config.heads * config.head_dim,
+                            config.kv_heads * config.head_dim, config.head_dim,
+                            config.intermediate)  # fmt: skip
     shapes = {
         "attention_norm": (hidden,), "query": (q, hidden), "key": (kv, hidden),
         "value": (kv, hidden), "out": (hidden, q), "mlp_norm": (hidden,),
         "gate": (ff, hidden), "up": (ff, hidden), "down": (hidden, ff),
     }  # fmt: skip
-    if config.qkv_bias:
-        shapes.update(query_bias=(q,), key_bias=(kv,), value_bias=(kv,))
+    shapes.update({f"{part}_bias": shapes[part][:1] for part in config.biases})
     if config.qk_norm:
         shapes.update(query_norm=(d,), key_norm=(d,))
     if config.post_norms:
         shapes.update(attention_post_norm=(hidden,), mlp_post_norm=(hidden,))
-    get("embedding", None, (vocab, hidden))
-    output = get("output", None, (vocab, hidden))
-    per_layer = [
-        {part: get(part, i, shape) for part, shape in shapes.items()} for i in range(config.layers)
-    ]
+    return shapes
+
+
+def shapes(config: Config) -> dict[tuple[str, int | None], tuple]:
+    """Every tensor the config declares: ``(part, layer)`` → shape (``layer`` None for the
+    model's own parts: ``embedding``, ``norm`` and, unless tied, ``output``). Readers
+    compare it with a checkpoint's tensors before reading any."""
+    own = {"embedding": (config.vocab, config.hidden), "norm": (config.hidden,)}
+    if not config.tied:
+        own["output"] = (config.vocab, config.hidden)
+    per_layer = layer_shapes(config)
+    return {
+        **{(part, None): shape for part, shape in own.items()},
+        **{(part, i): shape for i in range(config.layers) for part, shape in per_layer.items()},
+    }
+
+
+def convert(get, config: Config) -> dict:
+    """Our parameters from a reader's ``get(part, layer)``, which returns that part's
+    tensor in PyTorch's layout, of the shape :func:`shapes` declares (the reader
+    compared them first)."""
+    parts = layer_shapes(config)
+    per_layer = [{part: get(part, i) for part in parts} for i in range(config.layers)]
     for layer in per_layer:  # projections as (in, out) kernels
-        for part in ("query", "key", "value", "out", "gate", "up", "down"):
+        for part in PROJECTIONS:
             layer[part] = layer[part].T
-    embedding = jnp.asarray(embedding)  # on the device once, not copied in at every call
+    embedding = jnp.asarray(get("embedding", None))  # on the device once, not at every call
     return {
         "embedding": embedding,
-        "norm": jnp.asarray(get("norm", None, (hidden,))),
-        "output": embedding if output is None else jnp.asarray(output),  # tied: one array
+        "norm": jnp.asarray(get("norm", None)),
+        "output": embedding if config.tied else jnp.asarray(get("output", None)),
         "layers": stacked(per_layer),
     }
 
@@ -192,19 +216,25 @@ class Decoder(CheckpointSource):
         key = rotary(heads("key", c.kv_heads), frequency)
         visible = self.visibility(i)
         value = heads("value", c.kv_heads)
-        out, weights = modify_and_attend(query, key, value, visible, modification, path)
-        attended = jnp.swapaxes(out, 0, 1).reshape(-1, c.heads * c.head_dim) @ p["out"]
+        out, weights = modify_and_attend(
+            query, key, value, visible, modification, path, softcap=c.attn_softcap
+        )
+        attended = self._linear(p, jnp.swapaxes(out, 0, 1).reshape(-1, c.heads * c.head_dim), "out")
         h = h + self._post(attended, p, "attention_post_norm")
         x = rms_norm(h, p["mlp_norm"], c.norm_eps)
-        mlp = (ACTIVATIONS[c.act](x @ p["gate"]) * (x @ p["up"])) @ p["down"]
-        return h + self._post(mlp, p, "mlp_post_norm"), weights
+        gated = ACTIVATIONS[c.act](self._linear(p, x, "gate")) * self._linear(p, x, "up")
+        return h + self._post(self._linear(p, gated, "down"), p, "mlp_post_norm"), weights
 
     def window(self, i) -> jax.Array:
         return jnp.asarray(_tables(self.config)[1])[i]
 
+    def _linear(self, p, x, part):
+        """``x @ W + b`` of the projection ``part``, its bias where the model has one."""
+        return x @ p[part] + p[f"{part}_bias"] if part in self.config.biases else x @ p[part]
+
     def _project(self, p, x, part, count):
         """``x`` projected to ``part``'s heads: ``(T, count·d) → (count, T, d)``."""
-        y = x @ p[part] + (p[f"{part}_bias"] if self.config.qkv_bias else 0)
+        y = self._linear(p, x, part)
         return jnp.swapaxes(y.reshape(-1, count, self.config.head_dim), 0, 1)
 
     def projected(self, i: int, part: str) -> jax.Array:
@@ -220,6 +250,7 @@ class Decoder(CheckpointSource):
     def logits(self, modification: Modification | None = None, *, modify_layer: int = 0):
         """Next-token logits at every position, ``(T, vocab)``."""
         h, _ = self.run(modification, modify_layer=modify_layer)
-        logits = rms_norm(h, self.params["norm"], self.config.norm_eps) @ self.params["output"].T
-        cap = self.config.softcap
+        normed = rms_norm(h, self.params["norm"], self.config.norm_eps)
+        logits = jnp.matmul(normed, self.params["output"].T, precision="highest")
+        cap = self.config.final_softcap
         return logits if cap is None else cap * jnp.tanh(logits / cap)

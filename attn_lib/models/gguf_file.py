@@ -13,13 +13,14 @@ stores its norms as ``1 + w``, the scale they multiply by, as we keep them.
 
 import functools
 import importlib.metadata
+import stat
 from pathlib import Path
 
 import numpy as np
 
 from attn_lib.checks import shown
 from attn_lib.files import sha256
-from attn_lib.models import decoder, tokenizer_builders
+from attn_lib.models import allowlists, contract, decoder, tokenizer_builders
 from attn_lib.models.checkpoint import Checkpoint
 from attn_lib.models.weights import cache_dir, cached_arrays, check_sha256, fingerprint
 
@@ -32,65 +33,83 @@ PARTS = {  # our part: the tensor's name in a GGUF block
 TOP = {"embedding": "token_embd", "norm": "output_norm", "output": "output"}
 
 
-def _llama(fields: dict, arch: str, shape: dict) -> decoder.Config:
-    theta = float(fields.get(f"{arch}.rope.freq_base", 10000.0))
-    return decoder.Config(
-        arch, **shape, rope=(("default", theta),) * shape["layers"],
-        window=(0,) * shape["layers"], qkv_bias=arch == "qwen2",
-    )  # fmt: skip
+def _llama(c: dict, shape: dict) -> dict:
+    """A llama or qwen2: one RoPE for every layer, no window."""
+    rope = _rope(c, c["rope.freq_base"])
+    return {"rope": (rope,) * shape["layers"], "window": (0,) * shape["layers"]}
 
 
-def _gemma3(fields: dict, arch: str, shape: dict) -> decoder.Config:
-    """llama.cpp's Gemma-3: every 6th layer global (RoPE base from the file), the others
-    local (base 10000, the file's window); the query scaled by 1/√head_dim."""
-    pattern = int(fields.get(f"{arch}.attention.sliding_window_pattern", 6))
+def _gemma3(c: dict, shape: dict) -> dict:
+    """llama.cpp's Gemma-3: every 6th layer global (RoPE base and scaling from the file),
+    the others local (their own base, 10⁴ unless the file says, and the file's window);
+    the query scaled by 1/√head_dim."""
+    pattern = c["attention.sliding_window_pattern"]
     local = [(i + 1) % pattern != 0 for i in range(shape["layers"])]
-    window = int(fields[f"{arch}.attention.sliding_window"])
-    theta = float(fields[f"{arch}.rope.freq_base"])
-    return decoder.Config(
-        arch, **shape,
-        rope=tuple(("default", 10000.0 if is_local else theta) for is_local in local),
-        window=tuple(window if is_local else 0 for is_local in local),
-        act="gelu_pytorch_tanh", embed_scale=float(np.sqrt(np.float32(shape["hidden"]))),
-        qk_norm=True, post_norms=True,
-    )  # fmt: skip
+    rope_global = _rope(c, c["rope.freq_base"])
+    rope_local = ("default", c["rope.freq_base_swa"])
+    return {
+        "rope": tuple(rope_local if is_local else rope_global for is_local in local),
+        "window": tuple(c["attention.sliding_window"] if is_local else 0 for is_local in local),
+        "act": "gelu_pytorch_tanh", "embed_scale": float(np.sqrt(np.float32(shape["hidden"]))),
+        "qk_norm": True, "post_norms": True,
+    }  # fmt: skip
+
+
+def _rope(c: dict, theta: float) -> tuple:
+    if c["rope.scaling.type"] == "linear":
+        return ("linear", theta, c["rope.scaling.factor"])
+    return ("default", theta)
 
 
 ARCHITECTURES = {"llama": _llama, "qwen2": _llama, "gemma3": _gemma3}
 
 
-def config_from_metadata(fields: dict, file: Path) -> decoder.Config:
-    """The config of the GGUF whose metadata is ``fields``; a ``ValueError`` names an
-    architecture this module does not read, or a missing key."""
+def config_from_metadata(fields: dict, tensors: dict[str, tuple], file: Path) -> decoder.Config:
+    """The config of the GGUF whose metadata is ``fields``, read through its
+    architecture's allow-list (:data:`attn_lib.models.allowlists.GGUF`), and compared with
+    its ``tensors`` (name → shape, from the file's tensor list: no tensor is read). A
+    ``ValueError`` names an architecture this module does not read, a key it does not
+    read, a missing one, a value out of range or not computed, and a tensor that is
+    missing, of another shape or not declared."""
     arch = fields.get("general.architecture")
-    if arch not in ARCHITECTURES:
+    if not isinstance(arch, str) or arch not in ARCHITECTURES:
         raise ValueError(
             f"{file}: GGUF architecture {shown(arch)} is not supported; "
             f"supported: {', '.join(ARCHITECTURES)}"
         )
-    try:
-        heads, hidden = (
-            int(fields[f"{arch}.attention.head_count"]),
-            int(fields[f"{arch}.embedding_length"]),
-        )
-        shape = {
-            "layers": int(fields[f"{arch}.block_count"]),
-            "heads": heads,
-            "kv_heads": int(fields.get(f"{arch}.attention.head_count_kv", heads)),
-            "head_dim": int(fields.get(f"{arch}.attention.key_length", hidden // heads)),
-            "hidden": hidden,
-            "context": int(fields[f"{arch}.context_length"]),
-            "norm_eps": float(fields[f"{arch}.attention.layer_norm_rms_epsilon"]),
-        }
-        return ARCHITECTURES[arch](fields, arch, shape)
-    except KeyError as error:
-        raise ValueError(f"{file}: the GGUF's metadata lacks {error}") from None
+    rules = {f"{arch}.{key}": rule for key, rule in allowlists.GGUF[arch].items()}
+    scoped = {k: v for k, v in fields.items() if not k.startswith(allowlists.GGUF_HARMLESS)}
+    c = {k.removeprefix(f"{arch}."): v for k, v in contract.read(scoped, rules, str(file)).items()}
+    heads, hidden = c["attention.head_count"], c["embedding_length"]
+    keys = ("attention.head_count", "attention.head_count_kv", "embedding_length",
+            "attention.key_length")  # fmt: skip
+    kv_heads, head_dim = contract.head_shape(c, str(file), keys, f"{arch}.")
+    for key in ("attention.value_length", "rope.dimension_count"):  # a partial rotation: no
+        if c[key] not in (None, head_dim):
+            raise contract.unsupported(str(file), f"{arch}.{key}", c[key], (head_dim,))
+    embedding = tensors.get("token_embd.weight")
+    if embedding is None or len(embedding) != 2:
+        raise ValueError(f"{file}: lacks the tensor token_embd.weight (the embedding)")
+    if c["vocab_size"] not in (None, embedding[0]):
+        raise ValueError(f"{file}: {arch}.vocab_size={c['vocab_size']}, but token_embd.weight "
+                         f"has {embedding[0]} rows")  # fmt: skip
+    shape = {"layers": c["block_count"], "heads": heads, "kv_heads": kv_heads,
+             "head_dim": head_dim, "hidden": hidden, "intermediate": c["feed_forward_length"],
+             "vocab": embedding[0], "context": c["context_length"],
+             "norm_eps": c["attention.layer_norm_rms_epsilon"]}  # fmt: skip
+    biases = tuple(p for p in decoder.PROJECTIONS if f"blk.0.{PARTS[p]}.bias" in tensors)
+    config = decoder.Config(arch, **shape, **ARCHITECTURES[arch](c, shape), biases=biases,
+                            tied="output.weight" not in tensors)  # fmt: skip
+    expected = {tensor_name(*key): size for key, size in decoder.shapes(config).items()}
+    contract.check_tensors(expected, tensors, str(file))
+    return config
 
 
 def code_version() -> str:
     """What makes the cache: the modules that read and the gguf package that
     dequantizes. A change to any reads the GGUF again."""
-    ours = " ".join(sha256(Path(m.__file__)) for m in (decoder, tokenizer_builders))
+    modules = (decoder, tokenizer_builders, contract, allowlists)
+    ours = " ".join(sha256(Path(m.__file__)) for m in modules)
     return f"{sha256(Path(__file__))} {ours} gguf {importlib.metadata.version('gguf')}"
 
 
@@ -111,16 +130,10 @@ def tensor_name(part: str, layer: int | None) -> str:
 
 def convert(tensors: dict[str, np.ndarray], config: decoder.Config) -> dict:
     """The GGUF's float32 tensors as our parameters (:func:`decoder.convert`); Q and K
-    rows of a ``llama`` un-permuted. A missing tensor is a ``KeyError`` naming it; one of
-    the wrong shape a ``ValueError`` naming it and both shapes."""
+    rows of a ``llama`` un-permuted. :func:`config_from_metadata` compared their shapes."""
 
-    def get(part, layer, shape):
-        name = tensor_name(part, layer)
-        if part == "output" and name not in tensors:
-            return None
-        w = tensors[name]
-        if shape is not None and w.shape != shape:
-            raise ValueError(f"tensor {name} has shape {w.shape}, expected {shape}")
+    def get(part, layer):
+        w = tensors[tensor_name(part, layer)]
         if config.family == "llama" and part in ("query", "key"):
             w = unpermute(w, config.heads if part == "query" else config.kv_heads)
         return w
@@ -133,21 +146,23 @@ def _reading(path: Path):
     truncation), which name nothing, as a ``ValueError`` naming the file."""
 
     def read(what):
-        try:
+        with contract.naming(f"{path}: cannot be read as GGUF"):
             return what()
-        except Exception as error:
-            raise ValueError(f"{path}: cannot be read as GGUF: {error}") from None
 
     return read
 
 
 def _metadata(path: Path, read) -> tuple[object, dict, decoder.Config]:
-    """The reader, the metadata and the config of the GGUF at ``path``."""
+    """The reader, the metadata and the config of the GGUF at ``path`` (a regular file:
+    a FIFO would hang the reader), its tensors' shapes compared with the config."""
     from gguf import GGUFReader
 
+    if not stat.S_ISREG(read(lambda: path.stat()).st_mode):
+        raise ValueError(f"{path}: not a regular file")
     reader = read(lambda: GGUFReader(path))
     fields = read(lambda: {name: field.contents() for name, field in reader.fields.items()})
-    return reader, fields, config_from_metadata(fields, path)
+    shapes = read(lambda: {t.name: tuple(map(int, reversed(t.shape))) for t in reader.tensors})
+    return reader, fields, config_from_metadata(fields, shapes, path)
 
 
 def config_of(path: str | Path) -> decoder.Config:
@@ -164,6 +179,12 @@ def _read_gguf(path: Path) -> dict[str, np.ndarray]:
 
     read = _reading(path)
     reader, fields, config = _metadata(path, read)  # before the tensors: a refusal is quick
+    bos, add_bos = (fields.get(f"tokenizer.ggml.{k}") for k in ("bos_token_id", "add_bos_token"))
+    if not (bos is None or (type(bos) is int and 0 <= bos < config.vocab)):
+        raise ValueError(f"{path}: tokenizer.ggml.bos_token_id={contract.as_json(bos)} must be "
+                         f"a token id in [0, {config.vocab - 1}]")  # fmt: skip
+    if not isinstance(add_bos, bool | None):
+        raise ValueError(f"{path}: tokenizer.ggml.add_bos_token must be true or false")
     readable = {Type.F32, Type.F16, *_type_traits}
     if wrong := [t for t in reader.tensors if t.tensor_type not in readable]:
         raise ValueError(
@@ -172,13 +193,13 @@ def _read_gguf(path: Path) -> dict[str, np.ndarray]:
             f"{', '.join(sorted(t.name for t in readable))}"
         )
     tensors = read(lambda: {t.name: dequantize(t.data, t.tensor_type) for t in reader.tensors})
-    tokenizer = tokenizer_builders.from_gguf(fields)
-    bos = fields.get("tokenizer.ggml.bos_token_id")
+    with contract.naming(f"{path}: its tokenizer metadata cannot be read"):
+        tokenizer = tokenizer_builders.from_gguf(fields)
     marks = {
         "tokenizer": "" if tokenizer is None else tokenizer.to_str(),
         "config": config.to_json(),
         "bos": -1 if bos is None else int(bos),
-        "add_bos": bool(fields.get("tokenizer.ggml.add_bos_token", False)),
+        "add_bos": bool(add_bos),
     }
     return {**tensors, **{name: np.array(value) for name, value in marks.items()}}
 
@@ -188,7 +209,8 @@ def load(path: str, checksum: str | None) -> Checkpoint:
     (None skips the check, for a file of your own); kept in memory until the file
     changes (:func:`checkpoint_at`)."""
     if not Path(path).is_file():
-        raise ValueError(f"{path}: no such file")
+        raise ValueError(f"{path}: no such file" if not Path(path).exists() else
+                         f"{path}: not a regular file")  # fmt: skip
     return checkpoint_at(str(path), checksum, fingerprint(path))
 
 
@@ -211,12 +233,7 @@ def checkpoint_at(path: str, checksum: str | None, stamp: tuple) -> Checkpoint:
     tokenizer, bos = str(tensors.pop("tokenizer")), int(tensors.pop("bos"))
     config = decoder.Config.from_json(str(tensors.pop("config")))
     add_bos = bool(tensors.pop("add_bos"))
-    try:
-        params = convert(tensors, config)
-    except KeyError as error:
-        raise ValueError(f"{file}: the GGUF lacks the tensor {error}") from None
-    except ValueError as error:
-        raise ValueError(f"{file}: {error}") from None
+    params = convert(tensors, config)
     return Checkpoint(
         str(file), params, config, Tokenizer.from_str(tokenizer) if tokenizer else None,
         None if bos < 0 else bos, add_bos,

@@ -8,7 +8,6 @@ projection, ``c_attn``, split here into the three in that order.
 """
 
 import dataclasses
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +15,7 @@ import numpy as np
 from flax import struct
 
 from attn_lib.models.base import modify_and_attend, stacked
-from attn_lib.models.checkpoint import Checkpoint, CheckpointSource
+from attn_lib.models.checkpoint import CheckpointSource
 from attn_lib.modification import Modification
 
 
@@ -25,6 +24,8 @@ class Config:
     layers: int
     heads: int
     hidden: int
+    intermediate: int
+    vocab: int
     context: int
     norm_eps: float
 
@@ -33,57 +34,47 @@ class Config:
         return self.heads
 
     @classmethod
-    def from_hf(cls, config: dict) -> "Config":
-        """From a GPT-2 ``config.json``; a ``ValueError`` names what is not supported."""
-        if config.get("activation_function", "gelu_new") != "gelu_new" or config.get(
-            "scale_attn_by_inverse_layer_idx"
-        ):
-            raise ValueError("only gelu_new and unscaled-by-layer attention are supported")
-        return cls(config["n_layer"], config["n_head"], config["n_embd"],
-                   config["n_positions"], float(config["layer_norm_epsilon"]))  # fmt: skip
+    def from_hf(cls, config: dict, where: str) -> "Config":
+        """From a GPT-2 ``config.json`` read through its allow-list
+        (:data:`attn_lib.models.allowlists.HF`)."""
+        hidden, heads = config["n_embd"], config["n_head"]
+        if hidden % heads:
+            raise ValueError(f"{where}: n_embd={hidden} is not a multiple of n_head={heads}")
+        return cls(config["n_layer"], heads, hidden, config["n_inner"] or 4 * hidden,
+                   config["vocab_size"], config["n_positions"],
+                   config["layer_norm_epsilon"])  # fmt: skip
+
+
+LAYER = {  # a layer's tensors, in PyTorch's Conv1D layout (in, out), by their shapes
+    "ln_1.weight": "n", "ln_1.bias": "n", "attn.c_attn.weight": "n 3n", "attn.c_attn.bias": "3n",
+    "attn.c_proj.weight": "n n", "attn.c_proj.bias": "n", "ln_2.weight": "n", "ln_2.bias": "n",
+    "mlp.c_fc.weight": "n f", "mlp.c_fc.bias": "f", "mlp.c_proj.weight": "f n",
+    "mlp.c_proj.bias": "n",
+}  # fmt: skip
+
+
+def shapes(config: Config) -> dict[str, tuple]:
+    """Every tensor the config declares, by its name after the checkpoint's prefix."""
+    n, f = config.hidden, config.intermediate
+    size = {"n": n, "3n": 3 * n, "f": f}
+    return {
+        "wte.weight": (config.vocab, n), "wpe.weight": (config.context, n),
+        "ln_f.weight": (n,), "ln_f.bias": (n,),
+        **{f"h.{i}.{part}": tuple(size[d] for d in dims.split())
+           for i in range(config.layers) for part, dims in LAYER.items()},
+    }  # fmt: skip
 
 
 def convert(tensors: dict[str, np.ndarray], config: Config) -> dict:
-    """Our parameters from the checkpoint's tensors; a ``KeyError`` names a missing one,
-    a ``ValueError`` one of the wrong shape with both shapes."""
-    prefix = next((k.removesuffix("wte.weight") for k in tensors if k.endswith("wte.weight")), "")
-    n = config.hidden
-    ff = tensors.get(f"{prefix}h.0.mlp.c_fc.weight", np.zeros((n, 4 * n))).shape[1]
-    shapes = {
-        "ln_1.weight": (n,), "ln_1.bias": (n,), "attn.c_attn.weight": (n, 3 * n),
-        "attn.c_attn.bias": (3 * n,), "attn.c_proj.weight": (n, n), "attn.c_proj.bias": (n,),
-        "ln_2.weight": (n,), "ln_2.bias": (n,), "mlp.c_fc.weight": (n, ff),
-        "mlp.c_fc.bias": (ff,), "mlp.c_proj.weight": (ff, n), "mlp.c_proj.bias": (n,),
-    }  # fmt: skip
-
-    def get(name, shape):
-        w = tensors[prefix + name]
-        if w.shape != shape:
-            raise ValueError(f"tensor {prefix + name} has shape {w.shape}, expected {shape}")
-        return w
-
-    embedding = tensors[f"{prefix}wte.weight"]
-    per_layer = [{part: get(f"h.{i}.{part}", shape) for part, shape in shapes.items()}
-                 for i in range(config.layers)]  # fmt: skip
+    """Our parameters from the checkpoint's tensors, by the names of :func:`shapes`
+    (whose shapes the reader compared first)."""
+    per_layer = [{part: tensors[f"h.{i}.{part}"] for part in LAYER} for i in range(config.layers)]
     return jax.tree.map(jnp.asarray, {  # on the device once, not copied in at every call
-        "embedding": get("wte.weight", (embedding.shape[0], n)),
-        "position": get("wpe.weight", (config.context, n)),
-        "norm": {"weight": get("ln_f.weight", (n,)), "bias": get("ln_f.bias", (n,))},
+        "embedding": tensors["wte.weight"],
+        "position": tensors["wpe.weight"],
+        "norm": {"weight": tensors["ln_f.weight"], "bias": tensors["ln_f.bias"]},
         "layers": stacked(per_layer),
     })  # fmt: skip
-
-
-def read(folder: Path, config: dict) -> Checkpoint:
-    """The GPT-2 checkpoint in a Hugging Face folder."""
-    from attn_lib.models.hf_files import read_tensors, read_tokenizer
-
-    shape = Config.from_hf(config)
-    try:
-        params = convert(read_tensors(folder), shape)
-    except KeyError as error:
-        raise ValueError(f"{folder}: the checkpoint lacks the tensor {error}") from None
-    tokenizer, add_bos = read_tokenizer(folder, config.get("bos_token_id"))
-    return Checkpoint(str(folder), params, shape, tokenizer, config.get("bos_token_id"), add_bos)
 
 
 def layer_norm(x, p, eps):
@@ -119,4 +110,5 @@ class GPT2(CheckpointSource):
     def logits(self, modification: Modification | None = None, *, modify_layer: int = 0):
         """Next-token logits at every position, ``(T, vocab)``."""
         h, _ = self.run(modification, modify_layer=modify_layer)
-        return layer_norm(h, self.params["norm"], self.config.norm_eps) @ self.params["embedding"].T
+        normed = layer_norm(h, self.params["norm"], self.config.norm_eps)
+        return jnp.matmul(normed, self.params["embedding"].T, precision="highest")

@@ -12,7 +12,6 @@ enters exactly as in the synthetic stack. Padding keys are masked.
 """
 
 import functools
-import json
 from functools import partial
 from pathlib import Path
 
@@ -22,8 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from attn_lib.checks import shown
-from attn_lib.models.base import Entry, Labels, Source, TextParams, modified_attention, stacked
+from attn_lib.checks import check_text, shown
+from attn_lib.models import bert
+from attn_lib.models.base import Entry, Labels, Source, TextParams, modified_attention
 from attn_lib.models.weights import check_sha256, fingerprint, package_path
 from attn_lib.modification import Modification
 
@@ -54,90 +54,13 @@ def check_folder(folder: str | Path | None = None, checksum: str | None = SHA256
     return folder
 
 
-def convert(weights: dict[str, np.ndarray], config: dict) -> dict:
-    """PyTorch BERT tensors (linear weights stored ``(out, in)``) as Flax parameters."""
-    hidden, heads = config["hidden_size"], config["num_attention_heads"]
-    head_dim = hidden // heads
-
-    def dense(name):
-        return {"kernel": weights[f"{name}.weight"].T, "bias": weights[f"{name}.bias"]}
-
-    def norm(name):
-        return {"scale": weights[f"{name}.weight"], "bias": weights[f"{name}.bias"]}
-
-    def projection(name):  # (in, heads, head_dim), as MultiHeadDotProductAttention keeps it
-        p = dense(name)
-        return {
-            "kernel": p["kernel"].reshape(hidden, heads, head_dim),
-            "bias": p["bias"].reshape(heads, head_dim),
-        }
-
-    params = {
-        "embeddings": {
-            "word": weights["embeddings.word_embeddings.weight"],
-            "position": weights["embeddings.position_embeddings.weight"],
-            "token_type": weights["embeddings.token_type_embeddings.weight"],
-            "norm": norm("embeddings.LayerNorm"),
-        }
-    }
-    per_layer = []
-    for i in range(config["num_hidden_layers"]):
-        prefix = f"encoder.layer.{i}"
-        out = dense(f"{prefix}.attention.output.dense")
-        out["kernel"] = out["kernel"].reshape(heads, head_dim, hidden)
-        per_layer.append({
-            "attention": {
-                "query": projection(f"{prefix}.attention.self.query"),
-                "key": projection(f"{prefix}.attention.self.key"),
-                "value": projection(f"{prefix}.attention.self.value"),
-                "out": out,
-            },
-            "attention_norm": norm(f"{prefix}.attention.output.LayerNorm"),
-            "intermediate": dense(f"{prefix}.intermediate.dense"),
-            "output": dense(f"{prefix}.output.dense"),
-            "output_norm": norm(f"{prefix}.output.LayerNorm"),
-        })  # fmt: skip
-    params["layers"] = stacked(per_layer)
-    return jax.tree.map(jnp.asarray, params)
-
-
 @functools.lru_cache(maxsize=2)
 def load(
     folder: str | None = None, checksum: str | None = SHA256, stamp: tuple = ()
 ) -> tuple[dict, dict, object]:
-    """``(params, config, tokenizer)`` from a checked folder; cached per folder and its
-    files' ``stamp`` (:func:`~attn_lib.models.weights.fingerprint`)."""
-    from safetensors.numpy import load_file
-    from tokenizers import Tokenizer
-
-    path = check_folder(folder, checksum)
-
-    def read(name, reader):
-        try:
-            return reader(path / name)
-        except Exception as error:  # each reader has its own errors; all mean a bad file
-            raise ValueError(f"{path / name}: cannot be read: {error}") from None
-
-    config = read("config.json", lambda file: json.loads(file.read_text()))
-    needed = {"model_type": "bert", "hidden_act": "gelu"}
-    keys = ("hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size")
-    keys += ("layer_norm_eps", "max_position_embeddings")
-    if not isinstance(config, dict) or any(config.get(k) != v for k, v in needed.items()):
-        raise ValueError(f"{path / 'config.json'}: not the config of a BERT with gelu")
-    if missing := [key for key in keys if key not in config]:
-        raise ValueError(f"{path / 'config.json'}: lacks {missing}")
-    tokenizer = None  # token ids are read without one
-    if (path / "tokenizer.json").is_file():
-        tokenizer = read("tokenizer.json", lambda file: Tokenizer.from_file(str(file)))
-        tokenizer.no_padding()  # the file pads every text to 128 tokens
-        tokenizer.no_truncation()  # and cuts it there: we refuse long texts instead
-    weights = read("model.safetensors", load_file)
-    try:
-        return convert(weights, config), config, tokenizer
-    except (KeyError, ValueError) as error:
-        raise ValueError(
-            f"{path / 'model.safetensors'}: does not fit config.json: {error}"
-        ) from None
+    """``(params, config, tokenizer)`` from a checked folder (:func:`bert.read`); cached
+    per folder and its files' ``stamp`` (:func:`~attn_lib.models.weights.fingerprint`)."""
+    return bert.read(check_folder(folder, checksum))
 
 
 class BertLayer(nn.Module):
@@ -205,10 +128,8 @@ class MiniLM(Source):
             raise ValueError(
                 f"text must be a non-empty string or a list of them, got {shown(text)}"
             )
-        if not all(isinstance(t, str) and t.strip() for t in texts):
-            raise ValueError(
-                f"text must be a non-empty string (or a list of them), got {shown(text)}"
-            )
+        for i, one in enumerate(texts):  # one of a list is named by its index
+            check_text("text" if isinstance(text, str) else f"text[{i}]", one, empty=False)
         params, config, tokenizer = cls._load(folder, checksum)
         if tokenizer is None:
             raise ValueError(f"folder {str(folder)!r} has no tokenizer.json; pass ids=")
@@ -292,4 +213,6 @@ class MiniLM(Source):
         return self.ids.shape[-1]
 
 
-ENTRY = Entry("minilm", TextParams, lambda p: MiniLM.create(p.text), LAYERS, HEADS, HEADS)
+ENTRY = Entry(
+    "minilm", TextParams, lambda p: MiniLM.create(p.text), LAYERS, HEADS, HEADS, causal=False
+)

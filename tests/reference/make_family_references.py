@@ -47,6 +47,20 @@ CASES = {
                                    "full_attention": {"rope_type": "default", "rope_theta": 1e6}}},
                True),
     "gpt2": ("gpt2", {"n_embd": 32, "n_layer": 2, "n_head": 4, "n_positions": 64}, False),
+    # biases on every projection, head_dim ≠ hidden / heads, an RMSNorm epsilon that
+    # matters, exact GELU
+    "llama_bias": ("llama", {"num_key_value_heads": 2, "attention_bias": True, "mlp_bias": True,
+                             "head_dim": 12, "rms_norm_eps": 0.3, "hidden_act": "gelu",
+                             "tie_word_embeddings": True}, True),
+    # Qwen2's window from max_window_layers on (layer 1 only), linear RoPE scaling
+    "qwen2_window": ("qwen2", {"num_key_value_heads": 2, "use_sliding_window": True,
+                               "sliding_window": 3, "max_window_layers": 1,
+                               "rope_parameters": {"rope_type": "linear", "factor": 4.0,
+                                                   "rope_theta": 1e4}}, False),
+    # Gemma-2: soft-capped attention scores and logits, a window in layer 0
+    "gemma2": ("gemma2", {"num_key_value_heads": 2, "head_dim": 16, "sliding_window": 4,
+                          "query_pre_attn_scalar": 24, "attn_logit_softcapping": 1.5,
+                          "final_logit_softcapping": 3.0}, True),
 }  # fmt: skip
 
 
