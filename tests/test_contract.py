@@ -9,10 +9,11 @@ import shutil
 import tracemalloc
 from pathlib import Path
 
+import numpy as np
 import pytest
 from test_load import write_llama_gguf
 
-from attn_lib import models
+from attn_lib import all_weights, models
 from attn_lib.models import contract, hf_files, hf_folder
 
 FAMILIES = Path(__file__).parent / "reference" / "families"
@@ -92,6 +93,10 @@ REFUSED = {
                                       r"layer_types has 1 entries, not num_hidden_layers=2"),
     "a list model_type": ("llama", {"model_type": ["llama"]},
                           r"model_type \['llama'\] is not supported"),
+    "a RoPE entry that is no object": ("gemma3", {"rope_parameters": {"full_attention": "x"}},
+                                       r'rope_parameters: full_attention="x": full_attention '
+                                       "must be an object"),
+    "Qwen2-VL's RoPE sections": ("qwen2", {"use_mrope": True}, r"use_mrope=true is not supported"),
 }  # fmt: skip
 
 
@@ -301,3 +306,168 @@ def test_a_bos_outside_the_vocabulary_is_refused_where_it_is_used(tmp_path):
     assert models.load(folder, text="the cat", bos=False).ids[0] != 999
     with pytest.raises(ValueError, match="its BOS token id 999 is outside its vocabulary of 34"):
         models.load(folder, text="the cat", bos=True)
+
+
+# config.json of real checkpoints (as published on the hub, values shortened where they
+# do not matter): every key is read or harmless, so they pass the allow-lists.
+REAL = {
+    "TinyLlama-1.1B-Chat-v1.0": {
+        "architectures": ["LlamaForCausalLM"], "attention_bias": False, "bos_token_id": 1,
+        "eos_token_id": 2, "hidden_act": "silu", "hidden_size": 2048,
+        "initializer_range": 0.02, "intermediate_size": 5632, "max_position_embeddings": 2048,
+        "model_type": "llama", "num_attention_heads": 32, "num_hidden_layers": 22,
+        "num_key_value_heads": 4, "pretraining_tp": 1, "rms_norm_eps": 1e-05,
+        "rope_scaling": None, "rope_theta": 10000.0, "tie_word_embeddings": False,
+        "torch_dtype": "bfloat16", "transformers_version": "4.35.0", "use_cache": True,
+        "vocab_size": 32000},
+    "SmolLM2-135M-Instruct": {
+        "architectures": ["LlamaForCausalLM"], "attention_bias": False,
+        "attention_dropout": 0.0, "bos_token_id": 1, "eos_token_id": 2, "head_dim": 64,
+        "hidden_act": "silu", "hidden_size": 576, "initializer_range": 0.041666666666666664,
+        "intermediate_size": 1536, "is_llama_config": True, "max_position_embeddings": 8192,
+        "mlp_bias": False, "model_type": "llama", "num_attention_heads": 9,
+        "num_hidden_layers": 30, "num_key_value_heads": 3, "pad_token_id": 2,
+        "pretraining_tp": 1, "rms_norm_eps": 1e-05, "rope_interleaved": False,
+        "rope_scaling": None, "rope_theta": 100000, "tie_word_embeddings": True,
+        "torch_dtype": "bfloat16", "transformers.js_config": {"kv_cache_dtype": {}},
+        "transformers_version": "4.42.3", "use_cache": True, "vocab_size": 49152},
+    "Qwen2.5-0.5B": {
+        "architectures": ["Qwen2ForCausalLM"], "attention_dropout": 0.0,
+        "bos_token_id": 151643, "eos_token_id": 151643, "hidden_act": "silu",
+        "hidden_size": 896, "initializer_range": 0.02, "intermediate_size": 4864,
+        "max_position_embeddings": 32768, "max_window_layers": 24, "model_type": "qwen2",
+        "num_attention_heads": 14, "num_hidden_layers": 24, "num_key_value_heads": 2,
+        "rms_norm_eps": 1e-06, "rope_theta": 1000000.0, "sliding_window": 32768,
+        "tie_word_embeddings": True, "torch_dtype": "bfloat16",
+        "transformers_version": "4.40.1", "use_cache": True, "use_mrope": False,
+        "use_sliding_window": False, "vocab_size": 151936},
+    "gemma-2-9b": {
+        "architectures": ["Gemma2ForCausalLM"], "attention_bias": False,
+        "attention_dropout": 0.0, "attn_logit_softcapping": 50.0, "bos_token_id": 2,
+        "cache_implementation": "hybrid", "eos_token_id": 1, "final_logit_softcapping": 30.0,
+        "head_dim": 256, "hidden_act": "gelu_pytorch_tanh",
+        "hidden_activation": "gelu_pytorch_tanh", "hidden_size": 3584,
+        "initializer_range": 0.02, "intermediate_size": 14336,
+        "max_position_embeddings": 8192, "model_type": "gemma2", "num_attention_heads": 16,
+        "num_hidden_layers": 42, "num_key_value_heads": 8, "pad_token_id": 0,
+        "query_pre_attn_scalar": 256, "rms_norm_eps": 1e-06, "rope_theta": 10000.0,
+        "sliding_window": 4096, "sliding_window_size": 4096, "torch_dtype": "float32",
+        "transformers_version": "4.42.0.dev0", "use_cache": True, "vocab_size": 256000},
+    "gemma-3-4b-it (its text_config)": {
+        "model_type": "gemma3_text", "hidden_size": 2560, "intermediate_size": 10240,
+        "num_hidden_layers": 34, "rope_scaling": {"factor": 8.0, "rope_type": "linear"},
+        "sliding_window": 1024},
+    "gpt2-medium": {
+        "activation_function": "gelu_new", "architectures": ["GPT2LMHeadModel"],
+        "attn_pdrop": 0.1, "bos_token_id": 50256, "embd_pdrop": 0.1, "eos_token_id": 50256,
+        "initializer_range": 0.02, "layer_norm_epsilon": 1e-05, "model_type": "gpt2",
+        "n_ctx": 1024, "n_embd": 1024, "n_head": 16, "n_layer": 24, "n_positions": 1024,
+        "n_special": 0, "predict_special_tokens": True, "resid_pdrop": 0.1,
+        "summary_activation": None, "summary_first_dropout": 0.1,
+        "summary_proj_to_labels": True, "summary_type": "cls_index", "summary_use_proj": True,
+        "task_specific_params": {"text-generation": {"do_sample": True, "max_length": 50}},
+        "vocab_size": 50257},
+    "Mistral-7B-v0.1": {
+        "architectures": ["MistralForCausalLM"], "bos_token_id": 1, "eos_token_id": 2,
+        "hidden_act": "silu", "hidden_size": 4096, "initializer_range": 0.02,
+        "intermediate_size": 14336, "max_position_embeddings": 32768,
+        "model_type": "mistral", "num_attention_heads": 32, "num_hidden_layers": 32,
+        "num_key_value_heads": 8, "rms_norm_eps": 1e-05, "rope_theta": 10000.0,
+        "sliding_window": 4096, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+        "transformers_version": "4.34.0.dev0", "use_cache": True, "vocab_size": 32000},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", REAL)
+def test_the_configs_of_real_checkpoints_pass_their_allow_lists(name):
+    from attn_lib.models import allowlists, gpt2
+
+    config = REAL[name]
+    if config["model_type"] == "gpt2":
+        read = contract.read(config, allowlists.HF["gpt2"], name)
+        assert gpt2.Config.from_hf(read, name).intermediate == 4 * 1024  # n_inner: 4·n_embd
+        return
+    found, _ = hf_folder.decoder_config(config, name)
+    if name.startswith("gemma-3"):  # transformers' defaults fill the rest, as it builds it
+        assert (found.heads, found.kv_heads, found.head_dim, found.vocab) == (8, 4, 256, 262208)
+        assert found.rope[5] == ("linear", 1e6, 8.0) and found.rope[0] == ("default", 1e4)
+    if name.startswith("Qwen2.5"):
+        assert found.window == (0,) * 24, "use_sliding_window is false"
+    if name.startswith("Mistral"):
+        assert set(found.window) == {4096}
+
+
+def test_a_single_file_is_read_before_an_index_as_transformers_does(tmp_path):
+    folder = folder_with(tmp_path, "qwen2")
+    index = {"weight_map": {"model.embed_tokens.weight": "gone.safetensors"}}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    assert models.load(folder, text="the cat").layers == 2  # a stale index is not read
+
+
+def test_a_llama_ggufs_query_and_key_biases_are_unpermuted_with_their_weights(tmp_path):
+    """llama.cpp's converter permutes a Llama's Q and K bias rows as it does their weight
+    rows: read back, the GGUF computes what the folder computes."""
+    from gguf import GGUFReader, GGUFWriter
+    from safetensors.numpy import load_file, save_file
+
+    folder = folder_with(tmp_path, "llama", attention_bias=True)
+    rng = np.random.default_rng(0)
+    heads = {"q": 4, "k": 2}
+    for shard in sorted(folder.glob("*.safetensors")):
+        tensors = load_file(shard)
+        for name, weight in list(tensors.items()):
+            if name.endswith(("q_proj.weight", "k_proj.weight", "v_proj.weight",
+                              "o_proj.weight")):  # fmt: skip
+                bias = rng.normal(0, 0.5, weight.shape[0]).astype(np.float32)
+                tensors[name.replace(".weight", ".bias")] = bias
+        save_file(tensors, shard)
+        index = json.loads((folder / "model.safetensors.index.json").read_text())
+        for name in tensors:
+            index["weight_map"][name] = shard.name
+        (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    every = {}
+    for shard in folder.glob("*.safetensors"):
+        every.update(load_file(shard))
+    reader = GGUFReader(FAMILIES / "llama.gguf")
+    path = tmp_path / "biased.gguf"
+    writer = GGUFWriter(str(path), "llama")
+    for key, field in reader.fields.items():
+        if key.startswith("llama."):
+            writer.add_key_value(key, field.contents(), field.types[0])
+    for tensor in reader.tensors:
+        writer.add_tensor(tensor.name, np.asarray(tensor.data))
+    for i in range(2):
+        for ours, hf in (("attn_q", "q"), ("attn_k", "k"), ("attn_v", "v"), ("attn_output", "o")):
+            bias = every[f"model.layers.{i}.self_attn.{hf}_proj.bias"]
+            if hf in heads:  # llama.cpp's permute of one row vector
+                bias = bias.reshape(heads[hf], 2, -1).swapaxes(1, 2).reshape(-1)
+            writer.add_tensor(f"blk.{i}.{ours}.bias", np.ascontiguousarray(bias))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    ids = [1, 5, 7, 9, 11, 3]
+    expected = all_weights(models.load(folder, ids=ids), None, modify_layer=0)
+    read = all_weights(models.load(path, ids=ids), None, modify_layer=0)
+    np.testing.assert_allclose(read, expected, rtol=0, atol=1e-5)
+
+
+def test_llama_cpps_gguf_conventions(tmp_path, monkeypatch):
+    """What llama.cpp assumes where a GGUF is silent: a RoPE factor without a type is
+    linear; a SentencePiece vocabulary begins a text with BOS; Gemma-3 27B's query is
+    scaled by 1/√(hidden/heads)."""
+    from attn_lib.models import gguf_file
+
+    monkeypatch.setenv("ATTN_LIB_CACHE", str(tmp_path / "cache"))
+    scaled = write_llama_gguf(tmp_path / "scaled.gguf", metadata={"rope.scaling.factor": 4.0})
+    assert gguf_file.config_of(scaled).rope[0] == ("linear", 1e4, 4.0)
+    for model, bos in (("llama", True), ("gpt2", False)):
+        path = write_llama_gguf(tmp_path / f"{model}.gguf",
+                                metadata={"tokenizer.ggml.model": model})  # fmt: skip
+        assert gguf_file.load(str(path), None).add_bos is bos
+    c = {"attention.sliding_window_pattern": 6, "rope.freq_base": 1e6,
+         "rope.freq_base_swa": 1e4, "rope.scaling.type": "none", "rope.scaling.factor": 1.0,
+         "attention.sliding_window": 1024}  # fmt: skip
+    for layers, scale in ((62, (128 * 32 / 5376) ** 0.5), (34, 1.0)):
+        shape = {"layers": layers, "heads": 32, "head_dim": 128, "hidden": 5376}
+        assert gguf_file._gemma3(c, shape)["query_scale"] == pytest.approx(scale)

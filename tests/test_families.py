@@ -179,8 +179,8 @@ def test_ids_need_no_tokenizer_and_bos_is_the_checkpoints_choice(tmp_path):
          r"\(34, 48\)"),
         (lambda f: _edit_config(f, num_hidden_layers=3),
          r"lacks the tensor model\.layers\.2\.input_layernorm\.weight"),
-        (lambda f: _edit_config(f, num_attention_heads=None),
-         r"config\.json: lacks 'num_attention_heads'"),
+        (lambda f: _edit_config(f, num_attention_heads=None),  # transformers' 32 heads
+         r"self_attn\.q_proj\.weight has shape \(32, 32\), the config declares \(256, 32\)"),
         (lambda f: (f / "model-00001-of-00002.safetensors").write_bytes(b"garbage"),
          r"model-00001-of-00002\.safetensors: cannot be read"),
     ],

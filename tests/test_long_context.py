@@ -83,7 +83,7 @@ def test_bad_input_is_refused_before_any_work(tmp_path):
     for path, message in ((tmp_path / "missing.txt", "not a file"), (binary, "not UTF-8"),
                           (empty, "empty")):  # fmt: skip
         with pytest.raises(ValueError, match=f"text_file: .*{message}"):
-            long_context.read_text(path)
+            long_context.check_text_file(path)
     family = str(FAMILIES / "gemma3")
     context = long_context.source_over(family, TEXT).checkpoint.config.context
     for bad in (0, context + 1):
@@ -158,7 +158,6 @@ def test_a_text_file_is_checked_whole_a_chunk_at_a_time(tmp_path, monkeypatch):
     cut.write_bytes(good.read_bytes() + "😀".encode()[:2])
     blank.write_text(" \n\t" * 10)
     assert long_context.check_text_file(good) == hashlib.sha256(good.read_bytes()).hexdigest()
-    assert long_context.read_text(good) == good.read_text()
     for path, message in ((late, "not UTF-8"), (cut, "not UTF-8"), (blank, "empty")):
         with pytest.raises(ValueError, match=f"text_file: .*{message}"):
             long_context.check_text_file(path)

@@ -1,5 +1,6 @@
 """all-MiniLM-L6-v2 in JAX against Hugging Face transformers (PyTorch), and its errors."""
 
+import json
 import shutil
 
 import jax
@@ -97,7 +98,11 @@ def test_a_folder_missing_a_file_or_with_other_weights_is_refused(tmp_path):
     [
         ("config.json", "{not json", "config.json: cannot be read"),
         ("config.json", '{"model_type": "gpt2"}', "config.json: model_type 'gpt2'; not a BERT"),
-        ("config.json", '{"model_type": "bert", "hidden_act": "gelu"}', "config.json: lacks"),
+        (  # BERT-base's sizes, transformers' defaults, against MiniLM's tensors
+            "config.json",
+            '{"model_type": "bert", "hidden_act": "gelu"}',
+            r"word_embeddings\.weight has shape \(30522, 384\), the config declares \(30522, 768\)",
+        ),
         (
             "config.json",
             '{"model_type": "bert", "position_embedding_type": "relative_key"}',
@@ -130,3 +135,16 @@ def test_a_folder_of_your_own_with_the_same_files_works(tmp_path, sentence):
         attn_lib.all_weights(own, None, modify_layer=0),
         attn_lib.all_weights(sentence, None, modify_layer=0),
     )
+
+
+def test_padding_is_by_length_not_by_token_id_0(tmp_path):
+    """A BERT folder whose vocabulary gives id 0 to a real word: that word is not padding."""
+    for name in (*minilm.FILES, "tokenizer.json"):
+        shutil.copy(minilm.package_folder() / name, tmp_path / name)
+    tokenizer = json.loads((tmp_path / "tokenizer.json").read_text())
+    vocab = tokenizer["model"]["vocab"]
+    vocab["cat"], vocab["[PAD]"] = 0, vocab["cat"]
+    (tmp_path / "tokenizer.json").write_text(json.dumps(tokenizer))
+    batch = minilm.MiniLM.create(["a cat", "a"], folder=tmp_path, checksum=None)
+    assert int(batch.ids[0, 2]) == 0, "'cat' is token 0 here"
+    assert np.asarray(batch.real).tolist() == [[True] * 4, [True] * 3 + [False]]

@@ -74,16 +74,10 @@ def check_text_file(path) -> str:
 
 
 def _prefix(path, chars: int) -> str:
-    """The first ``chars`` characters of the checked file at ``path`` (-1: all), line
+    """The first ``chars`` characters of the checked file at ``path``, line
     breaks as they are."""
     with io.TextIOWrapper(_open(path), encoding="utf-8", newline="") as file:
         return file.read(chars)
-
-
-def read_text(path) -> str:
-    """The text of the file at ``path``, checked first (:func:`check_text_file`)."""
-    check_text_file(path)
-    return _prefix(path, -1)
 
 
 def first_ids(tokenizer, text, count: int) -> list[int]:

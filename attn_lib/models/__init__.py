@@ -83,8 +83,9 @@ def load(checkpoint: str | Path, *, text: str | None = None, ids=None, bos=None)
 
     - a GGUF file (architectures ``llama``, ``qwen2``, ``gemma3``), its tokenizer from
       its metadata where this library can build it;
-    - a Hugging Face folder (``model_type`` bert, gpt2, llama, mistral, qwen2,
-      gemma3_text; ``config.json``, safetensors, ``tokenizer.json``);
+    - a Hugging Face folder (``model_type`` bert, gpt2, llama, mistral, qwen2, gemma2,
+      gemma3_text; ``config.json``, safetensors, ``tokenizer.json``), whose config is
+      read through its allow-list (:mod:`attn_lib.models.allowlists`);
     - a hub id (``owner/name``), downloaded with ``huggingface_hub`` where a hub can be
       reached, then read as a folder.
 

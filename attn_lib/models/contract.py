@@ -93,14 +93,6 @@ def optional(check: Callable) -> Callable:
     return lambda value: None if value is None else check(value)
 
 
-def token(value):
-    """A token id (an integer ≥ 0), a list of them, or null."""
-    ids = value if isinstance(value, list) else [value]
-    if value is not None and any(type(i) is not int or i < 0 for i in ids):
-        raise ValueError("must be a token id (an integer >= 0), a list of them, or null")
-    return value
-
-
 def names(choices: tuple) -> Callable[[object], list]:
     """A list of strings, each one of ``choices``."""
 
@@ -125,15 +117,16 @@ HARMLESS = frozenset({
     "architectures", "transformers_version", "_name_or_path", "name_or_path", "dtype",
     "torch_dtype", "auto_map", "model_type", "_attn_implementation_autoset",
     "transformers.js_config", "is_llama_config", "_sliding_window_pattern", "tokenizer_class",
-    "use_bfloat16",
+    "use_bfloat16", "unsloth_version", "unsloth_fixed",
     # training: initialisation, dropout (off at inference), tensor-parallel slicing (the
     # same sums), chunking (the same products), checkpointing
     "initializer_range", "attention_dropout", "hidden_dropout", "dropout", "pretraining_tp",
     "chunk_size_feed_forward", "gradient_checkpointing", "tf_legacy_loss", "use_cache",
+    "output_past",
     # special tokens (BOS is read where it is used) and tasks
     "eos_token_id", "pad_token_id", "unk_token_id", "sep_token_id", "decoder_start_token_id",
-    "id2label", "label2id", "num_labels", "problem_type", "finetuning_task", "prefix",
-    "task_specific_params",
+    "id2label", "label2id", "num_labels", "_num_labels", "problem_type", "finetuning_task",
+    "prefix", "task_specific_params",
     # what a forward returns, and how text is generated
     "output_hidden_states", "output_attentions", "return_dict", "torchscript",
     "output_scores", "return_dict_in_generate", "cache_implementation", "max_length",

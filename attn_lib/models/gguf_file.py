@@ -13,6 +13,7 @@ stores its norms as ``1 + w``, the scale they multiply by, as we keep them.
 
 import functools
 import importlib.metadata
+import math
 import stat
 from pathlib import Path
 
@@ -41,8 +42,9 @@ def _llama(c: dict, shape: dict) -> dict:
 
 def _gemma3(c: dict, shape: dict) -> dict:
     """llama.cpp's Gemma-3: every 6th layer global (RoPE base and scaling from the file),
-    the others local (their own base, 10⁴ unless the file says, and the file's window);
-    the query scaled by 1/√head_dim."""
+    the others local (base 10⁴, the file's window); the query scaled by 1/√head_dim, but
+    for the 62-layer 27B by 1/√(hidden/heads), its query_pre_attn_scalar (llama.cpp's
+    rule: the file does not say)."""
     pattern = c["attention.sliding_window_pattern"]
     local = [(i + 1) % pattern != 0 for i in range(shape["layers"])]
     rope_global = _rope(c, c["rope.freq_base"])
@@ -51,12 +53,15 @@ def _gemma3(c: dict, shape: dict) -> dict:
         "rope": tuple(rope_local if is_local else rope_global for is_local in local),
         "window": tuple(c["attention.sliding_window"] if is_local else 0 for is_local in local),
         "act": "gelu_pytorch_tanh", "embed_scale": float(np.sqrt(np.float32(shape["hidden"]))),
+        "query_scale": math.sqrt(shape["head_dim"] * shape["heads"] / shape["hidden"])
+        if shape["layers"] == 62 else 1.0,
         "qk_norm": True, "post_norms": True,
     }  # fmt: skip
 
 
 def _rope(c: dict, theta: float) -> tuple:
-    if c["rope.scaling.type"] == "linear":
+    """llama.cpp's: a factor other than 1 scales the positions unless the type is none."""
+    if c["rope.scaling.type"] == "linear" and c["rope.scaling.factor"] != 1:
         return ("linear", theta, c["rope.scaling.factor"])
     return ("default", theta)
 
@@ -134,8 +139,9 @@ def convert(tensors: dict[str, np.ndarray], config: decoder.Config) -> dict:
 
     def get(part, layer):
         w = tensors[tensor_name(part, layer)]
-        if config.family == "llama" and part in ("query", "key"):
-            w = unpermute(w, config.heads if part == "query" else config.kv_heads)
+        base = decoder.split_part(part)[0]  # a bias's rows are permuted as its weight's
+        if config.family == "llama" and base in ("query", "key"):
+            w = unpermute(w, config.heads if base == "query" else config.kv_heads)
         return w
 
     return decoder.convert(get, config)
@@ -185,6 +191,8 @@ def _read_gguf(path: Path) -> dict[str, np.ndarray]:
                          f"a token id in [0, {config.vocab - 1}]")  # fmt: skip
     if not isinstance(add_bos, bool | None):
         raise ValueError(f"{path}: tokenizer.ggml.add_bos_token must be true or false")
+    if add_bos is None:  # llama.cpp's default: a SentencePiece vocabulary begins with BOS
+        add_bos = fields.get("tokenizer.ggml.model") == "llama"
     readable = {Type.F32, Type.F16, *_type_traits}
     if wrong := [t for t in reader.tensors if t.tensor_type not in readable]:
         raise ValueError(

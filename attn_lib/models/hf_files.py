@@ -85,14 +85,16 @@ class Header(NamedTuple):
 
 
 def tensor_index(folder: Path) -> dict[str, Header]:
-    """Every tensor of the folder's safetensors, from their headers (no tensor is read).
+    """Every tensor of the folder's safetensors (``model.safetensors``, or else the shards
+    of ``model.safetensors.index.json``), from their headers (no tensor is read).
     A ``ValueError`` names a shard that is missing or outside the folder, an unreadable
     one, and a tensor found in two shards or in another shard than the index says."""
     from safetensors import safe_open
 
     index = folder / "model.safetensors.index.json"
     listed = None
-    if index.exists() or index.is_symlink():
+    single = folder / "model.safetensors"  # read before an index, as transformers does
+    if not (single.exists() or single.is_symlink()) and (index.exists() or index.is_symlink()):
         listed = read_json(folder, index.name).get("weight_map")
         if not isinstance(listed, dict):
             raise ValueError(f"{index}: its weight_map is not an object of tensor: file")
@@ -112,8 +114,9 @@ def tensor_index(folder: Path) -> dict[str, Header]:
             found[name] = Header(shard, shape, dtype)
     if listed is not None:
         if name := next((n for n, h in found.items() if paths.get(listed.get(n)) != h.shard), None):
-            raise ValueError(f"{index}: lists tensor {name} in {shown(listed.get(name))}, "
-                             f"but {found[name].shard.name} has it")  # fmt: skip
+            where = f"in {shown(listed[name])}" if name in listed else "nowhere"
+            raise ValueError(f"{index}: lists tensor {name} {where}, but "
+                             f"{found[name].shard.name} has it")  # fmt: skip
     return found
 
 

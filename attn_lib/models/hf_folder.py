@@ -83,6 +83,9 @@ def _ropes(c: dict, kind: str, where: str) -> dict[str, tuple]:
     """Each layer type's rope, from either layout, as transformers resolves them."""
     if kind == "gemma3_text":  # sliding layers at their own base; rope_scaling: global only
         nested = c["rope_parameters"] or {}
+        for t in nested:
+            contract.read({t: nested[t]}, {t: contract.Rule(contract.mapping, None)},
+                          f"{where}: rope_parameters")  # fmt: skip
         if set(nested) - set(allowlists.LAYER_TYPES):
             raise ValueError(f"{where}: rope_parameters must have one entry per layer type, "
                              f"{', '.join(allowlists.LAYER_TYPES)}")  # fmt: skip
@@ -96,6 +99,9 @@ def _ropes(c: dict, kind: str, where: str) -> dict[str, tuple]:
             name = "rope_scaling" if c["rope_scaling"] else "rope_parameters"
             one = _rope_spec({"rope_theta": c["rope_theta"], **spec}, name, where, c)
             return dict.fromkeys(allowlists.LAYER_TYPES, one)
+        for t in spec:
+            contract.read({t: spec[t]}, {t: contract.Rule(contract.mapping, None)},
+                          f"{where}: rope_parameters")  # fmt: skip
         specs = {t: {"rope_theta": c["rope_theta"], **(spec.get(t) or {})}
                  for t in allowlists.LAYER_TYPES}  # fmt: skip
     return {t: _rope_spec(s, f"rope_parameters.{t}", where, c) for t, s in specs.items()}
@@ -212,17 +218,19 @@ def _gpt2(folder: Path, config: dict) -> Checkpoint:
 
 def _bert(folder: Path, text, ids, bos) -> Source:
     if bos is not None:
-        raise ValueError("bos= is read for decoders; a bert text begins with [CLS] as it is")
+        raise ValueError(f"{folder}: bos= is read for decoders; a BERT text begins with "
+                         "[CLS] as it is")  # fmt: skip
     if (text is None) == (ids is None):
-        raise ValueError("give text or ids, one of them")
+        raise ValueError(f"{folder}: give text or ids, one of them")
     return minilm.MiniLM.create(text, ids=ids, folder=folder, checksum=None)
 
 
 class Family(NamedTuple):
     """How a ``model_type`` is read: ``shape(folder, config)`` gives (layers, heads,
-    kv_heads) once the config is read through its allow-list and compared with the
-    tensors' headers, before any weight is read; ``open(folder, text, ids, bos)`` the
-    source; ``causal``, whether its queries never see later keys."""
+    kv_heads) once the config is read through its allow-list (the decoders' and GPT-2's
+    compared with the tensors' headers too; a BERT's are, before its weights are read);
+    ``open(folder, text, ids, bos)`` the source; ``causal``, whether its queries never
+    see later keys."""
 
     shape: Callable[[Path, dict], tuple[int, int, int]]
     open: Callable[..., Source]
@@ -270,7 +278,7 @@ def _family(folder: Path) -> tuple[Family, dict]:
 
 def describe(folder: Path) -> tuple[int, int, int, bool]:
     """(layers, heads, kv_heads, causal) of the checkpoint in ``folder``, from its
-    config, once the config and the tensors' headers are checked."""
+    config, checked (see :class:`Family`)."""
     family, config = _family(folder)
     return (*family.shape(folder, config), family.causal)
 

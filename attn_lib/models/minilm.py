@@ -141,9 +141,10 @@ class MiniLM(Source):
                 f"it has {longest} tokens"
             )
         ids = np.zeros((len(texts), longest), np.int32)  # [PAD] is 0
+        valid = np.zeros(ids.shape, bool)  # by length: id 0 may be a real token elsewhere
         for row, encoding in enumerate(encodings):
             ids[row, : len(encoding.ids)] = encoding.ids
-        valid = ids != 0
+            valid[row, : len(encoding.ids)] = True
         single = isinstance(text, str)
         tokens = encodings[0].tokens if single else (tuple(e.tokens) for e in encodings)
         return cls._made(params, config, ids[0] if single else ids, valid, tokens)
