@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from attn_lib.softmax import attention_scores, compute_dtype, soft_capped
+from attn_lib.softmax import attention_scores, compute_dtype, float32_products, soft_capped
 
 
 @partial(jax.tree_util.register_dataclass, data_fields=("window", "real"),
@@ -154,8 +154,8 @@ def attend(query, key, value, visible: Visibility, *, block_size: int, reference
             # with rescale·moved ∈ [−1/e, 0] formed first (moved·total may overflow where
             # rescale is 0); then this tile's terms
             shifted = rescale * shifted + rescale * moved * total + jnp.sum(p * shift, -1)
-            values = jnp.repeat(block(v, kb), repeats, axis=-3)
-            out = rescale[..., None] * out + jnp.matmul(p, values, precision="highest")
+            with float32_products():
+                out = rescale[..., None] * out + p @ jnp.repeat(block(v, kb), repeats, axis=-3)
             count = count + jnp.sum(seen, -1, dtype=dtype)
             # scores read off the tile that holds them (query and key blocks align): the
             # first keys, the diagonal, the one before it (row 0 of a block: the last

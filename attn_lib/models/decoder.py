@@ -30,6 +30,7 @@ from flax import struct
 from attn_lib.models.base import modify_and_attend, stacked
 from attn_lib.models.checkpoint import CheckpointSource
 from attn_lib.modification import Modification
+from attn_lib.softmax import float32_products
 
 ACTIVATIONS = {  # transformers' names; gelu_new and gelu_pytorch_tanh are one function
     "silu": jax.nn.silu,
@@ -251,6 +252,7 @@ class Decoder(CheckpointSource):
         """Next-token logits at every position, ``(T, vocab)``."""
         h, _ = self.run(modification, modify_layer=modify_layer)
         normed = rms_norm(h, self.params["norm"], self.config.norm_eps)
-        logits = jnp.matmul(normed, self.params["output"].T, precision="highest")
+        with float32_products():
+            logits = normed @ self.params["output"].T
         cap = self.config.final_softcap
         return logits if cap is None else cap * jnp.tanh(logits / cap)

@@ -17,6 +17,7 @@ from flax import struct
 from attn_lib.models.base import modify_and_attend, stacked
 from attn_lib.models.checkpoint import CheckpointSource
 from attn_lib.modification import Modification
+from attn_lib.softmax import float32_products
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,4 +112,5 @@ class GPT2(CheckpointSource):
         """Next-token logits at every position, ``(T, vocab)``."""
         h, _ = self.run(modification, modify_layer=modify_layer)
         normed = layer_norm(h, self.params["norm"], self.config.norm_eps)
-        return jnp.matmul(normed, self.params["embedding"].T, precision="highest")
+        with float32_products():
+            return normed @ self.params["embedding"].T

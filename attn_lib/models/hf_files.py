@@ -52,6 +52,12 @@ def inside(folder: Path, name: object, named_by: Path | None = None) -> Path:
     return resolved
 
 
+def _named(path: Path) -> bool:
+    """Whether the folder has an entry ``path``, a dangling link included (which
+    :func:`inside` then refuses, rather than the file being taken as absent)."""
+    return path.exists() or path.is_symlink()
+
+
 def read_json(folder: Path, name: str) -> dict:
     """The JSON object in the file ``name`` of ``folder``."""
     file = inside(folder, name)
@@ -94,7 +100,7 @@ def tensor_index(folder: Path) -> dict[str, Header]:
     index = folder / "model.safetensors.index.json"
     listed = None
     single = folder / "model.safetensors"  # read before an index, as transformers does
-    if not (single.exists() or single.is_symlink()) and (index.exists() or index.is_symlink()):
+    if not _named(single) and _named(index):
         listed = read_json(folder, index.name).get("weight_map")
         if not isinstance(listed, dict):
             raise ValueError(f"{index}: its weight_map is not an object of tensor: file")
@@ -159,7 +165,7 @@ def read_tokenizer(folder: Path, bos: int | None) -> tuple[object | None, bool]:
     text with ``bos`` (what its post-processor does); (None, False) without one."""
     from tokenizers import Tokenizer
 
-    if not ((folder / "tokenizer.json").exists() or (folder / "tokenizer.json").is_symlink()):
+    if not _named(folder / "tokenizer.json"):
         return None, False
     file = inside(folder, "tokenizer.json")
     with contract.naming(f"{file}: cannot be read"):

@@ -79,19 +79,19 @@ def _rope_spec(spec: dict, name: str, where: str, c: dict) -> tuple:
     return (kind, found["rope_theta"], *scaling)
 
 
+def _per_type(nested: dict, where: str) -> dict:
+    """RoPE dicts given one per layer type: each an object or null, no other key."""
+    rules = {t: contract.Rule(contract.mapping, None) for t in allowlists.LAYER_TYPES}
+    return contract.read(nested, rules, f"{where}: rope_parameters", harmless=())
+
+
 def _ropes(c: dict, kind: str, where: str) -> dict[str, tuple]:
     """Each layer type's rope, from either layout, as transformers resolves them."""
     if kind == "gemma3_text":  # sliding layers at their own base; rope_scaling: global only
-        nested = c["rope_parameters"] or {}
-        for t in nested:
-            contract.read({t: nested[t]}, {t: contract.Rule(contract.mapping, None)},
-                          f"{where}: rope_parameters")  # fmt: skip
-        if set(nested) - set(allowlists.LAYER_TYPES):
-            raise ValueError(f"{where}: rope_parameters must have one entry per layer type, "
-                             f"{', '.join(allowlists.LAYER_TYPES)}")  # fmt: skip
-        full = {"rope_theta": c["rope_theta"], **(nested.get("full_attention") or {}),
+        nested = _per_type(c["rope_parameters"] or {}, where)
+        full = {"rope_theta": c["rope_theta"], **(nested["full_attention"] or {}),
                 **(c["rope_scaling"] or {})}  # fmt: skip
-        local = {"rope_theta": c["rope_local_base_freq"], **(nested.get("sliding_attention") or {})}
+        local = {"rope_theta": c["rope_local_base_freq"], **(nested["sliding_attention"] or {})}
         specs = {"full_attention": full, "sliding_attention": local}
     else:
         spec = c["rope_scaling"] or c["rope_parameters"] or {}
@@ -99,10 +99,8 @@ def _ropes(c: dict, kind: str, where: str) -> dict[str, tuple]:
             name = "rope_scaling" if c["rope_scaling"] else "rope_parameters"
             one = _rope_spec({"rope_theta": c["rope_theta"], **spec}, name, where, c)
             return dict.fromkeys(allowlists.LAYER_TYPES, one)
-        for t in spec:
-            contract.read({t: spec[t]}, {t: contract.Rule(contract.mapping, None)},
-                          f"{where}: rope_parameters")  # fmt: skip
-        specs = {t: {"rope_theta": c["rope_theta"], **(spec.get(t) or {})}
+        nested = _per_type(spec, where)
+        specs = {t: {"rope_theta": c["rope_theta"], **(nested[t] or {})}
                  for t in allowlists.LAYER_TYPES}  # fmt: skip
     return {t: _rope_spec(s, f"rope_parameters.{t}", where, c) for t, s in specs.items()}
 
@@ -285,6 +283,5 @@ def describe(folder: Path) -> tuple[int, int, int, bool]:
 
 def open_folder(folder: Path, text=None, *, ids=None, bos=None) -> Source:
     """The checkpoint in ``folder`` as a source over ``text`` or token ``ids``."""
-    family, config = _family(folder)
-    family.shape(folder, config)  # the config and the headers are checked before the weights
-    return family.open(folder, text, ids, bos)
+    family, _ = _family(folder)
+    return family.open(folder, text, ids, bos)  # it checks the config and headers first
