@@ -23,6 +23,8 @@ _HOMES = {
     "Synthetic": "models.synthetic",
     "all_weights": "compute",
     "sweep": "compute",
+    "effects": "outputs",
+    "head_effects": "outputs",
     "metrics": None,  # the module itself
     "flax": None,  # attention_fn for a Flax model of your own
 }

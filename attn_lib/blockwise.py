@@ -32,7 +32,13 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from attn_lib.softmax import attention_scores, compute_dtype, float32_products, soft_capped
+from attn_lib.softmax import (
+    attention,
+    attention_scores,
+    compute_dtype,
+    float32_products,
+    soft_capped,
+)
 
 
 @partial(jax.tree_util.register_dataclass, data_fields=("window", "real"),
@@ -75,6 +81,14 @@ class Visibility:
             return None
         positions = jnp.arange(self.seq_len)
         return self.tile(positions, positions)
+
+
+def dense(query, key, value, visible: Visibility, *, softcap: float | None = None):
+    """The output and the ``(..., heads, T, T)`` weights of the same attention as
+    :func:`attend` (grouped-query heads alike), with the whole map formed at once."""
+    repeats = query.shape[-3] // key.shape[-3]
+    key, value = (jnp.repeat(x, repeats, axis=-3) for x in (key, value))
+    return attention(query, key, value, mask=visible.dense(), softcap=softcap)
 
 
 def attend(query, key, value, visible: Visibility, *, block_size: int, reference=None,

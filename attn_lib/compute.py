@@ -16,7 +16,25 @@ from jax.typing import ArrayLike
 
 from attn_lib.blockwise import Blockwise
 from attn_lib.checks import check_index, check_integer
-from attn_lib.modification import Modification, check_epsilon
+from attn_lib.modification import Modification, check_epsilon, check_head
+
+
+def check_modified(source, modification: Modification | None, modify_layer: int) -> None:
+    """Refuse a ``modify_layer`` outside ``source``'s layers, or a head outside its
+    component's heads, by name."""
+    check_index("modify_layer", modify_layer, source.layers)
+    if modification is not None and modification.head is not None:
+        check_head(modification, source.head_count(modification.component))
+
+
+def checked_epsilons(modification: Modification, epsilons: ArrayLike) -> np.ndarray:
+    """``epsilons`` as a non-empty 1-D array, every value valid for the kind."""
+    eps = np.asarray(epsilons)
+    if eps.ndim != 1 or eps.size == 0:
+        raise ValueError(f"epsilons must be a non-empty 1-D array, got shape {eps.shape}")
+    for value in eps.tolist():
+        check_epsilon(modification.kind, value)
+    return eps
 
 
 def all_weights(source, modification: Modification | None, *, modify_layer: int) -> jax.Array:
@@ -25,7 +43,7 @@ def all_weights(source, modification: Modification | None, *, modify_layer: int)
     ``modification`` (None: unmodified) is applied in layer ``modify_layer`` only.
     The layer is traced: one compilation serves every layer.
     """
-    check_index("modify_layer", modify_layer, source.layers)
+    check_modified(source, modification, modify_layer)
     return _all_weights(source, modification, modify_layer)
 
 
@@ -41,7 +59,7 @@ def observed_weights(
     ``modification`` in layer ``modify_layer``: equal to ``all_weights(…)[observe_layer]``,
     without running the layers above it (the explorer's view of layer 0 of SmolLM2 runs
     one layer of 30). Both layers are traced: one compilation serves every pair."""
-    check_index("modify_layer", modify_layer, source.layers)
+    check_modified(source, modification, modify_layer)
     check_index("observe_layer", observe_layer, source.layers)
     if modify_layer > observe_layer:  # a layer above cannot change the observed one
         modification, modify_layer = None, observe_layer
@@ -86,7 +104,7 @@ def row_metrics(
     ``columns`` keys': without the total variation, and that many keys within a block,
     each tile is visited once, not twice). ``modification`` acts in layer
     ``modify_layer``. Equal to the dense metrics (:func:`attn_lib.metrics.rows`)."""
-    check_index("modify_layer", modify_layer, source.layers)
+    check_modified(source, modification, modify_layer)
     check_integer("block_size", block_size, 1)
     if columns is not None:
         check_integer("columns", columns, 1, source.seq_len)
@@ -143,13 +161,9 @@ def sweep(
     Returns:
       ``(n_eps, layers, heads, T, T)``, or ``reduce``'s result stacked over ε.
     """
-    eps = np.asarray(epsilons)
-    if eps.ndim != 1 or eps.size == 0:
-        raise ValueError(f"epsilons must be a non-empty 1-D array, got shape {eps.shape}")
-    for value in eps.tolist():
-        check_epsilon(modification.kind, value)
+    eps = checked_epsilons(modification, epsilons)
     check_integer("batch_size", batch_size, 1)
-    check_index("modify_layer", modify_layer, source.layers)
+    check_modified(source, modification, modify_layer)
     return _sweep(
         source,
         modification,

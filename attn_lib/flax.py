@@ -67,7 +67,7 @@ def attention_fn(modification: Modification | None = None, *, head: int | None =
     ):  # fmt: skip
         if modification is not None:
             _check_whole_sequence(modification.kind, query, key, mask)
-        query, key, value = modify(modification, query, key, value)
+        query, key, value = modify(modification, query, key, value, causal=is_causal)
         common = (bias, mask, broadcast_dropout, dropout_rng, dropout_rate, deterministic)
         if is_causal or isinstance(module, nnx.Module):  # nnx's own attention
             return nnx.dot_product_attention(
@@ -97,13 +97,14 @@ def _check_whole_sequence(kind: str, query, key, mask) -> None:
         )
 
 
-def modify(modification: Modification | None, query, key, value):
+def modify(modification: Modification | None, query, key, value, *, causal: bool = False):
     """Flax's ``(..., T, heads, d)`` Query, Key and Value with ``modification`` applied
-    to its component (heads of its own), each in its own dtype."""
+    to its component (heads of its own), each in its own dtype; ``causal`` (Flax's
+    ``is_causal``): a kind that reads the whole sequence reads each token's prefix."""
     qkv = {"query": query, "key": key, "value": value}
     if modification is not None:
         x = qkv[modification.component]
         heads_first = jnp.swapaxes(x, -3, -2)  # (..., heads, T, d): the modification's
-        modified = modification.apply_heads(heads_first).astype(x.dtype)
+        modified = modification.apply_heads(heads_first, causal=causal).astype(x.dtype)
         qkv[modification.component] = jnp.swapaxes(modified, -3, -2)
     return qkv["query"], qkv["key"], qkv["value"]

@@ -1,7 +1,8 @@
 """Modifications of Query, Key or Value by a magnitude ε, as pure functions.
 
 Each kind is a function ``(x, eps, *, rng=None) -> x'`` on an array ``(..., T, d)``
-(``T`` the sequence axis), registered once in :data:`KINDS`. ε is an ordinary
+(``T`` the sequence axis), registered once in :data:`KINDS`; a kind that reads the
+whole sequence takes ``causal`` too. ε is an ordinary
 argument, so one compilation serves every ε and ``jax.vmap`` over ε works.
 
 Numerics: a modification computes in float32 or wider. A float16 or bfloat16 input
@@ -19,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from attn_lib.checks import check_choice, check_integer, shown
+from attn_lib.checks import check_choice, check_index, check_integer, shown
 from attn_lib.softmax import compute_dtype
 
 # jax.random.key keeps 32 bits of a seed (without x64): 2**32 would be seed 0 again, and
@@ -38,7 +39,8 @@ class Kind(NamedTuple):
       needs_rng: whether the kind draws random numbers.
       whole_sequence: whether a token's result reads other tokens (a mean over the
         sequence): the kind needs the whole sequence at once, so it is refused where
-        the attention sees a part of it (a decode cache, :mod:`attn_lib.flax`).
+        the attention sees a part of it (a decode cache, :mod:`attn_lib.flax`). It takes
+        ``causal``: on a causal model, a token reads only itself and the tokens before.
     """
 
     fn: Callable[..., jax.Array]
@@ -99,15 +101,23 @@ def noise(x: ArrayLike, eps: ArrayLike, *, rng: jax.Array | None = None) -> jax.
 
 
 @_register("x → x̄ + ε·(x − x̄)", whole_sequence=True)
-def mean(x: ArrayLike, eps: ArrayLike, *, rng: jax.Array | None = None) -> jax.Array:
-    """``x → x̄ + ε·(x − x̄)``, ``x̄`` the mean over the sequence axis (-2).
+def mean(
+    x: ArrayLike, eps: ArrayLike, *, rng: jax.Array | None = None, causal: bool = False
+) -> jax.Array:
+    """``x → x̄ + ε·(x − x̄)``, ``x̄`` the mean over the sequence axis (-2); with
+    ``causal``, over the prefix: ``x̄_t`` is the mean of tokens ``0 … t``.
 
-    ε = 0 replaces every token by the mean token; ε = 1 is the identity. ``x̄`` reads
-    every token, so on a causal model later tokens reach earlier ones through it (for
-    ε ≠ 1): the modified layer is no longer causal.
+    ε = 0 replaces every token by the mean token; ε = 1 is the identity. A causal model
+    modified this way stays causal: a mean over the whole sequence would let later
+    tokens reach earlier ones (for ε ≠ 1), and the model's predictions would read the
+    tokens they predict.
     """
     x, eps = _promote(x, eps)
-    centre = jnp.mean(x, axis=-2, keepdims=True)
+    if causal:
+        counts = jnp.arange(1, x.shape[-2] + 1, dtype=x.dtype)[:, None]
+        centre = jnp.cumsum(x, axis=-2) / counts
+    else:
+        centre = jnp.mean(x, axis=-2, keepdims=True)
     return centre + eps * (x - centre)
 
 
@@ -150,10 +160,14 @@ def check_epsilon(kind: str, epsilon: object) -> float:
     return epsilon
 
 
-def perturb(x: ArrayLike, kind: str, eps: ArrayLike, *, rng: jax.Array | None = None) -> jax.Array:
-    """Apply the modification ``kind`` of magnitude ``eps`` to ``x (..., T, d)``."""
+def perturb(
+    x: ArrayLike, kind: str, eps: ArrayLike, *, rng: jax.Array | None = None, causal: bool = False
+) -> jax.Array:
+    """Apply the modification ``kind`` of magnitude ``eps`` to ``x (..., T, d)``; ``causal``:
+    a kind that reads the whole sequence reads each token's prefix only."""
     check_choice("kind", kind, tuple(KINDS))
-    return KINDS[kind].fn(x, eps, rng=rng)
+    whole = {"causal": causal} if KINDS[kind].whole_sequence else {}
+    return KINDS[kind].fn(x, eps, rng=rng, **whole)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,10 +177,11 @@ class Modification:
     ``component`` and ``kind`` are static; ``epsilon`` is a pytree leaf, so a
     function jitted over a ``Modification`` compiles once for every ε, and
     ``jax.vmap`` can map over ``epsilon``. ``seed`` feeds the PRNG of random kinds.
-    ``head`` limits the modification to one head (None: every head).
+    ``head`` limits the modification to one head (None: every head); it is a leaf too,
+    so one compilation serves every head (a map of every head vmaps over it).
 
-    A concrete ε is validated on construction (:func:`check_epsilon`); a traced one
-    (inside ``jit`` or ``vmap``) is not, which is why sweeps validate first.
+    A concrete ε or head is validated on construction (:func:`check_epsilon`); a traced
+    one (inside ``jit`` or ``vmap``) is not, which is why sweeps validate first.
     """
 
     component: str
@@ -179,10 +194,10 @@ class Modification:
         check_choice("component", self.component, COMPONENTS)
         check_choice("kind", self.kind, tuple(KINDS))
         check_integer("seed", self.seed, 0, MAX_SEED)
-        if self.head is not None:  # None: every head
-            check_integer("head", self.head, 0)
-        # A concrete ε is checked here; a traced one is checked by sweep before tracing,
-        # and the placeholders JAX's tree utilities rebuild pytrees with pass untouched.
+        # A concrete ε or head is checked here; a traced one is checked by sweep before
+        # tracing, and the placeholders JAX's tree utilities rebuild pytrees with pass.
+        if isinstance(self.head, (str, bytes, bool, int, float, np.generic)):
+            check_integer("head", self.head, 0)  # None: every head
         epsilon = self.epsilon
         if isinstance(epsilon, (str, bytes, bool, int, float, np.generic)) or (
             isinstance(epsilon, np.ndarray | jax.Array) and np.ndim(epsilon) == 0
@@ -197,18 +212,20 @@ class Modification:
         """The same modification at another ε."""
         return dataclasses.replace(self, epsilon=epsilon)
 
-    def apply(self, x: ArrayLike) -> jax.Array:
-        """``x (..., T, d)`` modified: ``perturb(x, kind, epsilon, rng=key(seed))``."""
+    def apply(self, x: ArrayLike, *, causal: bool = False) -> jax.Array:
+        """``x (..., T, d)`` modified: ``perturb(x, kind, epsilon, rng=key(seed),
+        causal=causal)``."""
         rng = jax.random.key(self.seed) if KINDS[self.kind].needs_rng else None
-        return perturb(x, self.kind, self.epsilon, rng=rng)
+        return perturb(x, self.kind, self.epsilon, rng=rng, causal=causal)
 
-    def apply_heads(self, x: ArrayLike) -> jax.Array:
-        """``x (..., heads, T, d)`` with :meth:`apply` on every head, or on ``head`` only."""
+    def apply_heads(self, x: ArrayLike, *, causal: bool = False) -> jax.Array:
+        """``x (..., heads, T, d)`` with :meth:`apply` on every head, or on ``head`` only
+        (a traced head is not checked: :func:`check_head` first)."""
         if self.head is None:
-            return self.apply(x)
-        if self.head >= x.shape[-3]:
-            raise ValueError(f"head must be in [0, {x.shape[-3] - 1}], got {self.head}")
-        modified = self.apply(x[..., self.head, :, :])
+            return self.apply(x, causal=causal)
+        if isinstance(self.head, (int, np.integer)):
+            check_head(self, x.shape[-3])
+        modified = self.apply(jnp.take(x, self.head, axis=-3), causal=causal)
         return x.astype(modified.dtype).at[..., self.head, :, :].set(modified)
 
     @property
@@ -217,8 +234,14 @@ class Modification:
 
 
 jax.tree_util.register_dataclass(
-    Modification, data_fields=["epsilon"], meta_fields=["component", "kind", "seed", "head"]
+    Modification, data_fields=["epsilon", "head"], meta_fields=["component", "kind", "seed"]
 )
+
+
+def check_head(modification: Modification | None, heads: int) -> None:
+    """Refuse a ``modification`` of one head outside the ``heads`` of its component."""
+    if modification is not None and modification.head is not None:
+        check_index(f"head (of the {modification.component})", modification.head, heads)
 
 
 def first_affected_layer(component: str, modify_layer: int) -> int:

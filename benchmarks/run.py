@@ -16,6 +16,7 @@ import sys
 
 import atlas
 import browser
+import effects
 import long
 import models
 import sweeps
@@ -31,6 +32,7 @@ BENCHMARKS = {
     **atlas.BENCHMARKS,
     **browser.BENCHMARKS,
     **long.BENCHMARKS,
+    **effects.BENCHMARKS,
 }
 
 

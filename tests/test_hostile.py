@@ -314,6 +314,9 @@ def test_a_record_holds_each_outputs_hash(drawn_once):
         ({"notebook": "report", "outputs": ["a", "a"]}, r"outputs named \['a'\] more than once"),
         ({"notebook": "report", "outputs": []}, "needs 'outputs'"),
         ({"notebook": "report", "outputs": ["a"], "rows": []}, r"not \['rows'\]"),
+        ({"notebook": "report", "outputs": ["a"], "data": "a"}, "'data' must be a list"),
+        ({"notebook": "report", "outputs": ["a"], "data": ["../a"]}, "a data file must be"),
+        ({"notebook": "report", "outputs": ["a"], "data": ["b", "b"]}, r"data named \['b'\]"),
     ],
 )
 def test_a_bad_notebook_figure_is_refused(tmp_path, entry, message):

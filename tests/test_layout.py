@@ -1,14 +1,16 @@
 """The tree stays readable: no module of the library is over 300 lines, and the thin
-core (pure JAX: softmax, modification, compute, metrics, checks, and since the
-long-context issue blockwise attention) stays under 1100 (1000 until the blockwise
-normaliser kept its maximum and sum apart, scores were soft-capped for Gemma-2 and kinds
-said whether they read the whole sequence)."""
+core (pure JAX: softmax, modification, compute, metrics, checks, since the long-context
+issue blockwise attention, and since the output-effects issue the outputs) stays under
+1450 (1000 until the blockwise normaliser kept its maximum and sum apart, scores were
+soft-capped for Gemma-2 and kinds said whether they read the whole sequence; 1100 until
+the effects on the output, 300 lines, came in)."""
 
 from pathlib import Path
 
 LIBRARY = Path(__file__).resolve().parents[1] / "attn_lib"
-CORE = ("softmax.py", "modification.py", "compute.py", "metrics.py", "checks.py", "blockwise.py")
-MODULE_LINES, CORE_LINES = 300, 1100
+CORE = ("softmax.py", "modification.py", "compute.py", "outputs.py", "metrics.py", "checks.py",
+        "blockwise.py")  # fmt: skip
+MODULE_LINES, CORE_LINES = 300, 1450
 
 
 def lines(path: Path) -> int:

@@ -28,6 +28,12 @@ def test_mean_by_hand():
     x = jnp.array([[1.0], [3.0]])
     np.testing.assert_array_equal(perturb(x, "mean", 0.0), [[2.0], [2.0]])
     np.testing.assert_array_equal(perturb(x, "mean", 0.5), [[1.5], [2.5]])
+    # causal: token t's mean is of tokens 0 … t (1, then (1 + 3)/2 = 2, then 9/3 = 3)
+    x = jnp.array([[1.0], [3.0], [5.0]])
+    np.testing.assert_array_equal(perturb(x, "mean", 0.0, causal=True), [[1.0], [2.0], [3.0]])
+    np.testing.assert_array_equal(perturb(x, "mean", 0.5, causal=True), [[1.0], [2.5], [4.0]])
+    # a kind that reads token by token ignores it
+    np.testing.assert_array_equal(perturb(x, "scale", 2.0, causal=True), 2 * x)
 
 
 def test_mean_is_over_the_sequence_axis():

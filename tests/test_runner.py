@@ -178,7 +178,9 @@ def test_a_notebook_figure_is_drawn_recorded_and_then_up_to_date(tmp_path, monke
             "import matplotlib.pyplot as plt\n"
             "from attn_lib.figures.paths import resolve\n"
             "for name in ('one', 'two'):\n"
-            "    plt.imsave(resolve(output_dir) / f'{name}.png', [[0.0, 1.0]])"
+            "    plt.imsave(resolve(output_dir) / f'{name}.png', [[0.0, 1.0]])\n"
+            "import numpy as np\n"
+            "np.savez(resolve(output_dir) / 'numbers.npz', shown=[1.0])"
         ),
     ]
     draw.metadata["kernelspec"] = {
@@ -192,13 +194,24 @@ def test_a_notebook_figure_is_drawn_recorded_and_then_up_to_date(tmp_path, monke
     monkeypatch.setattr(runner, "BUILD", tmp_path / "build")
     path = tmp_path / "spec.yaml"
     path.write_text(
-        yaml.safe_dump({"nb": {"caption": "c", "notebook": "draw", "outputs": ["one", "two"]}})
+        yaml.safe_dump(
+            {
+                "nb": {
+                    "caption": "c",
+                    "notebook": "draw",
+                    "outputs": ["one", "two"],
+                    "data": ["numbers"],
+                }
+            }
+        )
     )
     out = tmp_path / "out"
     assert runner.run(path, out=out, jobs=1) == 0
-    assert sorted(p.name for p in (out / "nb").iterdir()) == ["draw.json", "one.png", "two.png"]
+    made = sorted(p.name for p in (out / "nb").iterdir())
+    assert made == ["draw.json", "numbers.npz", "one.png", "two.png"]
     record = json.loads((out / "nb" / "draw.json").read_text())
-    assert set(record["outputs"]) == {"one.png", "two.png"} and "panels" not in record
+    assert set(record["outputs"]) == {"one.png", "two.png", "numbers.npz"}
+    assert "panels" not in record
     assert runner.run(path, out=out, jobs=1) == 0
     assert "1 notebooks: 0 ran, 1 up to date" in capsys.readouterr().out
 

@@ -68,7 +68,7 @@ def test_a_kv_head_reaches_its_three_query_heads(fox):
     assert changed("key", 1) == [3, 4, 5]
     assert changed("query", 4) == [4]
     assert changed("value", 2) == []  # its own layer's weights never move
-    with pytest.raises(ValueError, match=r"head must be in \[0, 2\]"):
+    with pytest.raises(ValueError, match=r"head \(of the key\) must be an integer in \[0, 2\]"):
         changed("key", 3)
 
 

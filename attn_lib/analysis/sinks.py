@@ -202,7 +202,7 @@ def study(source, ids, epsilons, *, layers, kinds=("scale", "inverse")) -> dict:
     }
 
 
-def _value(alphas: np.ndarray, layer: int, above: bool) -> float:
+def value_at(alphas: np.ndarray, layer: int, above: bool) -> float:
     """The sink rate (%) of the layers above ``layer``, or the mean α₁ of ``layer``."""
     return (
         float(metrics.sink_rate(alphas[:, layer + 1 :]))
@@ -217,7 +217,7 @@ def curves(results: dict, *, above: bool) -> dict:
     last layer, with none above, has no panel then)."""
     return {
         (kind, layer): {
-            line: np.array([_value(a, layer, above) for a in alphas])
+            line: np.array([value_at(a, layer, above) for a in alphas])
             for line, alphas in lines.items()
         }
         for (kind, layer), lines in results.items()

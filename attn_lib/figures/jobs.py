@@ -125,7 +125,9 @@ def expand(
         if "notebook" in spec[figure]:
             name = spec[figure]["notebook"]
             notebook, parameters = NOTEBOOKS / f"{name}.ipynb", {"output_dir": portable(folder)}
-            suffixes = [(output, ".png") for output in spec[figure]["outputs"]]
+            suffixes = [(output, ".png") for output in spec[figure]["outputs"]] + [
+                (data, ".npz") for data in spec[figure].get("data", [])
+            ]
             record = folder / f"{name}.json"
             figures.append(
                 ([], job(figure, name, notebook, parameters, folder, suffixes, record, True))

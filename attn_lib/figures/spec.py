@@ -106,12 +106,13 @@ def _check_figure(figure: object, entry: object) -> None:
 
 def _check_notebook_figure(figure: str, entry: dict) -> None:
     """A figure drawn by a notebook of its own: ``notebook`` (a stem in notebooks/) writes
-    ``<output_dir>/<output>.png`` for each name in ``outputs``."""
-    other = sorted(set(entry) - {"caption", "notebook", "outputs"})
+    ``<output_dir>/<output>.png`` for each name in ``outputs``, and the numbers they show
+    as ``<output_dir>/<name>.npz`` for each name in ``data`` (if any)."""
+    other = sorted(set(entry) - {"caption", "notebook", "outputs", "data"})
     if other:
         raise ValueError(
-            f"figure {figure!r}: a notebook figure has 'caption', 'notebook' and 'outputs', "
-            f"not {other}"
+            f"figure {figure!r}: a notebook figure has 'caption', 'notebook', 'outputs' "
+            f"and 'data', not {other}"
         )
     notebook = check_name(f"figure {figure!r}: notebook", entry["notebook"])
     if not (NOTEBOOKS / f"{notebook}.ipynb").is_file():
@@ -120,6 +121,10 @@ def _check_notebook_figure(figure: str, entry: dict) -> None:
     if not outputs or not isinstance(outputs, list):
         raise ValueError(f"figure {figure!r} needs 'outputs': a non-empty list of names")
     _once(figure, "outputs", [check_name(f"figure {figure!r}: an output", o) for o in outputs])
+    data = entry.get("data", [])
+    if not isinstance(data, list):
+        raise ValueError(f"figure {figure!r}: 'data' must be a list of names")
+    _once(figure, "data", [check_name(f"figure {figure!r}: a data file", d) for d in data])
 
 
 def panel_grid(spec: dict, figure: str) -> list[list[tuple[str, dict]]]:

@@ -14,8 +14,9 @@ from pathlib import Path
 
 from attn_lib.checks import shown
 from attn_lib.models import gemma3, gguf_file, hf_folder, minilm, smollm2, synthetic
-from attn_lib.models.base import Entry, Source, TextParams
+from attn_lib.models.base import Source
 from attn_lib.models.decoder import Decoder
+from attn_lib.models.entry import Entry, TextParams
 
 SOURCES: dict[str, Entry] = {
     entry.name: entry for entry in (synthetic.ENTRY, minilm.ENTRY, smollm2.ENTRY, gemma3.ENTRY)

@@ -16,17 +16,14 @@ its weights, and no ``(T, T)`` map is formed; a source of your own whose ``layer
 takes no ``path`` runs the dense path only.
 """
 
-import dataclasses
-from collections.abc import Callable
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from attn_lib.blockwise import Visibility
-from attn_lib.checks import check_flag, check_index, check_text
+from attn_lib.blockwise import Visibility, dense
+from attn_lib.checks import check_index
 from attn_lib.modification import Modification
-from attn_lib.softmax import attention, float32_products
+from attn_lib.softmax import float32_products
 
 DEFAULT_TEXT = "The quick brown fox jumps over the lazy dog."  # what a model reads unless told
 
@@ -59,16 +56,14 @@ def modify_and_attend(
     on the heads of its own component, so a Key or Value modification of one KV head
     reaches its ``r`` query heads. Returns the output and the weights ``(..., heads, T,
     T)``; on ``path`` (:class:`~attn_lib.blockwise.Blockwise`) what it returns instead
-    of the weights, never forming them.
+    of the weights, never forming them. On a causal source (``visible.causal``) a kind
+    that reads the whole sequence (``mean``) reads each token's prefix only.
     """
     qkv = {"query": query, "key": key, "value": value}
     if modification is not None:
-        qkv[modification.component] = modification.apply_heads(qkv[modification.component])
-    if path is not None:
-        return path(qkv["query"], qkv["key"], qkv["value"], visible, softcap=softcap)
-    repeats = query.shape[-3] // key.shape[-3]
-    key, value = (jnp.repeat(qkv[name], repeats, axis=-3) for name in ("key", "value"))
-    return attention(qkv["query"], key, value, mask=visible.dense(), softcap=softcap)
+        x = qkv[modification.component]
+        qkv[modification.component] = modification.apply_heads(x, causal=visible.causal)
+    return (path or dense)(qkv["query"], qkv["key"], qkv["value"], visible, softcap=softcap)
 
 
 def modified_attention(
@@ -101,6 +96,21 @@ class Source:
     """
 
     causal = False  # a query sees no later key: a class attribute, or a static field
+    # What the model outputs, which :func:`attn_lib.effects` measures (None: nothing it
+    # can): "logits" (next-token; the source defines ``unembedding``, ``logit_softcap``
+    # and ``ids``) or "embedding" (one vector per text).
+    output: str | None = None
+
+    def readout(self, h: jax.Array) -> jax.Array:
+        """The last hidden state ``h (..., T, d)`` as the output reads it: for "logits",
+        normed ``(..., T, d)`` (the logits are its product with ``unembedding()``); for
+        "embedding", the embedding ``(..., d)``."""
+        raise NotImplementedError
+
+    def head_count(self, component: str) -> int:
+        """How many heads ``component`` has (with grouped-query attention, Key and Value
+        have the KV heads): here, as many as the weights have, for every component."""
+        return jax.eval_shape(lambda: self._layer(0, self.embed(), None, None))[1].shape[-3]
 
     def embed(self) -> jax.Array:
         """The input of layer 0, ``(..., T, d_model)``."""
@@ -226,72 +236,6 @@ class Source:
 
 def _write(out, i, w):
     return jax.tree.map(lambda stack, x: stack.at[i].set(x), out, w)
-
-
-@dataclasses.dataclass(frozen=True)
-class Entry:
-    """A source as the registry knows it, before anything is built.
-
-    Attributes:
-      name: what ``source`` (``-p source``, ``--source``) says.
-      params: its parameters, a frozen dataclass whose ``__post_init__`` checks them.
-      build: ``build(params)``: the :class:`Source` pytree.
-      layers, heads, kv_heads: its shape, known before any work so that indices are
-        checked first; ``kv_heads < heads`` for grouped-query attention.
-      causal: whether its queries never see later keys, where no parameter of its own
-        says (None: not known before it is built); :meth:`parameters` accepts the
-        truth said and refuses the other.
-    """
-
-    name: str
-    params: type
-    build: Callable[[object], Source]
-    layers: int
-    heads: int
-    kv_heads: int
-    causal: bool | None = None
-
-    def parameters(self, **params) -> object:
-        """``params`` as this source's checked parameters (the others at their defaults);
-        a ``ValueError`` names an unknown or bad one."""
-        own = [field.name for field in dataclasses.fields(self.params)]
-        if "causal" in params and "causal" not in own and self.causal is not None:
-            self.check_causal(params.pop("causal"))
-        unknown = sorted(set(params) - set(own))
-        if unknown:
-            raise ValueError(
-                f"{', '.join(unknown)}: not a parameter of source {self.name!r} "
-                f"(its own: {', '.join(own) or 'none'})"
-            )
-        try:
-            return self.params(**params)
-        except ValueError as error:
-            raise ValueError(f"{error} (source {self.name!r})") from None
-
-    def check_causal(self, causal: object) -> None:
-        """Refuse ``causal`` where it is not what this source is (:attr:`causal`)."""
-        check_flag("causal", causal)
-        if causal != self.causal:
-            what, sees = ("causal", "never see") if self.causal else ("bidirectional", "see")
-            raise ValueError(
-                f"source {self.name!r} is {what}: its queries {sees} later keys; "
-                f"causal={causal} cannot be computed"
-            )
-
-    def record(self, params) -> dict:
-        """What a source built from ``params`` is, as plain data: its name and every
-        parameter (e.g. the attributes of an atlas store)."""
-        return {"source": self.name, **dataclasses.asdict(params)}
-
-
-@dataclasses.dataclass(frozen=True)
-class TextParams:
-    """The parameters of a source that reads a text (a real model): the text."""
-
-    text: str = DEFAULT_TEXT
-
-    def __post_init__(self):
-        check_text("text", self.text, empty=False)
 
 
 def stacked(per_layer: list[dict]) -> dict:

@@ -11,6 +11,8 @@ from flax import struct
 
 from attn_lib.checks import check_text, shown
 from attn_lib.models.base import Labels, Source
+from attn_lib.modification import Modification
+from attn_lib.softmax import float32_products, soft_capped
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -88,7 +90,7 @@ class CheckpointSource(Source):
     """A causal source read from a checkpoint, over one tokenized input: its parameters,
     ids, labels, config and the checkpoint itself (its tokenizer, its BOS), as one
     pytree. A family (:mod:`~attn_lib.models.decoder`, :mod:`~attn_lib.models.gpt2`)
-    adds ``embed``, ``layer`` and ``logits``."""
+    adds ``embed``, ``layer`` and ``readout``. It outputs next-token logits."""
 
     params: dict
     ids: jax.Array
@@ -96,6 +98,7 @@ class CheckpointSource(Source):
     config: object = struct.field(pytree_node=False)
     checkpoint: Checkpoint = struct.field(pytree_node=False)
     causal = True
+    output = "logits"
 
     @classmethod
     def create(cls, checkpoint: Checkpoint, text=None, *, ids=None, bos=None):
@@ -112,3 +115,22 @@ class CheckpointSource(Source):
     @property
     def seq_len(self) -> int:
         return self.ids.shape[-1]
+
+    def head_count(self, component: str) -> int:
+        return self.config.heads if component == "query" else self.config.kv_heads
+
+    def unembedding(self) -> jax.Array:
+        """The output projection ``(vocab, d)``: the logits are ``readout(h) @ W.T``."""
+        return self.params["output"]
+
+    @property
+    def logit_softcap(self) -> float | None:
+        """Logits ``z`` become ``c·tanh(z/c)`` (Gemma-2); None: as they are."""
+        return getattr(self.config, "final_softcap", None)
+
+    def logits(self, modification: Modification | None = None, *, modify_layer: int = 0):
+        """Next-token logits at every position, ``(T, vocab)``."""
+        h, _ = self.run(modification, modify_layer=modify_layer)
+        with float32_products():
+            logits = self.readout(h) @ self.unembedding().T
+        return soft_capped(logits, self.logit_softcap)

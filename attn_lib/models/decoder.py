@@ -30,7 +30,6 @@ from flax import struct
 from attn_lib.models.base import modify_and_attend, stacked
 from attn_lib.models.checkpoint import CheckpointSource
 from attn_lib.modification import Modification
-from attn_lib.softmax import float32_products
 
 ACTIVATIONS = {  # transformers' names; gelu_new and gelu_pytorch_tanh are one function
     "silu": jax.nn.silu,
@@ -245,14 +244,8 @@ class Decoder(CheckpointSource):
         x = rms_norm(self.below(i)[0], p["attention_norm"], c.norm_eps)
         return self._project(p, x, part, c.heads if part == "query" else c.kv_heads)
 
+    def readout(self, h: jax.Array) -> jax.Array:
+        return rms_norm(h, self.params["norm"], self.config.norm_eps)
+
     def _post(self, x, p, norm):
         return rms_norm(x, p[norm], self.config.norm_eps) if self.config.post_norms else x
-
-    def logits(self, modification: Modification | None = None, *, modify_layer: int = 0):
-        """Next-token logits at every position, ``(T, vocab)``."""
-        h, _ = self.run(modification, modify_layer=modify_layer)
-        normed = rms_norm(h, self.params["norm"], self.config.norm_eps)
-        with float32_products():
-            logits = normed @ self.params["output"].T
-        cap = self.config.final_softcap
-        return logits if cap is None else cap * jnp.tanh(logits / cap)

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from attn_lib.files import atomic_path, sha256
 from attn_lib.models import gguf_file
-from attn_lib.models.base import Entry, TextParams
 from attn_lib.models.decoder import Decoder
+from attn_lib.models.entry import Entry, TextParams
 from attn_lib.models.weights import cache_dir, fingerprint, package_path
 
 FILE = "gemma-3-270m-q4_k_m.gguf"

@@ -17,7 +17,6 @@ from flax import struct
 from attn_lib.models.base import modify_and_attend, stacked
 from attn_lib.models.checkpoint import CheckpointSource
 from attn_lib.modification import Modification
-from attn_lib.softmax import float32_products
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,9 +107,8 @@ class GPT2(CheckpointSource):
         up = jax.nn.gelu(x @ p["mlp.c_fc.weight"] + p["mlp.c_fc.bias"], approximate=True)
         return h + up @ p["mlp.c_proj.weight"] + p["mlp.c_proj.bias"], weights
 
-    def logits(self, modification: Modification | None = None, *, modify_layer: int = 0):
-        """Next-token logits at every position, ``(T, vocab)``."""
-        h, _ = self.run(modification, modify_layer=modify_layer)
-        normed = layer_norm(h, self.params["norm"], self.config.norm_eps)
-        with float32_products():
-            return normed @ self.params["embedding"].T
+    def readout(self, h: jax.Array) -> jax.Array:
+        return layer_norm(h, self.params["norm"], self.config.norm_eps)
+
+    def unembedding(self) -> jax.Array:
+        return self.params["embedding"]  # tied

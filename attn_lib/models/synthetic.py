@@ -33,7 +33,8 @@ import numpy as np
 from flax import struct
 
 from attn_lib.checks import check_flag, check_integer, check_real
-from attn_lib.models.base import Entry, Labels, Source, modified_attention, stacked
+from attn_lib.models.base import Labels, Source, modified_attention, stacked
+from attn_lib.models.entry import Entry
 from attn_lib.modification import MAX_SEED, Modification
 
 LAYERS = 2
@@ -241,6 +242,9 @@ class Synthetic(Source):
             mutable=["intermediates"],
         )
         return h + out, state["intermediates"]["weights"][0]
+
+    def head_count(self, component: str) -> int:
+        return self.heads
 
     @property
     def seq_len(self) -> int:
