@@ -4,7 +4,7 @@ python -m attn_lib figures [--jobs N] [--force] [--only NAME] [--out DIR] [--spe
 python -m attn_lib compare PRODUCED [--committed figures] [--diffs DIR] [--spec FILE]
 python -m attn_lib notebooks [NAME ...]
 python -m attn_lib atlas --source NAME [its parameters: --text T, --seq-len N, …] --out STORE
-    [--text-file F] [--max-tokens N] [--components ...] [--kinds ...]
+    [--text-file F] [--max-tokens N] [--components ...] [--kinds ...] [--effects]
     [--epsilons ...] [--layers ...] [--eps-chunk N] [--overwrite]
     [--coordinator HOST:PORT --num-processes N --process-id I [--init-timeout S]]
 """
@@ -58,6 +58,11 @@ def main(argv: list[str] | None = None) -> int:
         "--layers", nargs="+", type=int, default=None, help="modified layers (default: all)"
     )
     atlas.add_argument("--eps-chunk", type=int, default=64, help="ε per chunk of work")
+    atlas.add_argument(
+        "--effects", action="store_true",
+        help="keep each setting's effect on the output (KL, loss, top-1 agreement; MiniLM: "
+        "cosine): about twice the work",
+    )  # fmt: skip
     atlas.add_argument("--overwrite", action="store_true", help="replace a store of other settings")
     atlas.add_argument("--coordinator", help="HOST:PORT of process 0, for several hosts")
     atlas.add_argument("--num-processes", type=int, help="with --coordinator: how many")
@@ -166,7 +171,9 @@ def _atlas(args) -> int:
     else:
         built = source.build(params)
         record = source.record(params)
-    summary = atlas.build(built, args.out, grid, parameters=record, overwrite=args.overwrite)
+    summary = atlas.build(
+        built, args.out, grid, parameters=record, overwrite=args.overwrite, effects=args.effects
+    )
     print(
         f"{summary['settings']} settings in {summary['chunks_now']} chunks "
         f"({summary['chunks_before']} were done before) in {summary['seconds']:.1f} s, "

@@ -121,15 +121,16 @@ class Output(NamedTuple):
     """An output a source may have (:data:`OUTPUTS`): ``measures(source, reference,
     modified) -> {name: scalar}`` of the readouts
     (:meth:`~attn_lib.models.base.Source.readout`) of the unmodified and the modified run,
-    and the fewest tokens an input may have."""
+    the ``names`` it gives, and the fewest tokens an input may have."""
 
     measures: Callable[..., dict]
+    names: tuple[str, ...]
     minimum_tokens: int = 1
 
 
 OUTPUTS: dict[str, Output] = {
-    "logits": Output(_logit_measures, minimum_tokens=2),
-    "embedding": Output(_embedding_measures),
+    "logits": Output(_logit_measures, ("kl", "loss", "loss_reference", "agreement"), 2),
+    "embedding": Output(_embedding_measures, ("cosine",)),
 }
 
 

@@ -6,13 +6,18 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import xarray as xr
+import zarr
 
-from attn_lib.analysis import atlas
+from attn_lib import Modification, effects, models
+from attn_lib.analysis import atlas, atlas_store
 from attn_lib.models.synthetic import Synthetic
+
+FAMILIES = Path(__file__).parent / "reference" / "families"
 
 GRID = ["--components", "query", "value", "--kinds", "scale", "inverse"]
 GRID += ["--epsilons", "1e-3", "1e-2", "0.1", "0.5", "1", "2", "--layers", "0", "1"]
@@ -136,7 +141,7 @@ def test_a_store_of_other_settings_is_refused_unless_overwritten(tmp_path):
     first = atlas.Grid(("query",), ("scale",), (0.5,), (0,))
     atlas.build(source, store, first, parameters={"source": "synthetic"}, progress=False)
     other = atlas.Grid(("key",), ("scale",), (0.5,), (0,))
-    with pytest.raises(ValueError, match="holds an atlas of other parameters or settings"):
+    with pytest.raises(ValueError, match="holds an atlas of other parameters, settings or effects"):
         atlas.build(source, store, other, parameters={"source": "synthetic"}, progress=False)
     summary = atlas.build(
         source, store, other, parameters={"source": "synthetic"}, overwrite=True, progress=False
@@ -177,3 +182,28 @@ def test_entropy_counts_only_the_keys_a_causal_row_may_see(tmp_path):
     entropy = atlas.load(store)["entropy"].sel(observe_layer=0).values
     # uniform over the past: 1 in every row but row 0, which has no choice (0)
     np.testing.assert_allclose(entropy, 0.9, atol=1e-5)
+
+
+def test_effects_are_kept_per_setting_when_asked_for(tmp_path):
+    source = models.load(FAMILIES / "gemma2", text="the cat sat on the mat and the dog sat")
+    grid = atlas.Grid(("query", "value"), ("scale",), (0.0, 0.5), (0, 1), eps_chunk=1)
+    store = tmp_path / "a.zarr"
+    atlas.build(source, store, grid, parameters={"source": "gemma2"}, progress=False, effects=True)
+    data = atlas.load(store)
+    assert data["kl"].dims == atlas_store.SETTING_DIMS
+    expected = effects(source, Modification("value", "scale", 1.0), [0.0, 0.5], modify_layer=1)
+    for name in ("kl", "loss", "loss_reference", "agreement"):
+        got = data[name].sel(component="value", kind="scale", modify_layer=1).values
+        np.testing.assert_allclose(got, np.broadcast_to(expected[name], (2,)), rtol=1e-5)
+    # a chunk's record covers its effects: one changed value makes it incomplete
+    zarr.open_group(str(store), mode="r+")["kl"][0, 0, 0, 0] = 99.0
+    with pytest.raises(ValueError, match=r"1 of 8 chunks are not complete"):
+        atlas.load(store)
+    # not asked for: none kept, and a store with them is one of other effects
+    with pytest.raises(ValueError, match="other parameters, settings or effects"):
+        atlas.build(source, store, grid, parameters={"source": "gemma2"}, progress=False)
+    plain = tmp_path / "b.zarr"
+    atlas.build(source, plain, grid, parameters={"source": "gemma2"}, progress=False)
+    assert "kl" not in atlas.load(plain)
+    with pytest.raises(ValueError, match="no output to measure"):
+        atlas.build(Synthetic.create(), tmp_path / "c.zarr", grid, parameters={}, effects=True)

@@ -352,3 +352,36 @@ def test_the_lab_server_sets_tcp_nodelay_on_kernel_websockets(monkeypatch):
     assert lab.NoDelayConnection(websocket_handler=handler).connect() == "connected"
     handler.set_nodelay.assert_called_once_with(True)
     assert lab.OPTION.split("=")[1] in (REPO / "run.sh").read_text(), "./run.sh lab starts with it"
+
+
+@requires_minilm
+def test_the_output_effect_follows_the_map_and_the_newest_setting_wins(explorer):
+    widget = Widget(explorer)
+    assert widget.effect_done.wait(120)
+    assert widget.effect.value == "", "the synthetic stack has no output to measure"
+    widget.controls["source"].value = "minilm"
+    widget.controls["epsilon_text"].value = "0.5"  # asked for at once, after the map
+    widget.controls["kind"].value = "scale"
+    assert widget.effect_done.wait(120)
+    expected = explorer.effect()
+    assert set(expected) == {"cosine"} and expected["cosine"] < 0.9999
+    assert widget.effect.value == f"output: cosine {expected['cosine']:.3g}"
+    params = {**explorer.params, "epsilon": 1.0}  # the identity: the output unmoved
+    assert explorer.effect(params)["cosine"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_a_language_models_effect_is_its_kl_loss_and_agreement(explorer):
+    from pathlib import Path
+
+    from attn_lib import Modification, effects
+
+    folder = Path(__file__).parent / "reference" / "families" / "gemma2"
+    explorer.update(source=str(folder), component="value", kind="scale", epsilon=0.0)
+    found = explorer.effect()
+    source = explorer._source(explorer.params)
+    expected = effects(source, Modification("value", "scale", 0.0), [0.0], modify_layer=0)
+    assert found == pytest.approx({
+        "KL": expected["kl"][0], "Δloss": expected["loss"][0] - expected["loss_reference"],
+        "top-1 agreement": expected["agreement"][0],
+    })  # fmt: skip
+    assert found["KL"] > 1e-3

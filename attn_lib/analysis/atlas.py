@@ -38,6 +38,7 @@ from attn_lib.analysis.atlas_query import curves, responses, top_heads
 from attn_lib.analysis.atlas_store import (
     CURVES,
     DIMS,
+    EFFECTS,
     METRICS,
     RECORDS,
     Grid,
@@ -59,11 +60,13 @@ from attn_lib.files import exclusive, write_json
 from attn_lib.modification import (
     Modification,
 )
+from attn_lib.outputs import effects as output_effects
+from attn_lib.outputs import output_of
 
 # The atlas's API, in one place (the questions and the store are modules of their own).
 __all__ = [
-    "BLOCKWISE_ABOVE", "CURVES", "DEFAULT_EPSILONS", "DIMS", "METRICS", "RECORDS", "Grid",
-    "atlas_id", "build", "check_store", "chunk_metrics", "curves", "load", "responses",
+    "BLOCKWISE_ABOVE", "CURVES", "DEFAULT_EPSILONS", "DIMS", "EFFECTS", "METRICS", "RECORDS",
+    "Grid", "atlas_id", "build", "check_store", "chunk_metrics", "curves", "load", "responses",
     "summarise", "summarise_rows", "top_heads",
 ]  # fmt: skip
 
@@ -170,13 +173,20 @@ def build(
     progress: bool = True,
     blockwise: bool | None = None,
     bins: int = BINS,
+    effects: bool = False,
 ) -> dict:
     """Compute every chunk of ``grid`` not yet complete in ``store`` and write it there.
 
     ``blockwise`` (None: where the text is longer than :data:`BLOCKWISE_ABOVE` tokens)
     takes the blockwise path (:func:`attn_lib.compute.row_metrics`: no ``(T, T)`` map),
     and keeps each metric as a curve over ``bins`` log-scale bins of query position too
-    (:data:`CURVES`, dimension ``position``).
+    (:data:`CURVES`, dimension ``position``). ``effects`` keeps what each setting does to
+    the output of a source that has one (:attr:`~attn_lib.models.base.Source.output`)
+    too: :func:`attn_lib.effects`' ``kl``, ``loss``, ``loss_reference`` and
+    ``agreement`` of a language model, ``cosine`` of an encoder's embedding, one value a
+    setting (every head is modified). It is asked for, not on by default: it runs the
+    layers above the modified one a second time and reads the whole output (a language
+    model's vocabulary), which about doubles a setting's work.
 
     ``parameters`` (e.g. the source's name and text) and the grid are kept in the
     store's attributes; an atlas made with other ones is refused unless ``overwrite``,
@@ -185,6 +195,7 @@ def build(
     seconds, maps per second.
     """
     store = check_store(store)
+    names = output_of(source).names if effects else ()  # refused where it has no output
     if blockwise is None:
         blockwise = source.seq_len > BLOCKWISE_ABOVE
     edges = log_bins(source.seq_len, bins) if blockwise else None
@@ -198,6 +209,7 @@ def build(
         "parameters": json.dumps(parameters, sort_keys=True),
         "grid": json.dumps(dataclasses.asdict(grid), sort_keys=True),
         "library": f"attn_lib {attn_lib.__version__}",
+        "effects": json.dumps(list(names)),
     }
     process, processes = jax.process_index(), jax.process_count()
     # Process 0 alone creates or replaces the store; the others wait for it below. Two
@@ -206,7 +218,7 @@ def build(
     lock = store.parent / f".{store.name}.lock"
     with exclusive(lock, busy) if process == 0 else contextlib.nullcontext():
         if process == 0:
-            prepare(store, grid, layers, heads, attrs, overwrite, edges)
+            prepare(store, grid, layers, heads, attrs, overwrite, edges, names)
         if processes > 1:
             from jax.experimental import multihost_utils
 
@@ -235,10 +247,14 @@ def _fill(source, store: Path, grid: Grid, base, edges, shape, process, processe
         ci, ki, li, bi = chunk
         modification = Modification(grid.components[ci], grid.kinds[ki], 1.0)
         epsilons = np.asarray(grid.epsilons[grid.block(bi)])
+        layer = grid.modify_layers[li]
         values = chunk_metrics(
             source, modification, epsilons, base, mask,
-            modify_layer=grid.modify_layers[li], devices=devices, edges=edges,
+            modify_layer=layer, devices=devices, edges=edges,
         )  # fmt: skip
+        if any(name in EFFECTS for name in names):
+            found = output_effects(source, modification, epsilons, modify_layer=layer)
+            values |= {name: np.broadcast_to(v, epsilons.shape) for name, v in found.items()}
         return chunk, epsilons, values
 
     start = time.perf_counter()
@@ -248,7 +264,8 @@ def _fill(source, store: Path, grid: Grid, base, edges, shape, process, processe
         chunk, epsilons, values = pending
         if i + 1 < len(todo):  # the next chunk computes while this one is written
             pending = dispatch(todo[i + 1])
-        values = {name: np.asarray(values[name])[None, None, :, None] for name in names}
+        values = {name: np.asarray(values[name], np.float32)[None, None, :, None]
+                  for name in names}  # fmt: skip
         written = xr.Dataset({name: (dims(name), values[name]) for name in names})
         where = {**region(grid, chunk), "observe_layer": slice(0, layers), "head": slice(0, heads)}
         written.to_zarr(store, region=where, mode="r+", zarr_format=2)

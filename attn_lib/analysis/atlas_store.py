@@ -29,25 +29,30 @@ from attn_lib.modification import (
     KINDS,
     check_epsilon,
 )
+from attn_lib.outputs import OUTPUTS
 
 METRICS = ("entropy", "sink", "diagonal", "previous", "total_variation")
 CURVES = tuple(f"{name}_by_position" for name in METRICS)  # a long-context atlas's, too
+# what a setting does to the model's output (attn_lib.outputs): one value a setting
+EFFECTS = tuple(dict.fromkeys(name for output in OUTPUTS.values() for name in output.names))
 MARK = "attn_lib_atlas"  # the store attribute that makes a folder an atlas: its id
 RECORDS = ".attn-lib-done"  # inside the store: one completion record per chunk
 
 
 DIMS = ("component", "kind", "epsilon", "modify_layer", "observe_layer", "head")
 CURVE_DIMS = (*DIMS, "position")  # position: log-scale bins of query positions
+SETTING_DIMS = DIMS[:4]
 
 
 def kept(dataset) -> tuple[str, ...]:
-    """The variables an atlas keeps: :data:`METRICS`, and :data:`CURVES` in a
-    long-context one."""
-    return METRICS + (CURVES if CURVES[0] in dataset else ())
+    """The variables an atlas keeps: :data:`METRICS`, :data:`CURVES` in a long-context
+    one, and the :data:`EFFECTS` of its source's output where it has them."""
+    curves = CURVES if CURVES[0] in dataset else ()
+    return METRICS + curves + tuple(name for name in EFFECTS if name in dataset)
 
 
 def dims(name: str) -> tuple[str, ...]:
-    return CURVE_DIMS if name in CURVES else DIMS
+    return CURVE_DIMS if name in CURVES else SETTING_DIMS if name in EFFECTS else DIMS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,10 +124,10 @@ def region(grid: Grid, chunk) -> dict:
 
 
 def digest(values: dict) -> str:
-    """A sha256 of a chunk's values, as float32, in :data:`METRICS` then
-    :data:`CURVES` order (those it has)."""
+    """A sha256 of a chunk's values, as float32, in :data:`METRICS`, :data:`CURVES` then
+    :data:`EFFECTS` order (those it has)."""
     digest = hashlib.sha256()
-    for name in (n for n in METRICS + CURVES if n in values):
+    for name in (n for n in METRICS + CURVES + EFFECTS if n in values):
         digest.update(np.ascontiguousarray(values[name], dtype=np.float32).data)
     return digest.hexdigest()
 
@@ -173,9 +178,10 @@ def check_store(store: str | Path) -> Path:
     return path
 
 
-def template(grid: Grid, layers: int, heads: int, attrs: dict, edges=None):
+def template(grid: Grid, layers: int, heads: int, attrs: dict, edges=None, effects=()):
     """The store's variables, all NaN; with ``edges`` (of position bins) the curves
-    too, with a ``position`` coordinate (each bin's first position) and ``position_end``."""
+    too, with a ``position`` coordinate (each bin's first position) and ``position_end``;
+    the ``effects`` (names of :data:`EFFECTS`), one value a setting."""
     import dask.array as da
     import xarray as xr
 
@@ -191,6 +197,8 @@ def template(grid: Grid, layers: int, heads: int, attrs: dict, edges=None):
     data = {
         name: (DIMS, da.full(shape, np.nan, dtype=np.float32, chunks=chunks)) for name in METRICS
     }
+    setting = da.full(shape[:4], np.nan, dtype=np.float32, chunks=chunks[:4])
+    data.update({name: (SETTING_DIMS, setting) for name in effects})
     extra = {}
     if edges is not None:
         bins = len(edges) - 1
@@ -211,8 +219,9 @@ def template(grid: Grid, layers: int, heads: int, attrs: dict, edges=None):
 
 
 def prepare(
-    store: Path, grid: Grid, layers: int, heads: int, attrs: dict, overwrite: bool, edges=None
-):
+    store: Path, grid: Grid, layers: int, heads: int, attrs: dict, overwrite: bool, edges=None,
+    effects=(),
+):  # fmt: skip
     """Leave ``store`` an atlas of ``attrs``: kept, replaced (``overwrite``) or new.
     Called under the store's lock, where what :func:`check_store` saw still holds."""
     import xarray as xr
@@ -220,18 +229,19 @@ def prepare(
     check_store(store)
     if store.exists():
         found = xr.open_zarr(store).attrs
-        if all(found.get(k) == attrs[k] for k in ("parameters", "grid")):
+        found = {"effects": "[]", **found}  # a store older than the effects has none
+        if all(found.get(k) == attrs[k] for k in ("parameters", "grid", "effects")):
             return
         if not overwrite:
             raise ValueError(
-                f"{store} holds an atlas of other parameters or settings; "
+                f"{store} holds an atlas of other parameters, settings or effects; "
                 "pass overwrite=True (--overwrite) to replace it"
             )
         shutil.rmtree(store)  # an atlas by its mark (check_store), records inside it
     # Written into a new folder of our own, then renamed: never half a template.
     aside = Path(tempfile.mkdtemp(dir=store.parent, prefix=f".{store.name}.template-"))
     try:
-        new = template(grid, layers, heads, attrs, edges)
+        new = template(grid, layers, heads, attrs, edges, effects)
         new.to_zarr(aside, mode="w", compute=False, zarr_format=2)
         os.rename(aside, store)
     finally:

@@ -16,6 +16,7 @@ from attn_lib.explore.widget import Widget
 from attn_lib.figures import panels, plot
 from attn_lib.models import entry
 from attn_lib.modification import first_affected_layer
+from attn_lib.outputs import OUTPUTS, effects
 
 
 class Explorer:
@@ -117,6 +118,26 @@ class Explorer:
         base = self._unmodified[key][params["observe_layer"], params["head"]]
         summary = metrics.summary(self.panel["weights"], reference=base)
         return {name: float(value) for name, value in summary.items()}
+
+    def effect(self, params: dict | None = None) -> dict[str, float] | None:
+        """What the setting ``params`` (default: the drawn one) does to its source's
+        output (:func:`attn_lib.effects` at its ε): KL, Δloss and top-1 agreement of a
+        language model, the embedding's cosine of MiniLM; None where the source has no
+        output. A full run above the modified layer and a read of the output: the
+        widget asks for it after the map is drawn."""
+        params = self.params if params is None else params
+        source = self._source(params)
+        if getattr(source, "output", None) not in OUTPUTS:
+            return None
+        found = effects(source, panels.modification_of(params), [params["epsilon"]],
+                        modify_layer=params["modify_layer"])  # fmt: skip
+        if "kl" not in found:
+            return {"cosine": float(found["cosine"][0])}
+        return {
+            "KL": float(found["kl"][0]),
+            "Δloss": float(found["loss"][0] - found["loss_reference"]),
+            "top-1 agreement": float(found["agreement"][0]),
+        }
 
     def save(self, output_dir: str = "build/explore", name: str = "explore") -> str:
         """Save the current view as a panel (PNG, PDF and npz with its parameters, as

@@ -3,6 +3,7 @@
 
 import html
 import math
+import threading
 
 import ipywidgets as w
 import numpy as np
@@ -108,6 +109,9 @@ class Widget:
             if isinstance(control, w.Dropdown):
                 control.layout = w.Layout(width="max-content")
         self.readout, self.note, self.saved, self.loading = (w.HTML() for _ in range(4))
+        self.effect = w.HTML()  # what the setting does to the output, just after the map
+        self.effect_done = threading.Event()  # set when the effect shown is the view's
+        self._lock, self._wanted, self._working = threading.Lock(), None, False
         self.view = VIEWS[view]()
         self.stage = w.Box([self.view])  # the view, or the loading message in its place
         save = w.Button(description="Save this view", icon="save")
@@ -116,7 +120,7 @@ class Widget:
         self.sliders = w.HBox([c["epsilon"], c["epsilon_text"]])
         self.menus = w.HBox()
         self.layers = w.HBox([c["modify_layer"], c["observe_layer"], c["head"]])
-        rows = [self.sliders, self.menus, self.layers, w.HBox([save, self.readout])]
+        rows = [self.sliders, self.menus, self.layers, w.HBox([save, self.readout]), self.effect]
         self.box = ViewBox([*rows, self.note, self.stage, self.saved])
         self.box.explorer = explorer
         self.updating = False  # the controls are being set to match the view: no callbacks
@@ -126,9 +130,11 @@ class Widget:
         self.match_view()
 
     def show(self, values: dict | None = None) -> None:
-        """Draw the view and its note, and ``values`` (its metrics) in the readout."""
+        """Draw the view and its note, and ``values`` (its metrics) in the readout; then
+        ask for the setting's effect on the output."""
         if values is not None:
             self.readout.value = " · ".join(f"{k}: {v:.3f}" for k, v in values.items())
+            self.ask_effect()
         note = self.explorer.note
         self.note.value = f"<i>{html.escape(note)}</i>" if note else ""
         self.view.show(self.explorer.panel, self.explorer.alt())
@@ -201,6 +207,38 @@ class Widget:
                 self.busy(None)
         self.show(values)
         self.match_view()
+
+    def ask_effect(self) -> None:
+        """Compute the drawn setting's effect on the output in a worker thread, so the
+        map never waits for it (a language model reads its whole vocabulary): one at a
+        time, and a setting replaced meanwhile is skipped for the newest."""
+        with self._lock:
+            self._wanted = dict(self.explorer.params)
+            self.effect_done.clear()
+            if self._working:
+                return
+            self._working = True
+        threading.Thread(target=self._effects, daemon=True).start()
+
+    def _effects(self) -> None:
+        while True:
+            with self._lock:
+                params = self._wanted
+            try:
+                found = self.explorer.effect(params)
+                text = (
+                    ""
+                    if found is None
+                    else "output: " + " · ".join(f"{k} {v:.3g}" for k, v in found.items())
+                )
+            except Exception as error:  # a thread must not die silently: said in the view
+                text = f"output: not computed ({html.escape(str(error))})"
+            with self._lock:
+                if params == self._wanted:  # still the drawn view's: show it, stop
+                    self.effect.value = text
+                    self._working = False
+                    self.effect_done.set()
+                    return
 
     def refuse(self, message: str) -> None:
         """Report a refused change and put the controls back to the drawn view."""

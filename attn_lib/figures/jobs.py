@@ -172,7 +172,8 @@ def record(job: Job, spec_entry: dict, library: str) -> dict:
     }
     if job.draws_figure:
         record["spec"] = spec_entry
-        if panels := sorted(job.record.parent.glob("*.npz")):
+        own = set(job.outputs)  # a notebook figure's data are its outputs, not its inputs
+        if panels := sorted(p for p in job.record.parent.glob("*.npz") if p not in own):
             record["panels"] = sha256(*panels)
     return json.loads(json.dumps(record, sort_keys=True))
 

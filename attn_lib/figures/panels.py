@@ -148,6 +148,14 @@ def make_source(params: dict):
     return models.build(params["source"], **source_parameters(params))
 
 
+def modification_of(params: dict) -> Modification:
+    """The modification validated panel parameters describe."""
+    head = None if params["modify_head"] == -1 else params["modify_head"]
+    return Modification(
+        params["component"], params["kind"], params["epsilon"], seed=params["seed"], head=head
+    )
+
+
 def compute_panel(params: dict, source=None, *, every_layer: bool = True) -> dict:
     """The weights a panel shows, from validated parameters (and their ``source``, when
     the caller keeps it: :func:`make_source` otherwise).
@@ -163,13 +171,7 @@ def compute_panel(params: dict, source=None, *, every_layer: bool = True) -> dic
         raise ValueError(
             f"text has {source.seq_len} tokens; a panel shows at most {MAX_PANEL_TOKENS}"
         )
-    modification = Modification(
-        params["component"],
-        params["kind"],
-        params["epsilon"],
-        seed=params["seed"],
-        head=None if params["modify_head"] == -1 else params["modify_head"],
-    )
+    modification = modification_of(params)
     layers = {"modify_layer": params["modify_layer"]}
     if every_layer:
         every = {"all_weights": np.asarray(all_weights(source, modification, **layers))}
