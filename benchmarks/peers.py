@@ -291,6 +291,8 @@ def compare(epsilons: int, layer: int, seq_len: int, repeats: int) -> list[dict]
                 for name in ("looped", "batched")}  # fmt: skip
     peer_maps_gap = float(np.abs(found["looped"] - found["batched"]).max())
     del found
+    if max(map_gaps.values()) > 1e-4:  # float32 rounding gives ~1e-5
+        raise RuntimeError(f"transformers and attn_lib.sweep disagree: maps differ by {map_gaps}")
 
     loads.append(os.getloadavg()[0])
 
@@ -316,6 +318,8 @@ def compare(epsilons: int, layer: int, seq_len: int, repeats: int) -> list[dict]
             "kl_judged_eps": int(judged.sum()),
         }  # fmt: skip
     peer_kl_gap = float(np.max(np.abs(found["looped"]["kl"] - found["batched"]["kl"])))
+    if max(gap["kl_max_abs_diff"] for gap in effect_gaps.values()) > 1e-4:
+        raise RuntimeError(f"transformers and attn_lib.effects disagree: {effect_gaps}")
     kl_range = [float(ours["kl"].min()), float(ours["kl"].max())]
 
     loads.append(os.getloadavg()[0])
