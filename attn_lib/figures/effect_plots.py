@@ -5,7 +5,7 @@ model's loss with and without its BOS."""
 import numpy as np
 from matplotlib.figure import Figure
 
-from attn_lib.figures.plot import STYLE
+from attn_lib.figures import style
 
 COMPONENT_COLOURS = {"query": "#d62728", "key": "#1f77b4", "value": "#2ca02c"}
 MEASURES = {"kl": "KL(unmodified ‖ modified), nats", "delta_loss": "Δ next-token loss, nats"}
@@ -15,9 +15,8 @@ def twin(curves: dict, epsilons: dict[str, np.ndarray], *, marks=(), title: str)
     """KL and Δloss against ε: one row per kind (``epsilons``: kind → its ε), one line
     per component; ``curves`` from :func:`attn_lib.analysis.effects.twin`. ``marks``: ε
     drawn as dotted lines (the grid's columns), on the kinds whose ε they are."""
-    import matplotlib
 
-    with matplotlib.rc_context(STYLE):
+    with style.drawing():
         fig = Figure(figsize=(7.6, 2.3 * len(epsilons)), layout="constrained")
         axes = fig.subplots(len(epsilons), len(MEASURES), squeeze=False)
         for row, (kind, values) in enumerate(epsilons.items()):
@@ -43,12 +42,11 @@ def head_maps(maps: dict, *, title: str) -> Figure:
     """Each head's Δloss, ``(layers, heads)``, one panel per intervention (``maps`` from
     :func:`attn_lib.analysis.effects.head_maps`), on one diverging scale centred on 0:
     a head whose change lowers the loss is blue."""
-    import matplotlib
     from matplotlib.colors import TwoSlopeNorm
 
     largest = max(float(np.abs(m["delta_loss"]).max()) for m in maps.values()) or 1.0
     norm = TwoSlopeNorm(0.0, -largest, largest)
-    with matplotlib.rc_context(STYLE):
+    with style.drawing():
         fig = Figure(figsize=(2.6 * len(maps) + 1.0, 4.2), layout="constrained")
         axes = fig.subplots(1, len(maps), squeeze=False)[0]
         for ax, (name, found) in zip(axes, maps.items(), strict=True):
@@ -67,9 +65,8 @@ def head_maps(maps: dict, *, title: str) -> Figure:
 def head_distribution(deltas: dict[str, np.ndarray], *, small: float, title: str) -> Figure:
     """The distribution of Δloss over heads (``deltas``: model → its values), as the
     share of heads at or below each Δloss; ``small`` a dotted line."""
-    import matplotlib
 
-    with matplotlib.rc_context(STYLE):
+    with style.drawing():
         fig = Figure(figsize=(6.0, 3.2), layout="constrained")
         ax = fig.add_subplot()
         for name, values in deltas.items():
@@ -90,12 +87,11 @@ def sink_price(found: dict, epsilons: np.ndarray, *, title: str) -> Figure:
     """The sink rate of the layers above against Δloss, one point per ε of Value
     ``scale`` (labelled) and the mean-ablation control (``found`` from
     :func:`attn_lib.analysis.effects.sink_price`)."""
-    import matplotlib
 
     from attn_lib.figures.plot import format_epsilon
 
     scale, control = found["scale"], found["mean ablation"]
-    with matplotlib.rc_context(STYLE):
+    with style.drawing():
         fig = Figure(figsize=(6.0, 3.6), layout="constrained")
         ax = fig.add_subplot()
         ax.plot(scale["sink_rate"], scale["delta_loss"], marker="o", color="#2ca02c", lw=1.5,
@@ -114,9 +110,8 @@ def sink_price(found: dict, epsilons: np.ndarray, *, title: str) -> Figure:
 
 def bos(losses: dict[str, np.ndarray], *, title: str) -> Figure:
     """Each input's loss with and without BOS (one line per input), with the means."""
-    import matplotlib
 
-    with matplotlib.rc_context(STYLE):
+    with style.drawing():
         fig = Figure(figsize=(4.2, 3.6), layout="constrained")
         ax = fig.add_subplot()
         names = list(losses)

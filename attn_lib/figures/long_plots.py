@@ -5,7 +5,7 @@ global layers apart); the attention the first tokens receive, per layer."""
 import numpy as np
 from matplotlib.figure import Figure
 
-from attn_lib.figures.plot import STYLE
+from attn_lib.figures import style
 
 
 def against_position(study: dict, metric: str, groups: dict[str, list[int]], *, title: str,
@@ -20,7 +20,7 @@ def against_position(study: dict, metric: str, groups: dict[str, list[int]], *, 
     settings = study["settings"]
     depth = max(max(layers) for layers in groups.values()) + 1
     colours = matplotlib.colormaps["viridis_r"]
-    with matplotlib.rc_context(STYLE):
+    with style.drawing():
         fig = Figure(figsize=(2.3 * len(settings), 2.1 * len(groups) + 0.6), layout="constrained")
         axes = fig.subplots(len(groups), len(settings), sharex=True, sharey=True, squeeze=False)
         for row, (group, layers) in enumerate(groups.items()):
@@ -43,15 +43,14 @@ def against_position(study: dict, metric: str, groups: dict[str, list[int]], *, 
 def first_tokens(study: dict, *, title: str) -> Figure:
     """The share of all attention the first tokens receive together, averaged over
     heads, per layer, a line per setting."""
-    import matplotlib
 
-    with matplotlib.rc_context(STYLE):
+    with style.drawing():
         fig = Figure(figsize=(7.0, 3.0), layout="constrained")
         ax = fig.add_subplot()
         for label, setting in study["settings"].items():
             share = setting["first"].sum(-1).mean(-1)  # (layers,)
-            style = "-" if label == "unmodified" else "--" if label.startswith("key") else ":"
-            ax.plot(np.arange(len(share)), share, style, marker=".", label=label)
+            dash = "-" if label == "unmodified" else "--" if label.startswith("key") else ":"
+            ax.plot(np.arange(len(share)), share, dash, marker=".", label=label)
         ax.set_xlabel("layer")
         ax.set_ylabel("share of attention")
         ax.set_ylim(0, 1)

@@ -4,7 +4,7 @@ sink rate against ε under a modification."""
 import numpy as np
 from matplotlib.figure import Figure
 
-from attn_lib.figures.plot import STYLE
+from attn_lib.figures import style
 
 KIND_COLOURS = {"natural": "#1f77b4", "random": "#ff7f0e", "repeated": "#2ca02c"}
 LINE_COLOURS = {"query or key": "#d62728", "value": "#2ca02c"}
@@ -13,9 +13,8 @@ LINE_COLOURS = {"query or key": "#d62728", "value": "#2ca02c"}
 def rates(rows: dict[str, dict[str, float]], citation: str) -> Figure:
     """Bars of Sink₁^0.3 (%) per model (ours and the cited ones) and input kind;
     ``rows`` maps a model's label to its rate per kind."""
-    import matplotlib
 
-    with matplotlib.rc_context(STYLE):
+    with style.drawing():
         fig = Figure(figsize=(9.0, 3.6), layout="constrained")
         ax = fig.add_subplot()
         width = 0.8 / len(KIND_COLOURS)
@@ -37,11 +36,10 @@ def under_modification(
     """One panel per (kind, modified layer), ``curves[(kind, layer)][line]`` a value per
     ε (a line of :data:`attn_lib.analysis.sinks.LINES`); ``prediction`` (kind → value or
     None) a dashed line where the maths gives one."""
-    import matplotlib
 
     kinds = sorted({kind for kind, _ in curves})
     layers = sorted({layer for _, layer in curves})
-    with matplotlib.rc_context(STYLE):
+    with style.drawing():
         fig = Figure(figsize=(3.2 * len(layers), 2.8 * len(kinds)), layout="constrained")
         axes = fig.subplots(len(kinds), len(layers), squeeze=False, sharey=True)
         for (kind, layer), lines in curves.items():
