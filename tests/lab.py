@@ -172,14 +172,14 @@ def explorer_view(driver) -> tuple[str, str]:
 
 def explorer_cells(driver) -> dict:
     """What the explorer's canvas shows, cell by cell: each cell's centre pixel (RGBA)
-    and whether the cell is hatched (every pixel white or the hatch's grey)."""
+    and whether the cell is hatched (every pixel the masked cells' grey or their hatch's)."""
     return driver.execute_script(
         """
         const v = document.querySelector('.attn-heatmap'), map = v.querySelector('canvas');
         const cell = Number(v.dataset.cell), rows = map.height / cell, columns = map.width / cell;
         const data = map.getContext('2d').getImageData(0, 0, map.width, map.height).data;
         const pixel = (x, y) => Array.from(data.subarray(4 * (y * map.width + x)).slice(0, 4));
-        const plain = (p) => p.join() === '255,255,255,255' || p.join() === '179,179,179,255';
+        const plain = (p) => p.join() === '115,115,115,255' || p.join() === '51,51,51,255';
         const centre = [], hatched = [];
         for (let i = 0; i < rows; i++) {
           centre.push([]); hatched.push([]);

@@ -58,7 +58,7 @@ def test_a_moved_colour_map_is_caught_and_its_diff_kept(folders, monkeypatch):
     produced, committed, diffs, figures = folders
     panel = panels.load_panel(committed / "qkv_grid" / "query_eps5e-1.npz")
     monkeypatch.setattr(plot, "CMAP", "viridis")
-    fig = plot.panel_figure(panel)
+    fig = plot.panel_figure(panel, panel["subtitle"])
     plot.save(fig, produced / "qkv_grid" / "query_eps5e-1", ("png",))
     [problem] = compare_figures(produced, committed, diffs, figures)
     assert problem.startswith("qkv_grid/query_eps5e-1.png: RMS ")
@@ -121,3 +121,23 @@ def test_a_fifo_named_like_a_panel_is_refused_without_reading_it(folders):
     os.mkfifo(produced / "qkv_grid" / "key_eps5e-1.npz")
     os.mkfifo(committed / "qkv_grid" / "key_eps5e-1.npz")
     assert compare_figures(*folders) == ["qkv_grid/key_eps5e-1.npz: not a regular file"]
+
+
+def test_a_notebooks_data_pass_rounding_and_nan_but_not_a_change(tmp_path):
+    """The numbers beside a notebook's figure: float32 rounding summed over rows passes,
+    a NaN where the committed one has a NaN passes, a NaN for a number does not."""
+    for side in ("committed", "produced"):
+        (tmp_path / side / "sinks").mkdir(parents=True)
+    values = np.array([0.7183, 0.0741, np.nan, 1e-9])
+    save_npz(tmp_path / "committed" / "sinks" / "rates.npz", {"rates": values})
+    folders = (tmp_path / "produced", tmp_path / "committed", tmp_path / "diffs", ["sinks"])
+
+    def produced(values):
+        save_npz(tmp_path / "produced" / "sinks" / "rates.npz", {"rates": values})
+        return compare_figures(*folders)
+
+    assert produced(values * (1 + 3e-5)) == []
+    assert produced(values * (1 + 3e-4)) == [
+        f"sinks/rates.npz: rates[0]: {values[0] * (1 + 3e-4):.8g}, committed {values[0]:.8g}"
+    ]
+    assert len(produced(np.where(np.isnan(values), 0.5, values))) == 1

@@ -1,5 +1,6 @@
 import re
 
+import matplotlib
 import numpy as np
 import papermill
 import pytest
@@ -105,7 +106,10 @@ def test_masked_cells_are_left_unpainted_not_drawn_as_weights():
     ax = plot.panel_figure(panel).axes[0]
     painted = ~np.ma.getmaskarray(ax.collections[0].get_array()).reshape(4, 4)
     np.testing.assert_array_equal(painted, np.tril(np.ones((4, 4), bool)))
-    assert ax.patch.get_hatch() == "////", "what shows through is a hatch"
+    assert ax.patch.get_hatch() == plot.MASKED["hatch"], "what shows through is a hatch"
+    grey = matplotlib.colors.to_rgba(plot.MASKED["facecolor"])
+    colours = matplotlib.colormaps[plot.CMAP](np.linspace(0, 1, 256))
+    assert np.abs(colours - grey).sum(1).min() > 0.1, "on a grey that no weight is"
     assert ax.collections[0].get_clim() == (0.0, 1.0), "the colour scale is unchanged"
     # a map with nothing masked paints every cell, its zero weights included
     ax = plot.panel_figure({**panel, "masked": np.zeros((4, 4), bool)}).axes[0]

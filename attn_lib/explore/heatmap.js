@@ -4,16 +4,17 @@
 // (1: a future key the query cannot see), the token labels, the title and a 256-entry
 // RGBA table of the house colour map (RdBu_r on 0..1, sampled by matplotlib). A cell of
 // weight w takes entry min(255, floor(w * 256)), as matplotlib's colour map does; a
-// masked cell is left white under a grey hatch, as in the static panels. Hovering a cell
+// masked cell is dark grey under a darker cross-hatch, as in the static panels
+// (attn_lib.figures.plot.MASKED: no colour of RdBu_r). Hovering a cell
 // shows its query, key and weight; clicking keeps that cell's readout until the next
 // click. After each paint the root's data-version is the kernel's version and
 // data-painted-at the page's performance.now() (benchmarks/browser.py reads them);
 // data-cell is a cell's side in pixels (tests/test_browser.py reads the canvas by it).
 
 const SIDE = 480; // CSS pixels of the map's longer side (cells of 2 pixels at least)
-const HATCH = [179, 179, 179, 255]; // matplotlib's grey "0.7"
-const PAPER = [255, 255, 255, 255];
-const HATCH_SPACING = 6; // pixels between the hatch's "/" lines
+const HATCH = [51, 51, 51, 255]; // matplotlib's grey "0.2"
+const PAPER = [115, 115, 115, 255]; // matplotlib's grey "0.45"
+const HATCH_SPACING = 6; // pixels between the hatch's "/" (and "\\") lines
 const TICKS = [0, 0.2, 0.4, 0.6, 0.8, 1];
 const LABEL_SPACE = 11; // pixels a token label needs along its axis
 
@@ -125,6 +126,10 @@ function render({ model, el: root }) {
     }));
   }
 
+  function crossed(x, y) {
+    return (x + y) % HATCH_SPACING === 0 || (x - y) % HATCH_SPACING === 0; // -0 === 0
+  }
+
   function paint() {
     // One 32-bit RGBA word a pixel, words copied from the colour table.
     const width = map.width;
@@ -138,7 +143,7 @@ function render({ model, el: root }) {
         const colour = mask[at] ? 0 : table[colourIndex(weights[at])];
         for (let y = i * cell; y < (i + 1) * cell; y++) {
           for (let x = j * cell; x < (j + 1) * cell; x++) {
-            pixels[y * width + x] = mask[at] ? ((x + y) % HATCH_SPACING ? paper : hatch) : colour;
+            pixels[y * width + x] = mask[at] ? (crossed(x, y) ? hatch : paper) : colour;
           }
         }
       }

@@ -1,7 +1,8 @@
 """Figure regression: what a figures run produced against the committed figures.
 
 Panel data (``.npz``) must agree with equal parameters: attention weights within
-:data:`WEIGHTS_ATOL`, any other number within rtol 1e-5 and atol 1e-6. Every PNG must
+:data:`WEIGHTS_ATOL`, any other number within rtol 1e-4 and atol 1e-5 (a NaN only
+where the committed one has a NaN). Every PNG must
 match within an RMS of 2 (of 255) by ``matplotlib.testing.compare.compare_images``. A
 failing PNG's diff image is kept. Only regular files are opened.
 """
@@ -12,7 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-RTOL, ATOL = 1e-5, 1e-6
+# The numbers beside a notebook's figures (KL, losses, rates, means over thousands of
+# float32 rows) carry the same machine-to-machine rounding, summed: a tenth of a
+# thousandth, relative, is far below anything a figure or a stated number shows.
+RTOL, ATOL = 1e-4, 1e-5
 # Attention weights lie in [0, 1] and are drawn on 256 colours. XLA's CPU code is not
 # the same from machine to machine, and float32 rounding differs with it; a panel can
 # amplify it (an inverse Value at 1e-3 multiplies it by 1000; SmolLM2 adds 30 layers):
@@ -46,8 +50,10 @@ def _compare_npz(new: Path, old: Path) -> list[str]:
                 problems.append(f"{key}: shape {a.shape}, committed {b.shape}")
             elif a.dtype.kind in "fc":
                 rtol, atol = TOLERANCES.get(key, (RTOL, ATOL))
-                if not np.allclose(a, b, rtol=rtol, atol=atol):
-                    worst = np.unravel_index(np.argmax(np.abs(a - b)), a.shape)
+                bad = ~np.isclose(a, b, rtol=rtol, atol=atol, equal_nan=True)
+                if bad.any():
+                    gap = np.where(bad, np.nan_to_num(np.abs(a - b), nan=np.inf), -1.0)
+                    worst = np.unravel_index(np.argmax(gap), a.shape)
                     problems.append(
                         f"{key}{list(map(int, worst))}: {a[worst]:.8g}, committed {b[worst]:.8g}"
                     )

@@ -7,7 +7,6 @@ from matplotlib.figure import Figure
 
 from attn_lib.figures import style
 
-COMPONENT_COLOURS = {"query": "#d62728", "key": "#1f77b4", "value": "#2ca02c"}
 MEASURES = {"kl": "KL(unmodified ‖ modified), nats", "delta_loss": "Δ next-token loss, nats"}
 
 
@@ -17,23 +16,20 @@ def twin(curves: dict, epsilons: dict[str, np.ndarray], *, marks=(), title: str)
     drawn as dotted lines (the grid's columns), on the kinds whose ε they are."""
 
     with style.drawing():
-        fig = Figure(figsize=(7.6, 2.3 * len(epsilons)), layout="constrained")
+        fig = style.new(style.WIDE, 2.6 * len(epsilons) + 0.6)
         axes = fig.subplots(len(epsilons), len(MEASURES), squeeze=False)
         for row, (kind, values) in enumerate(epsilons.items()):
             for col, (measure, label) in enumerate(MEASURES.items()):
                 ax = axes[row, col]
-                for component, colour in COMPONENT_COLOURS.items():
-                    ax.plot(values, curves[(component, kind)][measure], color=colour, lw=1.5,
-                            marker=".", label=component)  # fmt: skip
-                for mark in marks:
-                    if values.min() <= mark <= values.max():
-                        ax.axvline(mark, ls=":", color="0.5", lw=1)
+                lines = {c.capitalize(): curves[(c, kind)][measure] for c in style.COMPONENTS}
+                style.lines(ax, values, lines, style.COMPONENTS)
+                style.mark_epsilons(ax, marks)
                 ax.set_xscale("log")
                 ax.set_yscale("symlog", linthresh=1e-3)
                 ax.axhline(0, color="0.7", lw=0.8)
                 ax.set_xlabel(f"ε ({kind})")
                 ax.set_ylabel(label)
-        axes[0, -1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+            axes[row, -1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
         fig.suptitle(title)
     return fig
 
@@ -41,21 +37,21 @@ def twin(curves: dict, epsilons: dict[str, np.ndarray], *, marks=(), title: str)
 def head_maps(maps: dict, *, title: str) -> Figure:
     """Each head's Δloss, ``(layers, heads)``, one panel per intervention (``maps`` from
     :func:`attn_lib.analysis.effects.head_maps`), on one diverging scale centred on 0:
-    a head whose change lowers the loss is blue."""
+    a head whose change lowers the loss is blue. Layer 0 is the top row, as in the grids."""
     from matplotlib.colors import TwoSlopeNorm
 
     largest = max(float(np.abs(m["delta_loss"]).max()) for m in maps.values()) or 1.0
     norm = TwoSlopeNorm(0.0, -largest, largest)
     with style.drawing():
-        fig = Figure(figsize=(2.6 * len(maps) + 1.0, 4.2), layout="constrained")
+        fig = style.new(style.WIDE, 4.6)
         axes = fig.subplots(1, len(maps), squeeze=False)[0]
         for ax, (name, found) in zip(axes, maps.items(), strict=True):
             table = found["delta_loss"]
-            image = ax.imshow(table, cmap="RdBu_r", norm=norm, aspect="auto",
-                              interpolation="nearest", origin="lower")  # fmt: skip
+            image = ax.imshow(table, cmap="RdBu_r", norm=norm, aspect="auto", origin="upper")
             ax.set_title(name)
             ax.set_xlabel("head")
-            ax.set_xticks(range(table.shape[1]))
+            ax.grid(False)
+            style.integer_ticks(ax.xaxis, ax.yaxis)
         axes[0].set_ylabel("layer")
         fig.colorbar(image, ax=list(axes), label="Δ next-token loss, nats", shrink=0.9)
         fig.suptitle(title)
@@ -67,7 +63,7 @@ def head_distribution(deltas: dict[str, np.ndarray], *, small: float, title: str
     share of heads at or below each Δloss; ``small`` a dotted line."""
 
     with style.drawing():
-        fig = Figure(figsize=(6.0, 3.2), layout="constrained")
+        fig = style.new(style.NARROW + 1.0, 3.4)
         ax = fig.add_subplot()
         for name, values in deltas.items():
             ordered = np.sort(np.ravel(values))
@@ -88,18 +84,17 @@ def sink_price(found: dict, epsilons: np.ndarray, *, title: str) -> Figure:
     ``scale`` (labelled) and the mean-ablation control (``found`` from
     :func:`attn_lib.analysis.effects.sink_price`)."""
 
-    from attn_lib.figures.plot import format_epsilon
-
     scale, control = found["scale"], found["mean ablation"]
+    value = style.COMPONENTS["value"]
     with style.drawing():
-        fig = Figure(figsize=(6.0, 3.6), layout="constrained")
+        fig = style.new(style.NARROW + 1.0, 3.8)
         ax = fig.add_subplot()
-        ax.plot(scale["sink_rate"], scale["delta_loss"], marker="o", color="#2ca02c", lw=1.5,
+        ax.plot(scale["sink_rate"], scale["delta_loss"], marker="o", color=value,
                 label="Value scale, ε as labelled")  # fmt: skip
         for x, y, epsilon in zip(scale["sink_rate"], scale["delta_loss"], epsilons, strict=True):
-            ax.annotate(format_epsilon(float(epsilon)), (x, y), textcoords="offset points",
-                        xytext=(4, 4), fontsize=7)  # fmt: skip
-        ax.scatter(control["sink_rate"], control["delta_loss"], marker="s", color="#9467bd",
+            ax.annotate(style.format_epsilon(float(epsilon)), (x, y), textcoords="offset points",
+                        xytext=(4, 4), fontsize=8)  # fmt: skip
+        ax.scatter(control["sink_rate"], control["delta_loss"], marker="s", color="black",
                    zorder=3, label="Value mean (ε = 0): the mean-ablation control")  # fmt: skip
         ax.set_xlabel("Sink₁^0.3 of the layers above (%)")
         ax.set_ylabel("Δ next-token loss, nats")
@@ -112,11 +107,12 @@ def bos(losses: dict[str, np.ndarray], *, title: str) -> Figure:
     """Each input's loss with and without BOS (one line per input), with the means."""
 
     with style.drawing():
-        fig = Figure(figsize=(4.2, 3.6), layout="constrained")
+        fig = style.new(style.NARROW, 3.8)
         ax = fig.add_subplot()
         names = list(losses)
         values = np.stack([losses[name] for name in names])
-        ax.plot(range(len(names)), values, color="0.6", lw=0.8, marker=".")
+        inputs = ax.plot(range(len(names)), values, color="0.6", lw=0.8, marker=".")
+        inputs[0].set_label("one input")
         ax.plot(range(len(names)), values.mean(1), color="k", lw=2, marker="o", label="mean")
         ax.set_xticks(range(len(names)), [f"{name} BOS" for name in names])
         ax.set_xlim(-0.4, len(names) - 0.6)

@@ -136,6 +136,24 @@ def panel_title(params: dict) -> str:
     return template.format(Component=params["component"].capitalize(), eps=eps, **params)
 
 
+def panel_subtitle(params: dict) -> str:
+    """What a panel on its own does not say, a line each: the model exactly, the
+    modification and where it is made, and the layer and head drawn, e.g.
+    "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantised)\nscale of the Query in layer 0,
+    every head\ndrawn: layer 0, head 8"."""
+    model = models.entry(params["source"]).model or params["source"]
+    if params["source"] == "synthetic":
+        shape = "two-scale" if params["two_scale"] else f"gain {params['gain']:g}"
+        extras = [("causal", params["causal"]), ("sink on token 0", params["sink"])]
+        model += f" ({', '.join([shape] + [name for name, on in extras if on])})"
+    heads = "every head" if params["modify_head"] == -1 else f"head {params['modify_head']}"
+    return (
+        f"{model}\n{params['kind']} of the {params['component'].capitalize()} in layer "
+        f"{params['modify_layer']}, {heads}\ndrawn: layer {params['observe_layer']}, "
+        f"head {params['head']}"
+    )
+
+
 def source_parameters(params: dict) -> dict:
     """Of the panel parameters ``params``, those of its source (``seed`` included where
     the source has one)."""
@@ -164,7 +182,7 @@ def compute_panel(params: dict, source=None, *, every_layer: bool = True) -> dic
     (layers, heads, T, T; only with ``every_layer``: without it, no layer above the
     observed one runs), ``masked`` (T, T: True where a query cannot look, from the
     source's :meth:`~attn_lib.models.base.Source.visible`), ``tokens``, ``title`` and
-    ``parameters``.
+    ``parameters`` (and ``subtitle``: :func:`panel_subtitle`).
     """
     source = make_source(params) if source is None else source
     if source.seq_len > MAX_PANEL_TOKENS:
@@ -188,6 +206,7 @@ def compute_panel(params: dict, source=None, *, every_layer: bool = True) -> dic
         "masked": np.zeros(shape, bool) if visible is None else ~np.broadcast_to(visible, shape),
         "tokens": source.tokens,
         "title": panel_title(params),
+        "subtitle": panel_subtitle(params),
         "parameters": params,
     }
 
@@ -208,19 +227,21 @@ def save_panel(panel: dict, fig, output_dir: str | Path, name: str) -> None:
             "parameters": np.array(json.dumps(without_output_dir, sort_keys=True)),
         },
     )
-    plot.save(fig, stem, ("png", "pdf"))
+    plot.save(fig, stem, ("png", "pdf"), description=f"{panel['title']}\n{panel['subtitle']}")
 
 
 def load_panel(path: str | Path) -> dict:
     """A saved panel, as :func:`compute_panel` returned it."""
     with np.load(resolve(path)) as data:
+        parameters = json.loads(str(data["parameters"]))
         return {
             "weights": data["weights"],
             "all_weights": data["all_weights"],
             "masked": data["masked"],
             "tokens": tuple(data["tokens"].tolist()),
             "title": str(data["title"]),
-            "parameters": json.loads(str(data["parameters"])),
+            "subtitle": panel_subtitle(parameters),
+            "parameters": parameters,
         }
 
 

@@ -27,6 +27,7 @@ METADATA = {
     "pdf": {"CreationDate": None, "Producer": None},
     "svg": {"Date": None},
 }
+DESCRIBED = {"png": "Description", "pdf": "Subject", "svg": "Description"}  # the key per format
 
 
 def mask_of(panel: dict) -> np.ndarray | None:
@@ -69,13 +70,13 @@ def heatmap(panel: dict, ax, *, colorbar: bool = True):
     ax.grid(False)
 
 
-def mask_legend(fig, panels: Sequence[dict]) -> None:
+def mask_legend(fig, panels: Sequence[dict], loc: str) -> None:
     """Beside ``fig``, what the masked cells are, where any of ``panels`` has some."""
     if any(mask_of(panel) is not None for panel in panels):
         from matplotlib.patches import Patch
 
-        patch = Patch(**MASKED, label="masked: a key\nthe query cannot\nsee (weight 0)")
-        fig.legend(handles=[patch], loc="outside right lower", fontsize=8)
+        patch = Patch(**MASKED, label="masked: a key the\nquery cannot see")
+        fig.legend(handles=[patch], loc=loc, fontsize=8)
 
 
 def panel_figure(panel: dict, subtitle: str = ""):
@@ -91,7 +92,7 @@ def panel_figure(panel: dict, subtitle: str = ""):
         heatmap(panel, fig.subplots())
         if subtitle:
             fig.suptitle(plain(subtitle), fontsize=9, color="0.3")
-        mask_legend(fig, [panel])
+        mask_legend(fig, [panel], "outside lower right")
     return fig
 
 
@@ -116,7 +117,7 @@ def grid_figure(panels: Sequence[Sequence[dict]], caption: str, subtitle: str = 
         fig.supxlabel(plain(caption))
         if subtitle:
             fig.suptitle(plain(subtitle), fontsize=9, color="0.3")
-        mask_legend(fig, [panel for row in panels for panel in row])
+        mask_legend(fig, [panel for row in panels for panel in row], "outside right lower")
     return fig
 
 
@@ -144,8 +145,11 @@ def show(fig, alt: str) -> None:
     display(html(fig, alt), raw=True)
 
 
-def save(fig, stem: str | Path, formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
-    """Save ``fig`` as ``stem.<format>`` for each format, atomically and deterministically.
+def save(
+    fig, stem: str | Path, formats: Sequence[str] = ("png", "pdf"), description: str = ""
+) -> list[Path]:
+    """Save ``fig`` as ``stem.<format>`` for each format, atomically and deterministically,
+    with ``description`` (what the figure shows) in each file's metadata.
 
     Each file is written to a temporary name in the same folder and renamed, so an
     interrupted save never leaves a truncated file. A figure that fails the house
@@ -163,6 +167,7 @@ def save(fig, stem: str | Path, formats: Sequence[str] = ("png", "pdf")) -> list
         for fmt in formats:
             path = stem.with_suffix(f".{fmt}")
             with atomic_path(path) as tmp:
-                fig.savefig(tmp, format=fmt, dpi=DPI, metadata=METADATA[fmt])
+                described = {DESCRIBED[fmt]: description} if description else {}
+                fig.savefig(tmp, format=fmt, dpi=DPI, metadata=METADATA[fmt] | described)
             paths.append(path)
     return paths

@@ -8,6 +8,7 @@ import asyncio
 import os
 import shutil
 import sys
+import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
@@ -119,6 +120,7 @@ def run(
     build = BUILD / "notebooks"
     failures: dict[str, str] = {}
     counts = {"ran": 0, "up to date": 0}
+    took: dict[str, float] = {}  # seconds each notebook that ran took
     library = library_hash()
     use_compilation_cache()
 
@@ -128,7 +130,9 @@ def run(
             return False
         shutil.rmtree(job.stage, ignore_errors=True)  # what a killed run left
         job.stage.mkdir(parents=True)
+        start = time.monotonic()
         _execute(job, build)
+        took[f"{job.figure}/{job.name}"] = time.monotonic() - start
         land(job, made_from)
         return True
 
@@ -196,6 +200,9 @@ def run(
         + (f", {not_run} not run (interrupted)" if interrupted else "")
         + f"; outputs in {out}, executed notebooks in {build}"
     )
+    if took:  # where the time went: what to look at when the figure stage must be faster
+        slowest = sorted(took.items(), key=lambda item: -item[1])[:5]
+        print("slowest: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in slowest))
     for name, line in sorted(failures.items()):
         print(f"FAILED {name}: {line}", file=sys.stderr)
     return 130 if interrupted else 1 if failures else 0

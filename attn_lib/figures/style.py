@@ -122,16 +122,16 @@ def integer_ticks(*axes) -> None:
     """Integer-only ticks on each axis (e.g. ``ax.xaxis``): layers, heads, positions."""
     from matplotlib.ticker import MaxNLocator
 
-    for axis in axes:
-        axis.set_major_locator(MaxNLocator(integer=True))
+    for axis in axes:  # min_n_ticks=1: one head (a view of one integer) gets its tick too
+        axis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
 
 
 def check(fig: Figure) -> list[str]:
     """What is wrong with ``fig``, drawn, as a list of sentences (empty if nothing):
 
     - a text (title, label, tick label, legend, annotation) extends past the canvas;
-    - an axis whose data are integers (integer line positions, an image's rows and
-      columns) has a tick between integers;
+    - an axis whose data are integers (an image's rows and columns, lines' x positions
+      where all are integers) has a tick between integers;
     - a legend names a line that another line hides, unless its label says which
       (:data:`COINCIDES`)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -148,8 +148,7 @@ def check(fig: Figure) -> list[str]:
     for ax in fig.axes:
         for name, axis in (("x", ax.xaxis), ("y", ax.yaxis)):
             if _integer_data(ax, name) and axis.get_scale() == "linear":
-                low, high = sorted(axis.get_view_interval())
-                ticks = [t for t in axis.get_majorticklocs() if low <= t <= high]
+                ticks = [t for t in axis.get_majorticklocs() if _in_view(t, axis)]
                 if any(abs(t - round(t)) > 1e-9 for t in ticks):
                     problems.append(f"{name} axis of {ax.get_title()!r}: ticks between integers")
         problems += _hidden_lines(ax)
@@ -157,19 +156,34 @@ def check(fig: Figure) -> list[str]:
 
 
 def _texts(fig: Figure):
+    """Every text that is drawn: tick labels only where their tick is in view."""
     from matplotlib.text import Text
 
-    for artist in fig.findobj(Text):
-        if not artist.get_visible() or not artist.get_text().strip():
-            continue
-        axes = artist.axes
-        if axes is not None and artist in axes.xaxis.get_ticklabels() + axes.yaxis.get_ticklabels():
-            axis = axes.xaxis if artist in axes.xaxis.get_ticklabels() else axes.yaxis
-            low, high = sorted(axis.get_view_interval())
-            position = artist.get_position()[0 if axis is axes.xaxis else 1]
-            if not low - 1e-9 <= position <= high + 1e-9:
-                continue  # a tick outside the view is not drawn
-        yield artist
+    axes = [axis for ax in fig.axes for axis in (ax.xaxis, ax.yaxis)]
+    every_tick = {
+        id(label) for axis in axes for tick in axis.majorTicks + axis.minorTicks
+        for label in (tick.label1, tick.label2)
+    }  # fmt: skip
+    in_view = [
+        label for axis in axes for tick in axis.get_major_ticks() + axis.get_minor_ticks()
+        if _in_view(tick.get_loc(), axis) for label in (tick.label1, tick.label2)
+    ]  # fmt: skip
+    others = [t for t in fig.findobj(Text) if id(t) not in every_tick]
+    for artist in others + in_view:
+        if artist.get_visible() and artist.get_text().strip():
+            yield artist
+
+
+def _in_view(position: float, axis) -> bool:
+    """Whether a tick at ``position`` is drawn: inside the view, up to rounding (on a
+    log axis, rounding of the logarithm: 1e-14 is outside a view from 1e-12)."""
+    low, high = sorted(axis.get_view_interval())
+    if axis.get_scale() == "log":
+        if position <= 0:
+            return False
+        position, low, high = np.log10(position), np.log10(low), np.log10(high)
+    slack = 1e-9 * max(high - low, 1e-300)
+    return low - slack <= position <= high + slack
 
 
 def _inside(box, canvas, slack: float = 1.0) -> bool:
@@ -182,12 +196,14 @@ def _inside(box, canvas, slack: float = 1.0) -> bool:
 
 
 def _integer_data(ax, name: str) -> bool:
-    index = 0 if name == "x" else 1
+    """An image's rows and columns; lines' x positions (layers, heads, positions), where
+    every line in data coordinates has integer ones (an axvline's y is the axes' [0, 1])."""
     if ax.images:
         return True
-    # lines in data coordinates only: an axvline's other coordinate is the axes' [0, 1]
+    if name == "y":
+        return False
     data = [
-        np.asarray(line.get_data()[index], float)
+        np.asarray(line.get_xdata(), float)
         for line in ax.get_lines()
         if line.get_transform() is ax.transData
     ]

@@ -21,6 +21,8 @@ class Entry:
       causal: whether its queries never see later keys, where no parameter of its own
         says (None: not known before it is built); :meth:`parameters` accepts the
         truth said and refuses the other.
+      model: the model exactly, as a caption names it (its file and precision); the
+        name where empty.
     """
 
     name: str
@@ -30,6 +32,7 @@ class Entry:
     heads: int
     kv_heads: int
     causal: bool | None = None
+    model: str = ""
 
     def parameters(self, **params) -> object:
         """``params`` as this source's checked parameters (the others at their defaults);

@@ -69,4 +69,13 @@ def create(text: str | None = None, *, ids=None, bos: bool | None = None) -> Dec
     return Decoder.create(gguf_file.load(str(package_file()), SHA256), text, ids=ids, bos=bos)
 
 
-ENTRY = Entry("gemma3", TextParams, lambda p: create(p.text), LAYERS, HEADS, KV_HEADS, causal=True)
+ENTRY = Entry(
+    "gemma3",
+    TextParams,
+    lambda p: create(p.text),
+    LAYERS,
+    HEADS,
+    KV_HEADS,
+    causal=True,
+    model="Gemma-3-270M (Q4_K_M GGUF, dequantised)",
+)

@@ -230,5 +230,12 @@ class MiniLM(Source):
 
 
 ENTRY = Entry(
-    "minilm", TextParams, lambda p: MiniLM.create(p.text), LAYERS, HEADS, HEADS, causal=False
+    "minilm",
+    TextParams,
+    lambda p: MiniLM.create(p.text),
+    LAYERS,
+    HEADS,
+    HEADS,
+    causal=False,
+    model="all-MiniLM-L6-v2 (float32 safetensors)",
 )

@@ -49,4 +49,13 @@ def create(text: str | None = None, *, ids=None, bos: bool | None = None) -> Dec
     return Decoder.create(gguf_file.load(str(package_file()), SHA256), text, ids=ids, bos=bos)
 
 
-ENTRY = Entry("smollm2", TextParams, lambda p: create(p.text), LAYERS, HEADS, KV_HEADS, causal=True)
+ENTRY = Entry(
+    "smollm2",
+    TextParams,
+    lambda p: create(p.text),
+    LAYERS,
+    HEADS,
+    KV_HEADS,
+    causal=True,
+    model="SmolLM2-135M-Instruct (Q4_1 GGUF, dequantised)",
+)

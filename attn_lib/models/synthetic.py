@@ -279,5 +279,11 @@ def _build(params: Params) -> Synthetic:
 
 
 ENTRY = Entry(
-    name="synthetic", params=Params, build=_build, layers=LAYERS, heads=HEADS, kv_heads=HEADS
+    name="synthetic",
+    params=Params,
+    build=_build,
+    layers=LAYERS,
+    heads=HEADS,
+    kv_heads=HEADS,
+    model="the synthetic Flax stack",
 )
