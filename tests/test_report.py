@@ -4,12 +4,13 @@ import numpy as np
 import pytest
 
 from attn_lib import Modification, Synthetic, all_weights
-from attn_lib.analysis import calibrate, report
+from attn_lib.analysis import calibrate, report, verdicts
 from attn_lib.figures.spec import load_spec
+from attn_lib.models.synthetic import NEAR
 
 
 @pytest.fixture(scope="module")
-def verdicts():
+def by_kind():
     source = Synthetic.create()
     grid = np.unique(np.concatenate([np.logspace(-12, 2, 15), report.SEED_EPSILONS]))
     return {
@@ -21,24 +22,24 @@ def verdicts():
     }
 
 
-def test_inverse_reproduces_the_diagonal_and_the_sharpening(verdicts):
+def test_inverse_reproduces_the_diagonal_and_the_sharpening(by_kind):
     for observation in ("O1", "O2", "O3a", "O4"):
-        assert verdicts["inverse"][observation] == report.HOLDS, observation
+        assert by_kind["inverse"][observation] == verdicts.HOLDS, observation
 
 
-def test_inverse_loses_the_middle_column(verdicts):
+def test_inverse_loses_the_middle_column(by_kind):
     # at 1e-3 the scores are 1000 times larger: already the argmax, as at 1e-10
-    assert verdicts["inverse"]["O3b"] == report.FAILS
+    assert by_kind["inverse"]["O3b"] == verdicts.FAILS
 
 
-def test_pure_rescaling_in_one_head_cannot_tell_query_from_key(verdicts):
+def test_pure_rescaling_in_one_head_cannot_tell_query_from_key(by_kind):
     for kind in ("scale", "inverse"):
-        assert verdicts[kind]["O6"] == report.CANNOT
-        assert verdicts[kind]["O5"] == report.CANNOT
+        assert by_kind[kind]["O6"] == verdicts.CANNOT
+        assert by_kind[kind]["O5"] in (verdicts.CANNOT, verdicts.FAILS)
 
 
-def test_small_noise_leaves_the_map_unchanged(verdicts):
-    assert verdicts["noise"]["O3a"] == report.FAILS
+def test_small_noise_leaves_the_map_unchanged(by_kind):
+    assert by_kind["noise"]["O3a"] == verdicts.FAILS
 
 
 def test_value_never_moves_its_own_layer():
@@ -48,65 +49,6 @@ def test_value_never_moves_its_own_layer():
     moved["value"][0, report.MODIFY_LAYER, 0, 0, :2] += (0.1, -0.1)  # a counter-example
     broken = report.Study("scale", result.epsilons, moved, result.base)
     assert report.guaranteed(broken)["largest change"] == pytest.approx(0.1)
-
-
-def _softmax(scores):
-    e = np.exp(scores - scores.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
-
-
-def _seed(temperatures=(1.0, 5.0, 60.0), t=10, query=None, key=None, value=None):
-    """Seed panels {component: (3, T, T)}: a diagonal map at three inverse temperatures."""
-    maps = np.stack([_softmax(b * np.eye(t)) for b in temperatures])
-    out = {"query": maps, "key": maps, "value": maps}
-    out.update(
-        {c: m for c, m in (("query", query), ("key", key), ("value", value)) if m is not None}
-    )
-    return out
-
-
-GOOD = _seed()
-FLAT = _seed((0.0, 0.0, 0.0))
-ANTI = _seed(value=np.stack([_softmax(b * np.eye(10)[::-1]) for b in (1.0, 5.0, 60.0)]))
-
-
-@pytest.mark.parametrize(
-    ("check", "holds", "counter_example", "failing"),
-    [
-        (report.size_and_range, GOOD, _seed(t=20), "20×20"),
-        (report.size_and_range, GOOD, _seed(value=GOOD["value"] * 1.5), "to 1.5"),
-        (report.diagonal_dominant, GOOD, ANTI, "60 of 90 rows"),
-        (report.sharpens, GOOD, FLAT, "0.10 → 0.10 → 0.10"),
-        (report.transitional, GOOD, _seed((1.0, 60.0, 60.0)), "and 0"),
-        (report.spreads, GOOD, FLAT, "query 1.00 = 1.00"),
-    ],
-)
-def test_each_verdict_holds_on_its_example_and_fails_on_a_counter_example(
-    check, holds, counter_example, failing
-):
-    assert check(holds)[0] == report.HOLDS, check(holds)[1]
-    verdict, evidence = check(counter_example)
-    assert verdict == report.FAILS and failing in evidence, evidence
-
-
-def test_the_ordering_and_the_key_verdicts_need_query_and_key_to_differ():
-    assert report.ordered(GOOD)[0] == report.key_like_query(GOOD)[0] == report.CANNOT
-    soft = _seed((0.5, 5.0, 60.0))["query"]
-    sharp = _seed((1.5, 5.0, 60.0))["query"]
-    ordered = _seed(query=soft, value=_seed((2.5, 5.0, 60.0))["query"])
-    assert report.ordered(ordered)[0] == report.HOLDS
-    verdict, evidence = report.ordered(_seed(query=sharp))  # Query sharper than Key
-    assert verdict == report.FAILS and "value 0.23 = key 0.23 < query 0.33" in evidence, evidence
-    assert report.key_like_query(_seed(query=sharp))[0] == report.HOLDS
-    verdict, evidence = report.key_like_query(_seed(query=soft))  # Key more intense
-    assert verdict == report.FAILS and "row peak 0.232 > Query's 0.155" in evidence, evidence
-
-
-@pytest.mark.parametrize(
-    ("a", "b", "shown"), [(0.664, 0.661, "="), (0.67, 0.66, ">"), (0.1, 0.2, "<"), (1.0, 1.0, "=")]
-)
-def test_evidence_shows_the_relation_the_printed_numbers_have(a, b, shown):
-    assert report.relation(a, b) == shown
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +88,24 @@ def test_jvp_agrees_with_finite_differences():
     )
     np.testing.assert_allclose(check["jvp"], check["finite_difference"], rtol=2e-2, atol=1e-4)
     assert np.abs(check["jvp"]).max() > 1e-2, "a derivative that is not trivially 0"
+
+
+def test_the_off_curve_difference_is_float32_cancellation():
+    """At small ε a central difference with a step of 0.1 % of ε is up to a few percent off
+    the jvp in float32 (the sensitivity figure's crosses: 2.7 % at 1.47e-3 here), and on
+    it in float64, with the same step."""
+    import jax
+
+    source, query = Synthetic.create(), Modification("query", "scale", 1.0)
+    epsilon = np.logspace(-3, 1, 25)[:4]
+
+    def off(check):
+        return float(np.abs(check["finite_difference"] / check["jvp"] - 1).max())
+
+    assert off(calibrate.finite_difference_check(source, query, epsilon)) > 1e-3
+    with jax.enable_x64(True):
+        wide = calibrate.finite_difference_check(calibrate.float64(source), query, epsilon)
+    assert off(wide) < 1e-4
 
 
 def test_the_seed_grid_of_any_model_observes_each_component_where_it_shows(synthetic):
@@ -208,17 +168,30 @@ def test_under_inverse_the_1e3_map_is_the_5e1_map_to_the_500th_power():
         assert np.abs(_power(noisy[0], 500) - noisy[1]).max() > 0.1, "noise is no rescaling"
 
 
-def test_o1_to_o4_hold_on_the_two_scale_stack_and_o3b_fails_on_one_scale():
-    """The headline's claim and its counter-example: the two-scale stack meets every
-    bullet of O1–O4 under inverse; the one-scale stack, at its own gain, fails O3b."""
+def test_the_two_scale_stack_sharpens_but_its_5e1_diagonal_is_below_a_colour_step():
+    """The headline's claim, by the one standard: on the two-scale stack under inverse
+    O1, O3a, O3b and O4 hold, and O2 fails: at 5e-1 the diagonal beats its neighbours by
+    less than one colour step. The one-scale stack, at its own gain, fails O3b."""
 
-    def verdicts(source):
-        rows = report.observations(report.study(source, "inverse"))
-        return {row["observation"]: row["verdict"] for row in rows}
+    def checked(source):
+        rows = report.observations(report.study(source, "inverse", report.SEED_EPSILONS))
+        return {row["observation"]: row for row in rows}
 
-    two = verdicts(Synthetic.create(two_scale=True, gain=1.0))
-    assert all(two[o] == report.HOLDS for o in ("O1", "O2", "O3a", "O3b", "O4")), two
-    one = verdicts(Synthetic.create())
-    assert one["O3b"] == report.FAILS
+    two = checked(Synthetic.create(two_scale=True, gain=1.0))
+    assert all(two[o]["verdict"] == verdicts.HOLDS for o in ("O1", "O3a", "O3b", "O4")), two
+    assert two["O2"]["verdict"] == verdicts.FAILS and 0 < two["O2"]["number"] < verdicts.STEP
+    assert two["O5"]["verdict"] == verdicts.FAILS, "Value is not the sharpest at 5e-1"
+    one = checked(Synthetic.create())
+    assert one["O3b"]["verdict"] == verdicts.FAILS
     spec = load_spec()["qkv_grid"]["panel"]
     assert spec["two_scale"] and spec["gain"] == 1.0 and spec["kind"] == "inverse"
+
+
+def test_the_one_scale_stack_has_one_scale_and_the_two_scale_stack_two():
+    import jax
+
+    with jax.enable_x64(True):
+        one = report.layer_gaps(calibrate.float64(Synthetic.create()))
+        two = report.layer_gaps(calibrate.float64(Synthetic.create(two_scale=True, gain=1.0)))
+    assert one["ratio"].max() < 20 < 1000 < two["ratio"][0]
+    assert two["nearest"][0] == pytest.approx(NEAR, rel=1e-6)

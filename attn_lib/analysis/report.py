@@ -13,6 +13,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from attn_lib import metrics
+from attn_lib.analysis import verdicts
 from attn_lib.analysis.showcase import SEED_EPSILONS
 from attn_lib.checks import check_choice
 from attn_lib.compute import all_weights, sweep
@@ -23,11 +24,8 @@ from attn_lib.modification import COMPONENTS, KINDS, Modification
 EPSILONS = np.unique(np.concatenate([np.logspace(-12, 2, 141), SEED_EPSILONS]))
 MODIFY_LAYER, HEAD = 0, 0
 OBSERVED_LAYER = {"query": 0, "key": 0, "value": 1}
-SAME = 1e-6  # maps closer than this everywhere are the same map
-SIZE = (8, 12)  # "about 10x10": the tokens a side a panel may have
 DISTINCT = 0.05  # mean total variation above which two panels look different
 BAND = (0.3, 0.9)  # diagonal mass of a map visibly neither uniform nor one-hot
-HOLDS, FAILS, CANNOT = "holds", "fails", "cannot hold"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,160 +76,16 @@ def curves(result: Study) -> dict[str, dict[str, np.ndarray]]:
     return out
 
 
-def _intensity(weights: np.ndarray) -> float:
-    """How peaked a map is: its rows' largest weight, averaged."""
-    return float(weights.max(-1).mean())
-
-
-def relation(a: float, b: float, digits: int = 2) -> str:
-    """``>``, ``<`` or ``=``: the relation ``a`` and ``b`` have as shown with ``digits``
-    decimals, so evidence never prints "0.66 > 0.66"."""
-    shown_a, shown_b = round(a, digits), round(b, digits)
-    return ">" if shown_a > shown_b else "<" if shown_a < shown_b else "="
-
-
-def apart(a: np.ndarray, b: np.ndarray) -> float:
-    """How far apart two panels look: the mean over rows of their total variation."""
-    return float(np.asarray(metrics.total_variation(a, b)).mean())
-
-
-# Each verdict reads ``seed``: ``{component: (3, T, T)}``, the observed maps at
-# SEED_EPSILONS, and returns ``(verdict, evidence)``.
-
-
-def size_and_range(seed: dict) -> tuple[str, str]:
-    """O1: about 10×10 (``SIZE``) and every weight in [0, 1]."""
-    shapes = {m.shape[-2:] for m in seed.values()}
-    sizes = ", ".join(f"{a}×{b}" for a, b in sorted(shapes))
-    square = all(a == b and SIZE[0] <= a <= SIZE[1] for a, b in shapes)
-    low, high = (
-        min(float(m.min()) for m in seed.values()),
-        max(float(m.max()) for m in seed.values()),
-    )
-    in_range = low >= 0 and high <= 1
-    return (
-        HOLDS if square and in_range else FAILS,
-        f"maps {sizes} (about 10×10: {SIZE[0]} to {SIZE[1]} tokens a side); "
-        f"weights from {low:.2g} to {high:.2g}",
-    )
-
-
-def diagonal_dominant(seed: dict) -> tuple[str, str]:
-    """O2: every row of every panel puts its largest weight on the diagonal."""
-    on = sum(int((m.argmax(-1) == np.arange(m.shape[-1])).sum()) for m in seed.values())
-    total = sum(m.shape[0] * m.shape[1] for m in seed.values())
-    return (
-        HOLDS if on == total else FAILS,
-        f"{on} of {total} rows put their largest weight on the diagonal",
-    )
-
-
-def sharpens(seed: dict) -> tuple[str, str]:
-    """O3a: diagonal mass never falls as ε falls, rises visibly, and ends near one-hot."""
-    diag = {c: np.asarray(metrics.diagonal_mass(m).mean(-1)) for c, m in seed.items()}
-    rises = all(np.all(np.diff(d) >= -SAME) and d[-1] > d[0] + 0.01 for d in diag.values())
-    one_hot = min(float(np.diagonal(m[-1]).min()) for m in seed.values())
-    return (
-        HOLDS if rises and one_hot >= 0.99 else FAILS,
-        "diagonal mass at ε = 5e-1, 1e-3, 1e-10: "
-        + "; ".join(f"{c} {' → '.join(f'{x:.2f}' for x in d)}" for c, d in diag.items())
-        + f"; smallest diagonal weight at 1e-10: {one_hot:.3f}",
-    )
-
-
-def transitional(seed: dict) -> tuple[str, str]:
-    """O3b: the 1e-3 panel differs visibly (total variation > ``DISTINCT``) from both
-    of its neighbours."""
-    gaps = {c: (apart(m[1], m[0]), apart(m[1], m[2])) for c, m in seed.items()}
-    holds = all(min(pair) > DISTINCT for pair in gaps.values())
-    return (
-        HOLDS if holds else FAILS,
-        f"total variation of the 1e-3 panel to 5e-1 and to 1e-10 (visible above {DISTINCT}): "
-        + "; ".join(f"{c} {a:.2g} and {b:.2g}" for c, (a, b) in gaps.items()),
-    )
-
-
-def spreads(seed: dict) -> tuple[str, str]:
-    """O4: entropy at 5e-1 above entropy at 1e-10."""
-    entropy = {c: np.asarray(metrics.normalised_entropy(m).mean(-1)) for c, m in seed.items()}
-    holds = all(e[0] > e[-1] + 0.01 for e in entropy.values())
-    return (
-        HOLDS if holds else FAILS,
-        "entropy at 5e-1 and 1e-10: "
-        + "; ".join(
-            f"{c} {e[0]:.2f} {relation(e[0], e[-1])} {e[-1]:.2f}" for c, e in entropy.items()
-        ),
-    )
-
-
-def _query_is_key(seed: dict) -> tuple[bool, str]:
-    same = float(np.abs(seed["query"] - seed["key"]).max()) <= SAME
-    return same, (
-        f"Query and Key give the same maps (no weight differs by {SAME:.0e}): rescaling "
-        "one of them rescales the scores alike, (cQ)Kᵀ = Q(cK)ᵀ"
-    )
-
-
-def ordered(seed: dict) -> tuple[str, str]:
-    """O5: diagonal mass at 5e-1 ordered Value > Key > Query, each by a visible margin."""
-    d = {c: float(metrics.diagonal_mass(seed[c][0]).mean()) for c in ("value", "key", "query")}
-    order = (
-        f"diagonal mass at 5e-1: value {d['value']:.2f} {relation(d['value'], d['key'])} "
-        f"key {d['key']:.2f} {relation(d['key'], d['query'])} query {d['query']:.2f}"
-    )
-    same, identity = _query_is_key(seed)
-    if same:
-        return CANNOT, f"{identity}; {order}"
-    margin = 0.01  # a visible difference, not rounding
-    holds = d["value"] > d["key"] + margin and d["key"] > d["query"] + margin
-    return HOLDS if holds else FAILS, order
-
-
-def key_like_query(seed: dict) -> tuple[str, str]:
-    """O6: at 5e-1 Key is close to Query (total variation ≤ 0.25) but less peaked."""
-    same, identity = _query_is_key(seed)
-    if same:
-        return CANNOT, identity
-    key, query = seed["key"][0], seed["query"][0]
-    distance = apart(key, query)
-    peaks = _intensity(key), _intensity(query)
-    return (
-        HOLDS if peaks[0] < peaks[1] and distance <= 0.25 else FAILS,
-        f"at 5e-1 Key is {distance:.2f} (total variation) from Query; row peak "
-        f"{peaks[0]:.3f} {relation(*peaks, 3)} Query's {peaks[1]:.3f}",
-    )
-
-
-# The seed document's observations (shared/seed/READINGS.md), each with its check.
-OBSERVATIONS = {
-    "O1": ("every panel is about 10×10, its values in [0, 1]", size_and_range),
-    "O2": ("every panel is diagonal-dominant", diagonal_dominant),
-    "O3a": ("focus sharpens as ε falls, to a near one-hot diagonal at 1e-10", sharpens),
-    "O3b": ("the 1e-3 panel is transitional, visibly unlike both neighbours", transitional),
-    "O4": ("higher ε spreads weight more uniformly (higher entropy)", spreads),
-    "O5": ("Value focuses most at 5e-1, then Key, then Query", ordered),
-    "O6": ("Key is like Query but slightly less intense", key_like_query),
-}
-
-
 def observations(result: Study) -> list[dict]:
-    """The seed document's observations checked on ``result``; each row has
-    ``observation``, ``statement``, ``kind``, ``verdict`` (holds, fails, cannot hold) and
-    ``evidence``."""
+    """The seed document's observations checked on ``result`` by
+    :func:`attn_lib.analysis.verdicts.check_all` (one standard: a colour step); each
+    row has ``observation``, ``statement``, ``kind``, ``verdict`` (holds, fails, cannot
+    hold), ``number``, ``standard`` and ``evidence``."""
     seed = {c: np.stack([result.at(c, e) for e in SEED_EPSILONS]) for c in COMPONENTS}
-    rows = []
-    for name, (statement, check) in OBSERVATIONS.items():
-        verdict, evidence = check(seed)
-        rows.append(
-            {
-                "observation": name,
-                "statement": statement,
-                "kind": result.kind,
-                "verdict": verdict,
-                "evidence": evidence,
-            }
-        )
-    return rows
+    return [
+        {"observation": row.pop("check"), "kind": result.kind, **row}
+        for row in verdicts.check_all(seed)
+    ]
 
 
 def guaranteed(result: Study) -> dict:
@@ -281,3 +135,77 @@ def kept_by_norm(x: ArrayLike, epsilons, norm_eps: float) -> np.ndarray:
         / np.sqrt(epsilons**2 * ms.reshape(1, -1) + norm_eps)
     )
     return kept.mean(axis=-1)
+
+
+def seed_curves(results: list[Study]) -> dict[str, dict[str, np.ndarray]]:
+    """``{metric: {component: (len(results), n_eps)}}``: :func:`curves` of several
+    studies of one kind (e.g. one per noise seed), stacked."""
+    each = [curves(result) for result in results]
+    return {m: {c: np.stack([e[m][c] for e in each]) for c in each[0][m]} for m in each[0]}
+
+
+def grid_seed(panels: list[list[dict]]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """A seed grid's saved panels (:func:`attn_lib.figures.panels.grid_panels`: a row
+    per component, a column per ε of :data:`SEED_EPSILONS`) as ``{component: (3, T,
+    T)}``, and the cells no query may see ``(T, T)``, the same in every panel."""
+    seed = {}
+    for row in panels:
+        epsilons = [panel["parameters"]["epsilon"] for panel in row]
+        if not np.allclose(epsilons, SEED_EPSILONS, rtol=1e-6):
+            raise ValueError(f"a seed grid's columns are ε = {SEED_EPSILONS}, got {epsilons}")
+        seed[row[0]["parameters"]["component"]] = np.stack([p["weights"] for p in row])
+    masked = panels[0][0]["masked"]
+    if any(not np.array_equal(p["masked"], masked) for row in panels for p in row):
+        raise ValueError("the panels of a seed grid must hide the same cells")
+    return seed, masked
+
+
+def grid_numbers(seed: dict[str, np.ndarray], masked=None) -> dict[str, np.ndarray]:
+    """Per component and ε of a seed grid, ``(3, 3)``: ``diagonal`` (mean diagonal
+    mass), ``margin_min`` and ``margin_max`` (the diagonal minus the row's largest other
+    weight, :func:`attn_lib.analysis.verdicts.margins`, smallest and largest over rows)
+    and ``to_uniform`` (mean total variation to uniform); ``query_key``, the largest
+    |Query − Key| over every weight."""
+    maps = np.stack([seed[c] for c in COMPONENTS])
+    margin = verdicts.margins(maps)
+    return {
+        "diagonal": np.diagonal(maps, axis1=-2, axis2=-1).mean(-1),
+        "margin_min": margin.min(-1),
+        "margin_max": margin.max(-1),
+        "to_uniform": verdicts.to_uniform(maps, masked),
+        "query_key": np.asarray(np.abs(seed["query"] - seed["key"]).max()),
+    }
+
+
+def score_gaps(weights: np.ndarray) -> dict[str, np.ndarray]:
+    """How far below each row's diagonal its keys score, read from softmax weights
+    ``(..., T, T)`` (``s_ii − s_ij = log A_ii − log A_ij``, exact whatever the softmax's
+    scaling): ``nearest``, the median over rows of a row's smallest gap; ``median``, the
+    median over rows of its median gap; ``ratio``, ``median / nearest``. A weight that
+    underflows to 0 is a gap of inf; float64 weights keep far gaps that float32 loses."""
+    with np.errstate(divide="ignore"):
+        logs = np.log(np.asarray(weights))
+    t = logs.shape[-1]
+    gaps = np.diagonal(logs, axis1=-2, axis2=-1)[..., None] - logs
+    off = gaps[..., ~np.eye(t, dtype=bool)].reshape(*gaps.shape[:-2], t, t - 1)
+    nearest, median = np.median(off.min(-1), -1), np.median(np.median(off, -1), -1)
+    return {"nearest": nearest, "median": median, "ratio": median / nearest}
+
+
+def layer_gaps(source, layer: int = MODIFY_LAYER) -> dict[str, np.ndarray]:
+    """:func:`score_gaps` of each head of ``layer`` of the unmodified ``source``."""
+    return score_gaps(np.asarray(all_weights(source, None, modify_layer=layer))[layer])
+
+
+def grid_data(tables: dict[str, list[dict]], numbers: dict[str, dict]) -> dict[str, np.ndarray]:
+    """The checks of several seed grids as arrays, to keep beside the figures: ``grids``
+    and ``checks`` (names), ``verdict`` and ``number`` (grids, checks), and each of
+    :func:`grid_numbers` stacked over the grids."""
+    grids = list(tables)
+    return {
+        "grids": np.array(grids),
+        "checks": np.array([row["check"] for row in tables[grids[0]]]),
+        "verdict": np.array([[row["verdict"] for row in tables[g]] for g in grids]),
+        "number": np.array([[row["number"] for row in tables[g]] for g in grids]),
+        **{key: np.stack([numbers[g][key] for g in grids]) for key in numbers[grids[0]]},
+    }
