@@ -117,6 +117,18 @@ def test_inputs_of_each_kind(tiny):
     assert natural.shape == (5, 6) and all(tuple(row) in windows for row in natural)
     random = sinks.inputs(tiny, "random", count=50, seq_len=6, bos=True)
     assert (random[:, 0] == 1).all() and not set(random[:, 1:].ravel()) & specials
+    # several texts: the windows shared out in their order, each from its own text
+    texts = (sinks.long_text()[:3000], "the cat sat on the mat and the dog ran off " * 20)
+    both = sinks.inputs(tiny, "natural", count=5, seq_len=6, texts=texts)
+    for rows, one in ((both[:3], texts[0]), (both[3:], texts[1])):
+        tokens = tiny.checkpoint.tokenizer.encode(one, add_special_tokens=False).ids
+        assert {tuple(r) for r in rows} <= {tuple(tokens[i : i + 6]) for i in range(len(tokens))}
+    # no texts: Lincoln's message alone, drawn as before there were texts
+    tokens = np.asarray(text)
+    starts = np.random.default_rng(0).choice(len(tokens) - 6, 5, replace=False)
+    np.testing.assert_array_equal(natural, np.stack([tokens[i : i + 6] for i in starts]))
+    assert len(sinks.documents()) == len(sinks.DOCUMENTS) == 5
+    assert sinks.documents()[sinks.DOCUMENTS.index("lincoln_1862.txt")] == sinks.long_text()
     repeated = sinks.inputs(tiny, "repeated", count=4, seq_len=6)
     assert (repeated == repeated[:, :1]).all() and len(set(repeated[:, 0])) == 4
     with pytest.raises(ValueError, match="kind must be one of"):
@@ -135,8 +147,15 @@ def test_scores_equal_the_dense_maps_and_are_read_back(tiny, monkeypatch):
         np.testing.assert_allclose(
             expected, metrics.first_token_score(dense, over.visible()), atol=1e-6
         )
-    monkeypatch.setattr(sinks, "_alphas", lambda *a: pytest.fail("computed again"))
+    # α_k: key k's weight averaged over the rows t ≥ k that may see it (Gu et al.)
+    dense = all_weights(tiny.replace(ids=jnp.asarray(ids[1])), None, modify_layer=0)
+    by_hand = [np.asarray(dense)[..., k:, k].mean(-1) for k in range(7)]
+    monkeypatch.setattr(sinks, "_profiles", lambda *a: pytest.fail("computed again"))
     np.testing.assert_array_equal(sinks.first_token_scores(tiny, ids), scores)
+    alpha_k = sinks.key_scores(tiny, ids)  # from the same pass, read back
+    assert alpha_k.shape == (3, 2, 4, 7)
+    np.testing.assert_allclose(alpha_k[1], np.stack(by_hand, -1), atol=1e-6)
+    np.testing.assert_allclose(alpha_k[..., 0], scores)  # key 0's is α₁
     key = Modification("key", "scale", 1.0)
     epsilons = np.array([1.0, 1e-3])
     under = sinks.under_modification(tiny, ids, key, epsilons, modify_layer=1)
@@ -188,3 +207,99 @@ def test_the_cache_keeps_epsilons_ascending_and_serves_every_order(tiny, tmp_pat
     monkeypatch.setattr(sinks, "_swept", lambda *a: pytest.fail("computed again"))
     again = sinks.under_modification(tiny, ids, key, given[[1, 2, 0]], modify_layer=0)
     np.testing.assert_array_equal(again, found[[1, 2, 0]])
+
+
+def test_the_bootstrap_interval_by_hand_and_its_counter_examples():
+    from attn_lib.analysis import sinks
+
+    assert sinks.interval([0.4, 0.4, 0.4]) == pytest.approx((0.4, 0.4)), "no spread, none"
+    # four inputs, one of them 1: a resample's mean is k/4, k ~ Binomial(4, 1/4);
+    # P(k = 0) = 0.32 > 2.5 %, P(k = 4) = 0.004 < 2.5 % < P(k ≥ 3) = 0.051
+    assert sinks.interval([0, 0, 0, 1]) == (0.0, 0.75)
+    # counter-examples: the spread of the values (0, 1) or resamples without replacement
+    # (always the mean, 0.25) are not it; a larger sample narrows it round its mean
+    assert sinks.interval([0, 0, 0, 1]) not in ((0.0, 1.0), (0.25, 0.25))
+    low, high = sinks.interval(np.r_[np.zeros(50), np.ones(50)])
+    assert 0.35 < low < 0.5 < high < 0.65
+    assert sinks.interval(np.arange(9.0), seed=3) == sinks.interval(np.arange(9.0), seed=3)
+    with pytest.raises(ValueError, match="resamples"):
+        sinks.interval([1.0], resamples=0)
+
+
+def test_rows_per_input_pool_to_gu_et_al_s_values():
+    from attn_lib.analysis import sinks
+
+    scores = np.random.default_rng(0).uniform(size=(6, 3, 4))
+    row = sinks.table_row(scores, resamples=200)
+    assert row["sink_rate"] == pytest.approx(float(metrics.sink_rate(scores)))
+    assert row["alpha"] == pytest.approx(scores.mean())
+    assert row["sink_rate_low"] <= row["sink_rate"] <= row["sink_rate_high"]
+
+
+def test_the_uniform_causal_alpha():
+    from attn_lib.analysis import sinks
+
+    assert sinks.uniform_alpha(2) == pytest.approx((1 + 1 / 2) / 2)
+    assert f"{sinks.uniform_alpha(64):.4f}" == "0.0741"  # not 0.073
+
+
+def test_largest_key_share_by_hand():
+    from attn_lib.analysis import sinks
+
+    scores = np.array([[0.5, 0.3, 0.2, 0, 0, 0], [0.1, 0.6, 0.3, 0, 0, 0],
+                         [0.1, 0.1, 0.1, 0.1, 0.1, 0.5], [0.2, 0.2, 0.1, 0.5, 0, 0]])  # fmt: skip
+    np.testing.assert_allclose(sinks.largest_key_share(scores, first=2), [25, 25, 50])
+    np.testing.assert_allclose(sinks.largest_key_share(scores, first=4), [25, 25, 0, 25, 25])
+    # uniform causal rows give key 0 the largest α_k: every map is counted there
+    uniform = np.tril(np.ones((8, 8))) / np.arange(1, 9)[:, None]
+    alpha_k = [uniform[k:, k].mean() for k in range(8)]
+    shares = sinks.largest_key_share(np.array(alpha_k)[None])
+    np.testing.assert_allclose(shares, [100, 0, 0, 0, 0])
+
+
+def test_gu_et_al_s_table_stands_beside_the_rows_with_a_bos():
+    from attn_lib.analysis import sinks
+
+    rows = {("a", False): "a without", ("a", True): "a with", ("b", True): "b with"}
+    assert sinks.beside_table_1(rows) == {"a": "a with", "b": "b with"}
+    assert sinks.TABLE_1_BOS, "their tokenizer(prompt) puts a BOS first"
+    # the counter-example: a model measured without a BOS only is not like for like
+    with pytest.raises(ValueError, match=r"no rows with a BOS for \['c'\]"):
+        sinks.beside_table_1({**rows, ("c", False): "c without"})
+
+
+def test_the_ablations_of_layer_0(tiny):
+    from attn_lib.analysis import sinks
+
+    ids = sinks.inputs(tiny, "random", count=3, seq_len=6)
+    epsilons = np.array([1e-6, 1.0])
+    found = sinks.ablations(tiny, ids, epsilons, layer=0)
+    assert set(found) == {"unmodified", "zero", "mean"} and found["zero"].shape == (3,)
+    scores = sinks.first_token_scores(tiny, ids)
+    np.testing.assert_allclose(found["unmodified"], sinks.per_input(scores[:, 1:])["sink_rate"])
+    with pytest.raises(ValueError, match="epsilons must reach 1"):
+        sinks.ablations(tiny, ids, np.array([1e-6, 0.5]), layer=0)
+
+
+def _panels():
+    row = {"natural": (50.0, 40.0, 60.0), "random": (70.0, 65.0, 75.0), "repeated": (0.0, 0, 0)}
+    return {"ours": {"model A": row}, "theirs": {"model B": dict.fromkeys(row, 10.0)}}
+
+
+def test_the_figures_pass_the_house_style_and_a_long_title_does_not():
+    from attn_lib.figures import sink_plots, style
+
+    assert style.check(sink_plots.rates(_panels(), title="Sink rates")) == []
+    epsilons = np.logspace(-4, 0, 5)
+    line = np.linspace(0.1, 0.5, 5)
+    curves = {("scale", 0): {"query": line, "key": line, "value": np.full(5, 0.5)}}
+    figure = sink_plots.under_modification(
+        curves, epsilons, title="α₁", ylabel="α₁", ylim=(0, 1), prediction={"scale": 0.07}
+    )
+    assert style.check(figure) == []
+    labels = figure.legends[0].get_texts()
+    assert {t.get_text() for t in labels} >= {"Key (= Query)", "uniform rows", "ε = 1: unmodified"}
+    shares = {"a": {"natural": np.array([10.0, 60, 10, 10, 10]), "random": np.zeros(5)}}
+    assert style.check(sink_plots.largest_key(shares, title="Largest key")) == []
+    too_long = {"a panel title far too long for its narrow panel " * 3: _panels()["ours"]}
+    assert style.check(sink_plots.rates({**_panels(), **too_long}, title="x")) != []

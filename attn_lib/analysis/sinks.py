@@ -1,13 +1,11 @@
-"""Where attention goes: attention sinks measured as Gu et al. measure them, and what a
-modification of Query, Key or Value does to them.
-
-Gu et al., "When Attention Sink Emerges in Language Models: An Empirical View" (ICLR
-2025; code ``sail-sg/Attention-Sink``, ``eval_sink_open_source.py``) score each head by
-α₁, the mean weight on token 0 (:func:`attn_lib.metrics.first_token_score`), and a
-model by Sink₁^0.3, the share of its heads with α₁ > 0.3
-(:func:`attn_lib.metrics.sink_rate`), on inputs of 64 tokens of three kinds: natural
-text, random tokens, and one token repeated. Their Table 1 is :data:`TABLE_1`.
-"""
+"""Where attention goes: attention sinks measured as Gu et al. ("When Attention Sink
+Emerges in Language Models: An Empirical View", ICLR 2025; ``eval_sink_open_source.py``
+of ``sail-sg/Attention-Sink``) measure them, and what a modification of Query, Key or
+Value does to them. A head's α₁ is its mean weight on token 0
+(:func:`attn_lib.metrics.first_token_score`), a model's Sink₁^0.3 the share of its heads
+with α₁ > 0.3 (:func:`attn_lib.metrics.sink_rate`), on 64 tokens of natural text, random
+tokens, or one token repeated. Their Table 1 (:data:`TABLE_1`) read inputs with a BOS
+first (``tokenizer(prompt)`` puts one for LLaMA2/3 and Mistral): :func:`beside_table_1`."""
 
 from importlib.resources import files
 
@@ -25,20 +23,35 @@ SEQ_LEN = 64
 THRESHOLD = 0.3
 CITATION = (
     'Gu et al., "When Attention Sink Emerges in Language Models: An Empirical View", '
-    "ICLR 2025, Table 1 (Sink₁^0.3, %, T = 64)"
+    "ICLR 2025, Table 1"
 )
-TABLE_1 = {  # model: Sink₁^0.3 (%) on natural, random and repeated inputs
+TABLE_1 = {  # model: Sink₁^0.3 (%) on natural, random and repeated inputs, BOS first
     "LLaMA2-7B": (92.47, 90.13, 0.00),
     "LLaMA3-8B": (99.02, 91.23, 0.00),
     "Mistral-7B": (97.49, 75.21, 0.00),
     "GPT2-XL": (77.00, 70.29, 62.28),
 }
+TABLE_1_BOS = True  # their inputs begin with the BOS their tokenizer puts first
 REPEATED_BELOW = 1.0  # Sink₁^0.3 (%) under which "repeated → 0" holds
+RESAMPLES = 1000  # bootstrap resamples of the inputs
+# The natural texts (attn_lib/texts/README.md): State of the Union addresses of five
+# presidents, 1790 to 2016, each a work of the United States Government.
+DOCUMENTS = ("washington_1790.txt", "jefferson_1801.txt", "lincoln_1862.txt",
+             "roosevelt_1941.txt", "obama_2016.txt")  # fmt: skip
 
 
 def long_text() -> str:
     """The shipped public-domain text (``attn_lib/texts/``): Lincoln's 1862 message."""
-    return (files("attn_lib") / "texts" / "lincoln_1862.txt").read_text()
+    return _text("lincoln_1862.txt")
+
+
+def documents() -> tuple[str, ...]:
+    """The texts of :data:`DOCUMENTS`, in its order."""
+    return tuple(map(_text, DOCUMENTS))
+
+
+def _text(name: str) -> str:
+    return (files("attn_lib") / "texts" / name).read_text()
 
 
 def special_ids(tokenizer) -> set[int]:
@@ -47,13 +60,14 @@ def special_ids(tokenizer) -> set[int]:
 
 
 def inputs(
-    source, kind: str, *, count: int = 100, seq_len: int = SEQ_LEN, bos: bool = False, seed=0
-) -> np.ndarray:
-    """``(count, seq_len)`` token ids of ``kind`` for the checkpoint ``source`` reads (a
-    source built from one: ``source.checkpoint``): windows of :func:`long_text` at
-    random places (``natural``), ids drawn uniformly from the vocabulary less its
-    special tokens (``random``), or one such id repeated, a different one per input
-    (``repeated``). With ``bos`` the checkpoint's BOS comes first, then ``seq_len − 1``."""
+    source, kind: str, *, count: int = 100, seq_len: int = SEQ_LEN, bos: bool = False, seed=0,
+    texts: tuple[str, ...] | None = None,
+) -> np.ndarray:  # fmt: skip
+    """``(count, seq_len)`` token ids of ``kind`` for the checkpoint ``source`` reads
+    (``source.checkpoint``): windows at random places of ``texts`` (``natural``; None:
+    :func:`long_text`), ``count`` shared out in their order; ids drawn uniformly from the
+    vocabulary less its special tokens (``random``); or one such id repeated, a different
+    one per input (``repeated``). With ``bos`` the BOS comes first, then ``seq_len − 1``."""
     check_choice("kind", kind, KINDS)
     check_integer("count", count, 1)
     check_integer("seq_len", seq_len, 2)
@@ -63,9 +77,10 @@ def inputs(
     vocab = checkpoint.params["embedding"].shape[0]
     ordinary = np.setdiff1d(np.arange(vocab), sorted(special_ids(checkpoint.tokenizer)))
     if kind == "natural":
-        text = np.asarray(checkpoint.tokenizer.encode(long_text(), add_special_tokens=False).ids)
-        starts = rng.choice(len(text) - n, count, replace=False)
-        ids = np.stack([text[start : start + n] for start in starts])
+        texts = (long_text(),) if texts is None else texts
+        shares = [len(part) for part in np.array_split(np.arange(count), len(texts))]
+        ids = np.concatenate([_windows(checkpoint, text, share, n, rng)
+                              for text, share in zip(texts, shares, strict=True)])  # fmt: skip
     elif kind == "random":
         ids = rng.choice(ordinary, (count, n))
     else:
@@ -75,38 +90,91 @@ def inputs(
     return ids.astype(np.int32)
 
 
-def _alpha(source, ids, modification=None, modify_layer=0):
+def _windows(checkpoint, text: str, count: int, n: int, rng) -> np.ndarray:
+    tokens = np.asarray(checkpoint.tokenizer.encode(text, add_special_tokens=False).ids)
+    starts = rng.choice(len(tokens) - n, count, replace=False)
+    return np.stack([tokens[start : start + n] for start in starts]).reshape(count, n)
+
+
+def _profile(source, ids):
+    """α_k of every layer and head of one input (:func:`key_scores`)."""
     over = source.replace(ids=ids)
-    weights = over.weights(modification, modify_layer=modify_layer)
-    return metrics.first_token_score(weights, over.masks())
+    weights, mask = over.weights(None, modify_layer=0), over.masks()
+    sees = jnp.ones(weights.shape, bool) if mask is None else jnp.broadcast_to(mask, weights.shape)
+    return metrics.first_token_score_of_rows(weights.swapaxes(-1, -2), sees.swapaxes(-1, -2))
 
 
 @jax.jit
-def _alphas(source, ids):
-    return jax.lax.map(lambda row: _alpha(source, row), ids, batch_size=10)
+def _profiles(source, ids):
+    return jax.lax.map(lambda row: _profile(source, row), ids, batch_size=10)
+
+
+def key_scores(source, ids: np.ndarray) -> np.ndarray:
+    """Gu et al.'s α_k of every layer, head and key k of ``source`` over each row of
+    ``ids``: the weight on key k averaged over the query rows that may see it,
+    ``(inputs, layers, heads, T)``, the inputs ten at a time. Kept in the cache folder
+    (``sinks/``), keyed by the checkpoint's file, the ids and the library's code, so a
+    notebook run again reads them."""
+    make = lambda: {"a": _profiles(source, jnp.asarray(ids, jnp.int32))}  # noqa: E731
+    return _cached(source, ids, ("alpha_k",), make)["a"]
 
 
 def first_token_scores(source, ids: np.ndarray) -> np.ndarray:
-    """α₁ of every layer and head of ``source`` over each row of ``ids``:
-    ``(inputs, layers, heads)``, the inputs ten at a time (100 inputs of 64 tokens: about
-    9 s for SmolLM2 on two cores). Kept in the cache folder (``sinks/``), keyed by the
-    checkpoint's file, the ids and the library's code, so a notebook run again reads them."""
-    ids = np.asarray(ids, np.int32)
-    return _cached(source, ids, (), lambda: _alphas(source, jnp.asarray(ids)))
+    """α₁ of every layer and head over each row of ``ids``: ``(inputs, layers, heads)``,
+    key 0's α_k (:func:`key_scores`: one pass and one cache entry serve both)."""
+    return key_scores(source, ids)[..., 0]
 
 
-def _cached(source, ids: np.ndarray, what: tuple, make) -> np.ndarray:
-    """``make()``, kept in the cache folder (``sinks/``): :func:`results.cached`."""
-    return results.cached("sinks", source, ids, what, lambda: {"a": np.asarray(make())})["a"]
+def largest_key_share(scores: np.ndarray, first: int = 4) -> np.ndarray:
+    """From α_k (:func:`key_scores`, ``(..., T)``): the share (%) of maps (input, layer,
+    head) whose α_k is largest at key ``k``, for ``k < first``, then at any later key:
+    ``(first + 1,)``, summing to 100."""
+    top = np.minimum(np.argmax(np.asarray(scores), axis=-1).ravel(), first)
+    return 100.0 * np.bincount(top, minlength=first + 1) / top.size
 
 
-def table_row(scores: np.ndarray, threshold: float = THRESHOLD) -> dict[str, float]:
-    """Sink₁ (%) and mean α₁ of ``scores (inputs, layers, heads)``, as Gu et al. report
-    them: the rate over every (input, layer, head), α₁ averaged alike."""
-    return {
-        "sink_rate": float(metrics.sink_rate(scores, threshold)),
-        "alpha": float(np.mean(scores)),
-    }
+def _cached(source, ids: np.ndarray, what: tuple, make) -> dict[str, np.ndarray]:
+    """``make()``'s arrays, kept in the cache folder (``sinks/``): :func:`results.cached`."""
+    arrays = lambda: {name: np.asarray(a) for name, a in make().items()}  # noqa: E731
+    return results.cached("sinks", source, np.asarray(ids, np.int32), what, arrays)
+
+
+def interval(values, *, resamples: int = RESAMPLES, seed: int = 0, level: float = 0.95):
+    """The percentile bootstrap interval ``(low, high)`` of the mean of ``values`` (one
+    per input): ``resamples`` draws of as many, with replacement, from a fixed ``seed``."""
+    values = np.asarray(values, float)
+    check_integer("resamples", resamples, 1)
+    draws = np.random.default_rng(seed).integers(0, values.size, (resamples, values.size))
+    tail = 50.0 * (1.0 - level)
+    low, high = np.percentile(values[draws].mean(axis=1), [tail, 100.0 - tail])
+    return float(low), float(high)
+
+
+def per_input(scores: np.ndarray, threshold: float = THRESHOLD) -> dict[str, np.ndarray]:
+    """Sink₁ (%) and mean α₁ of each input of ``scores (inputs, layers, heads)``; each
+    input has every (layer, head), so their means are Gu et al.'s pooled values."""
+    scores = np.asarray(scores).reshape(len(scores), -1)
+    return {"sink_rate": 100.0 * np.mean(scores > threshold, axis=1), "alpha": scores.mean(1)}
+
+
+def table_row(scores: np.ndarray, **bootstrap) -> dict[str, float]:
+    """Sink₁^0.3 (%) and mean α₁ of ``scores (inputs, layers, heads)`` (:func:`per_input`),
+    each with its bootstrap interval (``…_low``, ``…_high``: :func:`interval`)."""
+    row = {}
+    for name, values in per_input(scores).items():
+        row[name] = float(values.mean())
+        row[f"{name}_low"], row[f"{name}_high"] = interval(values, **bootstrap)
+    return row
+
+
+def beside_table_1(rows: dict, bos: bool = TABLE_1_BOS) -> dict:
+    """Our rows to set beside :data:`TABLE_1`: ``rows`` maps ``(model, with BOS)`` to a
+    row; those read as Gu et al.'s inputs were (with a BOS), by model. Refused where a
+    model lacks them (its other rows are not like for like)."""
+    if missing := sorted({model for model, _ in rows} - {m for m, b in rows if b == bos}):
+        raise ValueError(f"no rows {'with' if bos else 'without'} a BOS for {missing}: "
+                         f"Gu et al.'s Table 1 is not like for like with the others")  # fmt: skip
+    return {model: row for (model, b), row in rows.items() if b == bos}
 
 
 def repeated_goes_to_zero(rates: dict[str, float]) -> tuple[str, str]:
@@ -118,14 +186,11 @@ def repeated_goes_to_zero(rates: dict[str, float]) -> tuple[str, str]:
     verdict = "holds" if repeated < REPEATED_BELOW else "fails"
     if rates["natural"] < REPEATED_BELOW:  # no sink on any input: nothing to tell apart
         verdict = "untestable"
-    return verdict, (
-        f"repeated {repeated:.2f}% (holds below {REPEATED_BELOW}%), "
-        f"natural {rates['natural']:.2f}%, random {rates['random']:.2f}%"
-    )
+    return verdict, (f"repeated {repeated:.2f}% (holds below {REPEATED_BELOW}%), "
+                     f"natural {rates['natural']:.2f}%, random {rates['random']:.2f}%")  # fmt: skip
 
 
 def _alpha_of_layers(weights):
-    """α₁ of every layer and head of one causal map stack (a sweep's ``reduce``)."""
     return metrics.first_token_score(weights, jnp.tril(jnp.ones(weights.shape[-2:], bool)))
 
 
@@ -134,12 +199,8 @@ def _swept(source, ids, modification, epsilons, modify_layer):
     def one(row):
         over = source.replace(ids=row)
         h, below = over.below(modify_layer)
-        return jax.lax.map(
-            lambda e: _alpha_of_layers(
-                over.above(h, below, modification.with_epsilon(e), modify_layer=modify_layer)[1]
-            ),
-            epsilons,
-        )
+        at = lambda e: over.above(h, below, modification.with_epsilon(e), modify_layer=modify_layer)  # noqa: E731
+        return jax.lax.map(lambda e: _alpha_of_layers(at(e)[1]), epsilons)
 
     return jax.vmap(one)(ids)
 
@@ -160,30 +221,32 @@ def under_modification(
     ascending = epsilons[order]
     what = (modification.component, modification.kind, modification.seed, modification.head,
             modify_layer, ascending.tolist())  # fmt: skip
-    alphas = _cached(source, ids, what, lambda: _swept(
-        source, jnp.asarray(ids), modification, jnp.asarray(ascending), modify_layer))  # fmt: skip
+    sweep = lambda: {"a": _swept(source, jnp.asarray(ids), modification,  # noqa: E731
+                                 jnp.asarray(ascending), modify_layer)}  # fmt: skip
+    alphas = _cached(source, ids, what, sweep)["a"]
     return np.swapaxes(alphas, 0, 1)[np.argsort(order)]  # back in the given order
 
 
 def uniform_alpha(seq_len: int) -> float:
-    """α₁ of a causal map whose rows are uniform: the mean of 1/(t+1), t = 0 … T−1 (what
-    Q or K ``scale`` with ε → 0 gives in the modified layer)."""
+    """α₁ of a causal map of uniform rows (Q or K ``scale`` at ε → 0): mean of 1/(t+1)."""
     return float(np.mean(1.0 / np.arange(1, seq_len + 1)))
 
 
-def measure(source, *, count: int = 100, seq_len: int = SEQ_LEN, bos: bool = False) -> dict:
-    """Sink₁^0.3 and mean α₁ of ``source`` on ``count`` inputs of each kind."""
-    return {
-        kind: table_row(first_token_scores(source, inputs(source, kind, count=count,
-                                                           seq_len=seq_len, bos=bos)))
-        for kind in KINDS
-    }  # fmt: skip
+def measure(source, *, count: int = 100, seq_len: int = SEQ_LEN, bos: bool = False,
+            texts=None) -> dict:  # fmt: skip
+    """``count`` inputs of each kind (:func:`inputs`) and ``source``'s α_k on them:
+    ``{kind: {"ids", "alpha_k": (inputs, layers, heads, T), "alpha": α₁ (…, heads)}}``."""
+    found = {}
+    for kind in KINDS:
+        ids = inputs(source, kind, count=count, seq_len=seq_len, bos=bos, texts=texts)
+        scores = key_scores(source, ids)
+        found[kind] = {"ids": ids, "alpha_k": scores, "alpha": scores[..., 0]}
+    return found
 
 
-# Scaling every Query head or every Key head multiplies every score by the same factor
-# (ε, or 1/ε under inverse), where both enter the dot product: one line serves both
-# (tests/test_sinks.py checks it, and that a single head's does not).
-LINES = {"query or key": "query", "value": "value"}
+# Scaling every Query or every Key head scales every score alike (by ε, or 1/ε): the Key
+# line is the Query line, computed once (tests/test_sinks.py checks it; one head's is not).
+LINES = {"query": "query", "key": "query", "value": "value"}
 
 
 def study(source, ids, epsilons, *, layers, kinds=("scale", "inverse")) -> dict:
@@ -191,24 +254,33 @@ def study(source, ids, epsilons, *, layers, kinds=("scale", "inverse")) -> dict:
     a component modified) and kind, in each of ``layers``: ``{(kind, layer): {line:
     alphas}}``."""
     return {
-        (kind, layer): {
-            line: under_modification(
-                source, ids, Modification(component, kind, 1.0), epsilons, modify_layer=layer
-            )
-            for line, component in LINES.items()
-        }
+        (kind, layer): {line: under_modification(source, ids, Modification(component, kind, 1.0),
+                                                 epsilons, modify_layer=layer)
+                        for line, component in LINES.items()}
         for kind in kinds
         for layer in layers
-    }
+    }  # fmt: skip
+
+
+def ablations(source, ids, epsilons, *, layer: int = 0) -> dict[str, np.ndarray]:
+    """The sink rate (%) of the layers above ``layer``, per input: unmodified (ε = 1), its
+    Value scaled to the least of ``epsilons`` (zero ablation: its output removed) and
+    replaced by its mean (Value ``mean`` at ε = 0: ``effects.sink_price``'s control)."""
+    epsilons = np.asarray(epsilons, float)
+    if epsilons.max() != 1.0:
+        raise ValueError(f"epsilons must reach 1 (unmodified), got at most {epsilons.max()}")
+    scaled, mean = (
+        under_modification(source, ids, Modification("value", kind, 1.0), e, modify_layer=layer)
+        for kind, e in (("scale", epsilons), ("mean", np.zeros(1)))
+    )
+    found = {"unmodified": scaled[epsilons.argmax()], "zero": scaled[epsilons.argmin()],
+             "mean": mean[0]}  # fmt: skip
+    return {name: per_input(alphas[:, layer + 1 :])["sink_rate"] for name, alphas in found.items()}
 
 
 def value_at(alphas: np.ndarray, layer: int, above: bool) -> float:
     """The sink rate (%) of the layers above ``layer``, or the mean α₁ of ``layer``."""
-    return (
-        float(metrics.sink_rate(alphas[:, layer + 1 :]))
-        if above
-        else float(alphas[:, layer].mean())
-    )
+    return float(metrics.sink_rate(alphas[:, layer + 1 :]) if above else alphas[:, layer].mean())
 
 
 def curves(results: dict, *, above: bool) -> dict:
