@@ -45,7 +45,7 @@ def test_a_study_equals_the_dense_maps_and_a_modification_moves_it():
     expected = long_context.binned(np.asarray(rows["sink"]), study["edges"])
     np.testing.assert_allclose(unmodified["sink"], expected, atol=1e-5)
     np.testing.assert_allclose(unmodified["first"], rows["columns"][..., :4] / 30, atol=1e-5)
-    moved = study["settings"]["key scale 0.001"]["entropy"] - unmodified["entropy"]
+    moved = study["settings"]["Key scale ε = 1e-3"]["entropy"] - unmodified["entropy"]
     assert np.abs(moved).max() > 0.1
     checks = long_context.checks(study, early=2)
     # past its window of 4 no row of layer 0 sees token 0; the counter-example: layer 1

@@ -162,11 +162,15 @@ def binned(values, edges) -> jax.Array:
 
 
 def settings(components=("key", "query"), epsilons=(5e-1, 1e-3, 1e-10)) -> dict:
-    """The unmodified run and ``scale`` of each component at each ε, by label."""
+    """The unmodified run and ``scale`` of each component at each ε, by label ("Key
+    scale ε = 1e-3": ε written as the figures write it)."""
+    from attn_lib.figures.style import format_epsilon
+
     found = {"unmodified": None}
     for component in components:
         for epsilon in epsilons:
-            found[f"{component} scale {epsilon:g}"] = Modification(component, "scale", epsilon)
+            label = f"{component.capitalize()} scale ε = {format_epsilon(epsilon)}"
+            found[label] = Modification(component, "scale", epsilon)
     return found
 
 
@@ -176,7 +180,8 @@ def study(source, modifications: dict, *, modify_layer: int = 0, block_size: int
     ``modify_layer``: each :data:`CURVES` metric binned over query position, ``(layers,
     heads, bins)``, and ``first``: the share of all attention that goes to each of the
     first ``first`` tokens, ``(layers, heads, first)``. Returns ``{"edges": bin edges,
-    "windows": each layer's window (0: none), "settings": {label: {name: array}}}``.
+    "windows": each layer's window (0: none), "modify_layer", "modified": each modified
+    setting's component, by label, "settings": {label: {name: array}}}``.
 
     Each setting's curves are kept in the cache folder (``long_context/``, see
     :func:`attn_lib.analysis.results.cached`): a notebook run again reads them back."""
@@ -191,7 +196,9 @@ def study(source, modifications: dict, *, modify_layer: int = 0, block_size: int
                                  block_size=block_size, edges=edges, first=first)  # fmt: skip
         found[label] = results.cached("long_context", source, source.ids, what, make)
     windows = np.array([int(source.window(i)) for i in range(source.layers)])
-    return {"edges": edges, "windows": windows, "settings": found}
+    modified = {label: m.component for label, m in modifications.items() if m is not None}
+    return {"edges": edges, "windows": windows, "modify_layer": modify_layer,
+            "modified": modified, "settings": found}  # fmt: skip
 
 
 def _curves(source, modification, *, modify_layer, block_size, edges, first) -> dict:
@@ -261,4 +268,32 @@ def checks(study: dict, *, early: int = 8) -> dict:
         f"largest change between the last two, bins 0–{early - 1}": change(slice(0, early)),
         f"largest change between the last two, bins {early} on": change(slice(early, None)),
         "local layers' largest sink mass past their window": beyond,
+    }
+
+
+def kept(study: dict, *, at_least: float = 0.1) -> dict:
+    """The layers whose rows keep a sink: at least ``at_least`` of their weight on token 0
+    in the last bin, unmodified, averaged over heads: which, that weight's range and the
+    other layers' largest; per modified setting, the share of it they keep (their mean,
+    modified over unmodified) and the mean change of the sink mass over every layer, head
+    and bin (NaN where there is nothing to measure)."""
+    sinks = {label: values["sink"] for label, values in study["settings"].items()}
+    last = sinks["unmodified"].mean(1)[:, -1]
+    layers = np.flatnonzero(last >= at_least)
+    keep, others = last[layers], np.delete(last, layers)
+    nan = float("nan")
+    return {
+        "layers": layers.tolist(),
+        "range": (float(keep.min()), float(keep.max())) if keep.size else (nan, nan),
+        "others": float(others.max()) if others.size else nan,
+        "kept": {
+            label: float(sinks[label].mean(1)[layers, -1].mean() / keep.mean())
+            if keep.size
+            else nan
+            for label in study["modified"]
+        },
+        "change": {
+            label: float(np.abs(sinks[label] - sinks["unmodified"]).mean())
+            for label in study["modified"]
+        },
     }
