@@ -3,8 +3,6 @@ logits in float64, the blockwise path against the dense one, identities, the pre
 ``mean`` on a causal model, the head map against one head at a time, and bad input.
 Against transformers: ``tests/test_effects_reference.py``."""
 
-import json
-import re
 import types
 from pathlib import Path
 
@@ -150,24 +148,3 @@ def test_bad_input_is_refused_by_name_before_any_work(gemma2):
         token_losses(Synthetic.create())
     with pytest.raises(ValueError, match="every head is modified in turn"):
         head_effects(gemma2, Modification("value", "scale", 0.5, head=0))
-
-
-ROOT = Path(__file__).parents[1]
-
-
-def unprinted(text: str, printed: str) -> list[str]:
-    """The decimal numbers of ``text`` (e.g. ``+1.63``, ``76.9%``, ``1.5e-06``) that
-    ``printed`` does not hold."""
-    numbers = re.findall(r"[+-]?\d+\.\d+(?:e[+-]\d+)?%?", text)
-    return [number for number in numbers if number not in printed]
-
-
-def test_the_readmes_effect_numbers_are_printed_by_the_notebook():
-    readme = (ROOT / "README.md").read_text()
-    block = readme.split("<!-- effects:")[1].split("<!-- /effects -->")[0]
-    notebook = json.loads((ROOT / "notebooks" / "effects.ipynb").read_text())
-    printed = json.dumps([cell.get("outputs", []) for cell in notebook["cells"]],
-                         ensure_ascii=False)  # fmt: skip
-    assert len(unprinted(block, "")) >= 20  # the block states its numbers
-    assert unprinted(block, printed) == []
-    assert unprinted("costs +1.64 nats", printed) == ["+1.64"]  # a stale number is caught

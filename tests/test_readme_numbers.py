@@ -1,0 +1,46 @@
+"""Every number of the README's findings is printed by the notebook that measures it: a
+block ``<!-- printed by notebooks/X.ipynb[, notebooks/Y.ipynb] -->`` … ``<!-- /printed -->``
+holds only decimal numbers that those committed notebooks' outputs print."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+BLOCK = re.compile(r"<!-- printed by (.+?) -->(.*?)<!-- /printed -->", re.S)
+
+
+def unprinted(text: str, printed: str) -> list[str]:
+    """The decimal numbers of ``text`` (e.g. ``+1.63``, ``76.9%``, ``1.5e-06``) that
+    ``printed`` does not hold."""
+    numbers = re.findall(r"[+-]?\d+\.\d+(?:e[+-]\d+)?%?", text)
+    return [number for number in numbers if number not in printed]
+
+
+def outputs(notebook: str) -> str:
+    cells = json.loads((ROOT / notebook).read_text())["cells"]
+    return json.dumps([cell.get("outputs", []) for cell in cells], ensure_ascii=False)
+
+
+def blocks() -> list[tuple[str, str]]:
+    return BLOCK.findall((ROOT / "README.md").read_text())
+
+
+def test_the_readme_states_its_findings_in_checked_blocks():
+    found = {name.strip() for names, _ in blocks() for name in names.split(",")}
+    assert {"notebooks/report.ipynb", "notebooks/sinks.ipynb",
+            "notebooks/effects.ipynb"} <= found  # fmt: skip
+
+
+@pytest.mark.parametrize("names, text", blocks(), ids=lambda v: v[:40] if len(v) < 80 else "")
+def test_every_number_of_a_block_is_printed_by_its_notebooks(names, text):
+    printed = "".join(outputs(name.strip()) for name in names.split(","))
+    assert len(unprinted(text, "")) >= 3  # the block states its numbers
+    assert unprinted(text, printed) == []
+
+
+def test_a_stale_number_is_caught():
+    printed = outputs("notebooks/effects.ipynb")
+    assert unprinted("costs +1.64 nats and +1.63", printed) == ["+1.64"]
