@@ -78,7 +78,8 @@ test_all() {
     stage "set up a fresh environment" setup test
     stage "browser (Debian's Chromium)" browser
     stage "lint" lint
-    stage "unit tests" "$VENV/bin/python" -m pytest -n 2 tests --ignore tests/test_browser.py
+    # --durations: the slowest tests, printed each run, for when the stage must make room
+    stage "unit tests" "$VENV/bin/python" -m pytest -n 2 --durations=25 tests --ignore tests/test_browser.py
     rm -rf "$produced"
     stage "draw every figure into $produced" "$VENV/bin/python" -m attn_lib figures --out "$produced"
     stage "compare with the committed figures" "$VENV/bin/python" -m attn_lib compare "$produced"

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import requires_gemma3, requires_minilm, requires_smollm2
+from conftest import requires_gemma3, requires_minilm
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -284,12 +284,9 @@ def test_minilm_with_padding_blockwise_equals_dense():
     assert_source_equal(source, Modification("query", "scale", 1e-3), 2, 4)
 
 
-@requires_smollm2
-def test_smollm2_blockwise_equals_dense():
-    source = models.build("smollm2", text=TEXT)
-    assert_source_equal(source, Modification("query", "inverse", 5e-1), 10, 8)
-
-
+# SmolLM2 is a Llama: the tiny llama family above takes the same code path (a real
+# SmolLM2 check cost 40 s of CI; removed to keep the test command within its budget).
+# Gemma-3 is kept: 18 layers of local and global windows, QK-norm and post-norms.
 @requires_gemma3
 def test_gemma3_blockwise_equals_dense():
     source = models.build("gemma3", text=TEXT)
