@@ -14,9 +14,13 @@ BLOCK = re.compile(r"<!-- printed by (.+?) -->(.*?)<!-- /printed -->", re.S)
 
 def unprinted(text: str, printed: str) -> list[str]:
     """The decimal numbers of ``text`` (e.g. ``+1.63``, ``76.9%``, ``1.5e-06``) that
-    ``printed`` does not hold."""
+    ``printed`` does not hold as a whole number: ``0.30`` is not printed by ``0.305``.
+    (Integers are not checked: the prose is full of years, layers and counts.)"""
     numbers = re.findall(r"[+-]?\d+\.\d+(?:e[+-]\d+)?%?", text)
-    return [number for number in numbers if number not in printed]
+    return [
+        number for number in numbers
+        if not re.search(rf"(?<![\d.]){re.escape(number)}(?!\d|\.\d)", printed)
+    ]  # fmt: skip
 
 
 def outputs(notebook: str) -> str:
@@ -44,3 +48,4 @@ def test_every_number_of_a_block_is_printed_by_its_notebooks(names, text):
 def test_a_stale_number_is_caught():
     printed = outputs("notebooks/effects.ipynb")
     assert unprinted("costs +1.64 nats and +1.63", printed) == ["+1.64"]
+    assert unprinted("0.30 and 0.3", "0.305 and 10.30 and 0.3,") == ["0.30"]

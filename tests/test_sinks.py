@@ -262,7 +262,6 @@ def test_gu_et_al_s_table_stands_beside_the_rows_with_a_bos():
 
     rows = {("a", False): "a without", ("a", True): "a with", ("b", True): "b with"}
     assert sinks.beside_table_1(rows) == {"a": "a with", "b": "b with"}
-    assert sinks.TABLE_1_BOS, "their tokenizer(prompt) puts a BOS first"
     # the counter-example: a model measured without a BOS only is not like for like
     with pytest.raises(ValueError, match=r"no rows with a BOS for \['c'\]"):
         sinks.beside_table_1({**rows, ("c", False): "c without"})
@@ -277,6 +276,18 @@ def test_the_ablations_of_layer_0(tiny):
     assert set(found) == {"unmodified", "zero", "mean"} and found["zero"].shape == (3,)
     scores = sinks.first_token_scores(tiny, ids)
     np.testing.assert_allclose(found["unmodified"], sinks.per_input(scores[:, 1:])["sink_rate"])
+    # each ablation against the maps themselves: α₁ is the mean weight on key 0
+    from attn_lib import Modification, all_weights
+
+    for name, kind, epsilon in (("zero", "scale", 1e-6), ("mean", "mean", 0.0)):
+        alphas = np.stack([
+            np.asarray(all_weights(tiny.replace(ids=row), Modification("value", kind, epsilon),
+                                   modify_layer=0))[..., 0].mean(-1)
+            for row in ids
+        ])  # fmt: skip
+        np.testing.assert_allclose(
+            found[name], sinks.per_input(alphas[:, 1:])["sink_rate"], err_msg=name
+        )
     with pytest.raises(ValueError, match="epsilons must reach 1"):
         sinks.ablations(tiny, ids, np.array([1e-6, 0.5]), layer=0)
 

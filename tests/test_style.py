@@ -130,7 +130,9 @@ def test_the_effects_drawings_pass_the_checks():
     figures = [
         effect_plots.twin(curves, eps, marks=(0.5, 1e-3, 1e-10), title=title),
         effect_plots.head_maps(maps, title=f"{LONGEST_MODEL}: Δloss when one head is changed"),
-        effect_plots.head_distribution({"a": rng.normal(size=270)}, small=0.01, title=title),
+        effect_plots.head_distribution(
+            {"a": rng.normal(size=270)}, small=0.01, title="Δloss when one head's output is removed"
+        ),
         effect_plots.sink_price(price, np.logspace(-10, 0, 3), title=title[:44]),
         effect_plots.bos({"with": rng.random(8), "without": rng.random(8)}, title=title[:44]),
     ]
