@@ -101,7 +101,7 @@ def test_a_hidden_line_or_fractional_layer_ticks_fail_the_checks():
 
 
 def test_shades_run_from_light_to_dark():
-    light, middle, dark = (np.mean(c) for c in long_plots.shades(style.COMPONENTS["key"], 3))
+    light, middle, dark = (np.mean(c) for c in style.shades(style.COMPONENTS["key"], 3))
     assert light > middle > dark
 
 

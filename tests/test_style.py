@@ -28,6 +28,31 @@ def test_a_text_past_the_canvas_is_found():
     assert problems == []
 
 
+def test_overlapping_texts_and_legends_are_found():
+    def piled(fig, ax):
+        ax.plot([1.0, 2.5], [0.0, 1.0], label="a line")
+        ax.annotate("5e-1", (1.5, 0.5))
+        ax.annotate("4e-1", (1.5, 0.5), xytext=(2, 1), textcoords="offset points")
+
+    _, problems = drawn(piled)
+    assert problems == ["'5e-1' overlaps '4e-1'"]
+
+    def on_legend(fig, ax):
+        ax.plot([1.0, 2.5], [0.0, 1.0], label="a line with a long label")
+        ax.legend(loc="upper left")
+        ax.annotate("a note", (0.02, 0.97), xycoords="axes fraction", va="top")
+
+    assert drawn(on_legend)[1] == ["'a note' overlaps a legend"]
+
+    def apart(fig, ax):
+        ax.plot([1.0, 2.5], [0.0, 1.0], label="a line")
+        ax.legend(loc="lower right")
+        ax.annotate("5e-1", (1.1, 0.9))
+        ax.set_title("a title")
+
+    assert drawn(apart)[1] == []
+
+
 def test_ticks_between_integers_are_found_on_integer_data():
     def layers(fig, ax):
         ax.plot([0, 1, 2], [0.1, 0.2, 0.4], label="a")
@@ -73,6 +98,37 @@ def test_a_hidden_legend_entry_is_found_unless_marked():
     assert labels == ["Query", "Key (= Query)", "Value"]
 
 
+def test_lines_and_the_check_share_one_tolerance_on_a_fixed_axis():
+    # close on an axis fixed to 0–1 (the report's sink panel: all three near 0.1), yet
+    # apart by many times the data's own range: the same tolerance marks and checks them
+    x, near = np.arange(5.0) + 0.5, np.full(5, 0.1)
+    curves = {"Query": near, "Key": near + 0.004, "Value": near - 0.004}
+
+    def fixed(fig, ax):
+        style.lines(ax, x, curves, style.COMPONENTS, ylim=(0, 1))
+        ax.legend()
+
+    fig, problems = drawn(fixed)
+    assert problems == []
+    labels = [text.get_text() for text in fig.axes[0].get_legend().get_texts()]
+    assert labels == ["Query", "Key (= Query)", "Value (= Query)"]
+
+    def fixed_after(fig, ax):  # the axis fixed after the lines were drawn: not marked
+        style.lines(ax, x, curves, style.COMPONENTS)
+        ax.set_ylim(0, 1)
+        ax.legend()
+
+    assert len(drawn(fixed_after)[1]) == 3
+
+
+def test_a_halo_widens_the_lines_drawn_earlier():
+    x = np.arange(5.0) + 0.5
+    curves = {"Query": x, "Key": x + 0.5, "Value": x + 1.0}
+    fig, _ = drawn(lambda fig, ax: style.lines(ax, x, curves, halo=True))
+    widths = [line.get_linewidth() for line in fig.axes[0].get_lines()]
+    assert widths == sorted(widths, reverse=True) and widths[0] > widths[-1]
+
+
 def test_lines_marks_sparse_data_and_leaves_distinct_lines_alone():
     fig, _ = drawn(lambda fig, ax: style.lines(ax, np.arange(4), {"a": [0, 1, 2, 3],
                                                                   "b": [0, 1, 2, 4]}))  # fmt: skip
@@ -92,6 +148,14 @@ def test_mark_epsilons_labels_the_ones_inside_the_data():
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.texts] == ["5e-1", "1e-3"]
     assert problems == []
+
+    def narrow(fig, ax):  # the report's panels: 5e-1 near the right edge, 1e-3 before it
+        fig.set_size_inches(2.4, 2.4)
+        ax.plot([1e-12, 1e2], [0, 1])
+        style.mark_epsilons(ax, (0.5, 1e-3, 1e-10))
+        ax.set_xscale("log")
+
+    assert drawn(narrow)[1] == []
 
 
 def test_save_refuses_a_figure_that_fails_and_writes_nothing(tmp_path):

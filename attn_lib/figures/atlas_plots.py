@@ -8,7 +8,6 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from attn_lib.figures import style
-from attn_lib.figures.long_plots import component_colours, halo
 from attn_lib.figures.style import format_epsilon
 from attn_lib.modification import first_affected_layer
 
@@ -93,18 +92,20 @@ def response_curves(data: dict, label: str, *, model: str, marks=()) -> Figure:
     shades of its component's colour; ``marks`` (the seed's ε) marked."""
 
     labels = [curve_label(data, i) for i in range(len(data["values"]))]
-    colours = component_colours(labels, data["component"])
+    colours = style.component_colours(labels, data["component"])
     below = {str(c): int(b) for c, b in zip(data["component"], data["below"], strict=True)}
     with style.drawing():
         fig = style.new(style.WIDE, 3.8)
         ax = fig.subplots()
-        style.lines(ax, data["epsilon"], dict(zip(labels, data["values"], strict=True)), colours)
-        halo(ax)
+        style.lines(
+            ax, data["epsilon"], dict(zip(labels, data["values"], strict=True)), colours, halo=True
+        )
         ax.set_xscale("log")
         style.mark_epsilons(ax, marks, label="the seed's ε")
         ax.set_xlabel("ε")
         ax.set_ylabel(label)
-        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), title="observed layer and head")
+        title = f"observed layer and head\n({style.HALO_NOTE})"
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), title=title)
         where = "; ".join(f"{c.capitalize()} {_where(b)}" for c, b in below.items())
         fig.suptitle(f"{model}: {label} of the most responsive heads, {data['kind']}\n"
                      f"(every head of one layer modified: {where})")  # fmt: skip

@@ -59,44 +59,46 @@ def head_maps(maps: dict, *, title: str) -> Figure:
 
 
 def head_distribution(deltas: dict[str, np.ndarray], *, small: float, title: str) -> Figure:
-    """The distribution of Δloss over heads (``deltas``: model → its values), as the
-    share of heads at or below each Δloss; ``small`` a dotted line."""
+    """The distribution of Δloss over heads (``deltas``: a model's name → its values), as
+    the share of heads at or below each Δloss, a model in black, the next in grey;
+    ``small`` a dotted line."""
 
     with style.drawing():
-        fig = style.new(style.NARROW + 1.0, 3.4)
+        fig = style.new(style.NARROW, 3.8)
         ax = fig.add_subplot()
-        for name, values in deltas.items():
+        for (name, values), colour in zip(deltas.items(), ("black", "0.55"), strict=False):
             ordered = np.sort(np.ravel(values))
             share = np.arange(1, ordered.size + 1) / ordered.size
-            ax.step(ordered, share, where="post", lw=1.5, label=f"{name} ({ordered.size} heads)")
+            ax.step(ordered, share, where="post", color=colour,
+                    label=f"{name} ({ordered.size} heads)")  # fmt: skip
         ax.axvline(small, ls=":", color="0.4", lw=1, label=f"Δloss = {small:g} nats")
         ax.axvline(-small, ls=":", color="0.4", lw=1)
         ax.set_xscale("symlog", linthresh=small)
         ax.set_xlabel("Δ next-token loss when one head is removed, nats")
         ax.set_ylabel("share of heads ≤ Δloss")
-        ax.legend(loc="lower right")
+        ax.legend(loc="upper left", fontsize=8)
         ax.set_title(title)
     return fig
 
 
 def sink_price(found: dict, epsilons: np.ndarray, *, title: str) -> Figure:
     """The sink rate of the layers above against Δloss, one point per ε of Value
-    ``scale`` (labelled) and the mean-ablation control (``found`` from
+    ``scale`` (its ε in the point's colour, with a colour bar: labels of close points
+    would pile up) and the mean-ablation control (``found`` from
     :func:`attn_lib.analysis.effects.sink_price`)."""
 
     scale, control = found["scale"], found["mean ablation"]
-    value = style.COMPONENTS["value"]
     with style.drawing():
-        fig = style.new(style.NARROW + 1.0, 3.8)
+        fig = style.new(style.NARROW, 4.2)
         ax = fig.add_subplot()
-        ax.plot(scale["sink_rate"], scale["delta_loss"], marker="o", color=value,
-                label="Value scale, ε as labelled")  # fmt: skip
-        for x, y, epsilon in zip(scale["sink_rate"], scale["delta_loss"], epsilons, strict=True):
-            ax.annotate(style.format_epsilon(float(epsilon)), (x, y), textcoords="offset points",
-                        xytext=(4, 4), fontsize=8)  # fmt: skip
-        ax.scatter(control["sink_rate"], control["delta_loss"], marker="s", color="black",
-                   zorder=3, label="Value mean (ε = 0): the mean-ablation control")  # fmt: skip
-        ax.set_xlabel("Sink₁^0.3 of the layers above (%)")
+        ax.plot(scale["sink_rate"], scale["delta_loss"], color=style.COMPONENTS["value"],
+                lw=1, zorder=1, label="Value scale")  # fmt: skip
+        points = ax.scatter(scale["sink_rate"], scale["delta_loss"], c=np.log10(epsilons),
+                            cmap="cividis", zorder=2, s=24)  # fmt: skip
+        fig.colorbar(points, ax=ax, label="log₁₀ ε of the Value scale")
+        ax.scatter(control["sink_rate"], control["delta_loss"], marker="s", color="0.5",
+                   zorder=3, label="Value mean (ε = 0):\nthe mean-ablation control")  # fmt: skip
+        ax.set_xlabel(r"Sink$_1^{0.3}$ of the layers above (%)")
         ax.set_ylabel("Δ next-token loss, nats")
         ax.legend(loc="best")
         ax.set_title(title)

@@ -100,50 +100,26 @@ def against_position(data: dict, groups: dict[str, list[int]], *, title: str,
     return fig
 
 
-def shades(colour: str, count: int) -> list:
-    """``count`` shades of ``colour``, light to dark (one component at several ε)."""
-    from matplotlib.colors import to_rgb
-
-    base = np.array(to_rgb(colour))
-    mixes = np.linspace(-0.5, 0.4, count) if count > 1 else [0.0] * count  # < 0: whiter
-    return [tuple(base - m * (1 - base) if m < 0 else base * (1 - m)) for m in mixes]
-
-
-def component_colours(labels, components) -> dict[str, tuple]:
-    """Each of ``labels``' colour, lower-cased as :func:`style.lines` reads it: shades of
-    its component's colour (``components``, in order: light first), black for none
-    (unmodified)."""
-    colours = {label.lower(): style.UNMODIFIED for label in labels}
-    for component, colour in style.COMPONENTS.items():
-        named = [label for label, c in zip(labels, components, strict=True) if c == component]
-        colours |= dict(zip(map(str.lower, named), shades(colour, len(named)), strict=True))
-    return colours
-
-
-def halo(ax, widest: float = 3.4, narrowest: float = 1.3) -> None:
-    """The lines on ``ax`` drawn earlier made wider, so that one a later line covers (not
-    the same within :func:`style.lines`' tolerance, yet closer than a line's width) still
-    shows around it; a line marked as coinciding keeps its dashes and width."""
-    drawn = [line for line in ax.get_lines() if style.COINCIDES not in line.get_label()]
-    for width, line in zip(np.linspace(widest, narrowest, len(drawn)), drawn, strict=True):
-        line.set_linewidth(width)
-
-
 def first_tokens(data: dict, *, title: str) -> Figure:
     """``data`` from :func:`first_data`: the share of attention on the first tokens, per
     layer, a line per setting: unmodified black, modified ones in shades of their
     component's colour (light first), a line that coincides with another marked so."""
     labels = [str(label) for label in data["settings"]]
-    colours = component_colours(labels, data["component"])
+    colours = style.component_colours(labels, data["component"])
     with style.drawing():
         fig = style.new(style.WIDE, 3.6)
         ax = fig.add_subplot()
-        style.lines(ax, data["layers"], dict(zip(labels, data["share"], strict=True)), colours)
-        halo(ax)
+        style.lines(
+            ax,
+            data["layers"],
+            dict(zip(labels, data["share"], strict=True)),
+            colours,
+            ylim=(0, 1),
+            halo=True,
+        )
         style.integer_ticks(ax.xaxis)
         ax.set_xlabel("layer")
         ax.set_ylabel(f"share of attention on\nthe first {int(data['first'])} tokens")
-        ax.set_ylim(0, 1)
-        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), title=style.HALO_NOTE)
         fig.suptitle(f"{title}\n(modified: every head of layer {int(data['modify_layer'])})")
     return fig

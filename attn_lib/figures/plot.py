@@ -117,7 +117,7 @@ def grid_figure(panels: Sequence[Sequence[dict]], caption: str, subtitle: str = 
         fig.supxlabel(plain(caption))
         if subtitle:
             fig.suptitle(plain(subtitle), fontsize=9, color="0.3")
-        mask_legend(fig, [panel for row in panels for panel in row], "outside right lower")
+        mask_legend(fig, [panel for row in panels for panel in row], "outside right upper")
     return fig
 
 

@@ -46,16 +46,15 @@ def metric_curves(epsilons, curves: dict, metric: str, title: str, marks=()):
                     ax.fill_between(epsilons, v.min(0), v.max(0), lw=0, alpha=0.25,
                                     color=style.COMPONENTS[label.lower()])  # fmt: skip
             means = {label: v.mean(0) if v.ndim == 2 else v for label, v in values.items()}
-            style.lines(ax, epsilons, means, style.COMPONENTS)
+            style.lines(ax, epsilons, means, style.COMPONENTS, ylim=(0, 1.05))
             ax.set_xscale("log")
             ax.set_xticks(decades)
-            ax.set_ylim(0, 1.05)
             style.mark_epsilons(ax, marks, label="the seed's ε")
             ax.set_title(
                 kind if not seeds else f"{kind}: mean of {seeds.pop()} seeds,\nband min–max"
             )
             ax.set_xlabel("ε")
-            ax.legend(loc="best", fontsize=8)
+            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncols=2, fontsize=8)
         axes[0].set_ylabel(METRIC_LABELS[metric])
         fig.suptitle(title)
     return fig

@@ -14,7 +14,7 @@ ZERO = 0.5  # a bar lower than this (% of the axis) is labelled with its value
 def _bars(ax, groups: dict, colours: dict, *, top: float) -> None:
     """Bars per group (tick) and kind (colour): ``groups[group][kind]`` is a value or
     ``(value, low, high)`` (an interval drawn as an error bar); a bar too low to see is
-    labelled with its value ("0", "0.2")."""
+    labelled with its value ("0", "0.2"), upright (across, neighbours' labels meet)."""
     width = 0.8 / len(colours)
     for k, (kind, colour) in enumerate(colours.items()):
         found = [np.atleast_1d(np.asarray(row[kind], float)) for row in groups.values()]
@@ -90,13 +90,12 @@ def under_modification(curves: dict, epsilons: np.ndarray, *, title: str, ylabel
         for (kind, layer), lines in curves.items():
             ax = axes[kinds.index(kind), layers.index(layer)]
             named = {component.capitalize(): values for component, values in lines.items()}
-            style.lines(ax, epsilons, named, style.COMPONENTS)
+            style.lines(ax, epsilons, named, style.COMPONENTS, ylim=ylim)
             if prediction and prediction.get(kind) is not None:
                 ax.axhline(prediction[kind], ls="--", color="0.4", lw=1, label="uniform rows")
             ax.set_xscale("log")
             style.mark_epsilons(ax, [1.0], label="ε = 1: unmodified")
             ax.set_xticks(ticks, [style.format_epsilon(e) for e in ticks])
-            ax.set_ylim(*ylim)
             ax.set_title(f"{kind}, modified layer {layer}", fontsize=10)
             ax.set_xlabel("ε")
         for ax in axes[:, 0]:

@@ -3,8 +3,7 @@ the checks every saved figure passes (:func:`check`, run by ``plot.save``).
 
 - **Sizes.** Two widths, :data:`NARROW` (750 px) and :data:`WIDE` (1500 px) at
   :data:`DPI`; heights follow the content.
-- **Fonts.** 10 pt text, 11 pt titles, 12 pt figure titles, 9 pt ticks and legends
-  (:data:`RC`).
+- **Fonts.** 10 pt text, 11 pt titles, 12 pt figure titles, 9 pt ticks, legends (:data:`RC`).
 - **Colours mean one thing each.** Query, Key and Value are always
   :data:`COMPONENTS` (blue, orange, green); the kinds of input (natural, random,
   repeated) are :data:`INPUTS` (grey, purple, magenta), never those three; a model's own
@@ -46,6 +45,9 @@ LAYERS = "viridis"
 MARK = {"color": "0.45", "ls": ":", "lw": 1.0}
 SPARSE = 16  # a line with at most this many points is drawn with markers
 COINCIDES = "(= "  # a legend label holding this names the line it coincides with
+WITHIN = 0.01  # lines closer than this share of the y range hide one another
+HALO = (3.4, 1.3)  # line widths of the first and last line of :func:`lines` with a halo
+HALO_NOTE = "wider: drawn earlier"  # a legend title for lines with a halo
 
 
 def format_epsilon(epsilon: float) -> str:
@@ -74,28 +76,68 @@ def new(width: float = NARROW, height: float = 3.4) -> Figure:
 
 
 def lines(ax, x, curves: Mapping[str, np.ndarray], colours: Mapping[str, str] | None = None,
+          *, ylim: tuple[float, float] | None = None, halo: bool = False,
           **kwargs) -> None:  # fmt: skip
     """One line per entry of ``curves`` (label → values over ``x``), coloured by
-    ``colours`` (label, lower-cased, → colour), with markers where ``x`` is sparse.
+    ``colours`` (label, lower-cased, → colour), with markers where ``x`` is sparse, on
+    the y limits ``ylim`` (None: the data's).
 
-    A line that coincides with one drawn before it (within 0.2 % of the data's range)
-    is drawn dashed on top of it, and its legend label says so: "Key (= Query)"."""
+    A line that coincides with one drawn before it (within :data:`WITHIN` of the y
+    range, :func:`_tolerance`; the check of :func:`save` uses the same) is drawn dashed
+    on top of it, and its legend label says so: "Key (= Query)". With ``halo`` the
+    lines drawn earlier are wider, so that one a later line covers (closer than a line's
+    width, yet not coinciding) still shows around it."""
     x = np.asarray(x)
     marker = "o" if x.size <= SPARSE else None
     values = {label: np.asarray(v, float) for label, v in curves.items()}
-    finite = np.concatenate([v[np.isfinite(v)] for v in values.values()] or [np.zeros(1)])
-    tolerance = 2e-3 * max(float(np.ptp(finite)) if finite.size else 0.0, 1e-12)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    tolerance = _tolerance(ax, list(values.values()))
     drawn: dict[str, np.ndarray] = {}
-    for label, v in values.items():
+    widths = np.linspace(HALO[0], HALO[1], len(values)) if halo else [None] * len(values)
+    for (label, v), width in zip(values.items(), widths, strict=True):
         twin = next((d for d, w in drawn.items() if _same(v, w, tolerance)), None)
-        style = {"marker": marker, "ms": 3.5 if marker else None, **kwargs}
+        style = {"marker": marker, "ms": 3.5 if marker else None, "lw": width, **kwargs}
         if colours is not None:
             style["color"] = colours[label.lower()]
         if twin is not None:
-            style |= {"ls": (0, (3, 2)), "zorder": 3, "marker": None}
+            dashed = {"ls": (0, (3, 2)), "zorder": 3, "marker": None}
+            style |= dashed | {"lw": HALO[1] if halo else None}
             label = f"{label} {COINCIDES}{twin})"
         ax.plot(x, v, label=label, **style)
         drawn.setdefault(label, v)
+
+
+def shades(colour: str, count: int) -> list:
+    """``count`` shades of ``colour``, light to dark (one component at several ε)."""
+    from matplotlib.colors import to_rgb
+
+    base = np.array(to_rgb(colour))
+    mixes = np.linspace(-0.5, 0.4, count) if count > 1 else [0.0] * count  # < 0: whiter
+    return [tuple(base - m * (1 - base) if m < 0 else base * (1 - m)) for m in mixes]
+
+
+def component_colours(labels, components) -> dict[str, tuple]:
+    """Each of ``labels``' colour, lower-cased as :func:`lines` reads it: shades of
+    its component's colour (``components``, in order: light first), black for none
+    (unmodified)."""
+    colours = {label.lower(): UNMODIFIED for label in labels}
+    for component, colour in COMPONENTS.items():
+        named = [label for label, c in zip(labels, components, strict=True) if c == component]
+        colours |= dict(zip(map(str.lower, named), shades(colour, len(named)), strict=True))
+    return colours
+
+
+def _tolerance(ax, values: Sequence[np.ndarray]) -> float:
+    """How close two lines on ``ax`` may come before one hides the other: :data:`WITHIN`
+    of the axes' fixed y range, or where it follows the data, of the data's range."""
+    if not ax.get_autoscaley_on():
+        low, high = ax.get_ylim()
+        span = abs(high - low)
+    else:
+        finite = np.concatenate([v[np.isfinite(v)] for v in values] or [np.zeros(1)])
+        span = float(np.ptp(finite)) if finite.size else 0.0
+    return WITHIN * max(span, 1e-12)
 
 
 def _same(a: np.ndarray, b: np.ndarray, tolerance: float) -> bool:
@@ -113,8 +155,11 @@ def mark_epsilons(ax, epsilons: Sequence[float], *, label: str = "") -> None:
     low, high = ax.dataLim.intervalx
     for i, epsilon in enumerate(e for e in epsilons if low <= e <= high):
         ax.axvline(epsilon, **MARK, label=label if i == 0 and label else None)
+        # near the right edge (share of the log width) a label reads leftwards, a line lower
+        where = np.log(epsilon / low) / np.log(high / low) if low > 0 and high > low else 0.0
+        side, dx, dy = ("right", -2, -12) if where > 0.8 else ("left", 2, -2)
         ax.annotate(format_epsilon(epsilon), (epsilon, 1.0), xycoords=("data", "axes fraction"),
-                    xytext=(2, -2), textcoords="offset points", ha="left", va="top",
+                    xytext=(dx, dy), textcoords="offset points", ha=side, va="top",
                     fontsize=8, color=MARK["color"])  # fmt: skip
 
 
@@ -133,7 +178,8 @@ def check(fig: Figure) -> list[str]:
     - an axis whose data are integers (an image's rows and columns, lines' x positions
       where all are integers) has a tick between integers;
     - a legend names a line that another line hides, unless its label says which
-      (:data:`COINCIDES`)."""
+      (:data:`COINCIDES`);
+    - two of the figure's titles, annotations and legends overlap (:func:`_overlaps`)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     agg = FigureCanvasAgg(fig)  # the canvas a PNG is drawn on, laid out as it will be
@@ -152,6 +198,25 @@ def check(fig: Figure) -> list[str]:
                 if any(abs(t - round(t)) > 1e-9 for t in ticks):
                     problems.append(f"{name} axis of {ax.get_title()!r}: ticks between integers")
         problems += _hidden_lines(ax)
+    return problems + _overlaps(fig, renderer)
+
+
+def _overlaps(fig: Figure, renderer, slack: float = 1.0) -> list[str]:
+    """Pairs of the figure's titles, annotations and legends (each legend one box) whose
+    boxes overlap by more than ``slack`` pixels each way."""
+    titles = [t for ax in fig.axes for t in (*ax.texts, ax.title, ax._left_title, ax._right_title)]
+    texts = [*fig.texts, *titles]
+    boxes = [(repr(t.get_text()[:30]), t.get_window_extent(renderer))
+             for t in texts if t.get_visible() and t.get_text().strip()]  # fmt: skip
+    legends = [*fig.legends, *(ax.get_legend() for ax in fig.axes if ax.get_legend())]
+    boxes += [("a legend", legend.get_window_extent(renderer)) for legend in legends]
+    problems = []
+    for i, (name, box) in enumerate(boxes):
+        for other, with_ in boxes[i + 1 :]:
+            wide = min(box.x1, with_.x1) - max(box.x0, with_.x0)
+            high = min(box.y1, with_.y1) - max(box.y0, with_.y0)
+            if wide > slack and high > slack:
+                problems.append(f"{name} overlaps {other}")
     return problems
 
 
@@ -217,14 +282,19 @@ def _hidden_lines(ax) -> list[str]:
         return []
     named = {text.get_text() for text in legend.get_texts()}
     problems = []
-    lines_ = [line for line in ax.get_lines() if line.get_label() in named]
+    # a line with markers alone (no line style) shows its points over any line
+    lines_ = [
+        line for line in ax.get_lines()
+        if line.get_label() in named and line.get_linestyle() not in ("None", "none", "")
+    ]  # fmt: skip
+    ys = [np.asarray(line.get_ydata(), float) for line in lines_]
+    tolerance = _tolerance(ax, ys)
     for i, line in enumerate(lines_):
-        for above in lines_[i + 1 :]:
+        for j, above in enumerate(lines_[i + 1 :], i + 1):
             if COINCIDES in line.get_label() + above.get_label():
                 continue
-            a, b = (np.asarray(artist.get_ydata(), float) for artist in (line, above))
             same_x = np.array_equal(np.asarray(line.get_xdata()), np.asarray(above.get_xdata()))
-            if same_x and a.shape == b.shape and np.allclose(a, b, rtol=1e-3, atol=1e-9):
+            if same_x and _same(ys[i], ys[j], tolerance):
                 problems.append(f"legend entry {line.get_label()!r} is hidden under "
                                 f"{above.get_label()!r} and not marked as coinciding")  # fmt: skip
     return problems
