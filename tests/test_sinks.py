@@ -140,7 +140,7 @@ def test_scores_equal_the_dense_maps_and_are_read_back(tiny, monkeypatch):
     from attn_lib.analysis import sinks
 
     ids = sinks.inputs(tiny, "random", count=3, seq_len=7)
-    scores = sinks.first_token_scores(tiny, ids)
+    scores = sinks.key_scores(tiny, ids)[..., 0]
     for row, expected in zip(ids, scores, strict=True):
         over = tiny.replace(ids=jnp.asarray(row))
         dense = all_weights(over, None, modify_layer=0)
@@ -151,7 +151,7 @@ def test_scores_equal_the_dense_maps_and_are_read_back(tiny, monkeypatch):
     dense = all_weights(tiny.replace(ids=jnp.asarray(ids[1])), None, modify_layer=0)
     by_hand = [np.asarray(dense)[..., k:, k].mean(-1) for k in range(7)]
     monkeypatch.setattr(sinks, "_profiles", lambda *a: pytest.fail("computed again"))
-    np.testing.assert_array_equal(sinks.first_token_scores(tiny, ids), scores)
+    np.testing.assert_array_equal(sinks.key_scores(tiny, ids)[..., 0], scores)
     alpha_k = sinks.key_scores(tiny, ids)  # from the same pass, read back
     assert alpha_k.shape == (3, 2, 4, 7)
     np.testing.assert_allclose(alpha_k[1], np.stack(by_hand, -1), atol=1e-6)
@@ -274,7 +274,7 @@ def test_the_ablations_of_layer_0(tiny):
     epsilons = np.array([1e-6, 1.0])
     found = sinks.ablations(tiny, ids, epsilons, layer=0)
     assert set(found) == {"unmodified", "zero", "mean"} and found["zero"].shape == (3,)
-    scores = sinks.first_token_scores(tiny, ids)
+    scores = sinks.key_scores(tiny, ids)[..., 0]
     np.testing.assert_allclose(found["unmodified"], sinks.per_input(scores[:, 1:])["sink_rate"])
     # each ablation against the maps themselves: α₁ is the mean weight on key 0
     from attn_lib import Modification, all_weights
@@ -290,6 +290,14 @@ def test_the_ablations_of_layer_0(tiny):
         )
     with pytest.raises(ValueError, match="epsilons must reach 1"):
         sinks.ablations(tiny, ids, np.array([1e-6, 0.5]), layer=0)
+    # the price of the sinks reads the same ablations: rates per ε, no loss at ε = 1
+    from attn_lib.analysis import effects
+
+    price = effects.sink_price(tiny, ids, epsilons, layer=0)
+    rates = [found["zero"].mean(), found["unmodified"].mean()]
+    np.testing.assert_allclose(price["scale"]["sink_rate"], rates)
+    np.testing.assert_allclose(price["mean ablation"]["sink_rate"], [found["mean"].mean()])
+    np.testing.assert_allclose(price["scale"]["delta_loss"][1], 0.0, atol=1e-6)
 
 
 def _panels():
@@ -312,5 +320,8 @@ def test_the_figures_pass_the_house_style_and_a_long_title_does_not():
     assert {t.get_text() for t in labels} >= {"Key (= Query)", "uniform rows", "ε = 1: unmodified"}
     shares = {"a": {"natural": np.array([10.0, 60, 10, 10, 10]), "random": np.zeros(5)}}
     assert style.check(sink_plots.largest_key(shares, title="Largest key")) == []
+    # small bars side by side in two panels (the committed figure's case): labels clear
+    small = dict.fromkeys(("natural", "random", "repeated"), np.array([0.36, 0.18, 0.39, 0, 99]))
+    assert style.check(sink_plots.largest_key({"a": small, "b": small}, title="x")) == []
     too_long = {"a panel title far too long for its narrow panel " * 3: _panels()["ours"]}
     assert style.check(sink_plots.rates({**_panels(), **too_long}, title="x")) != []

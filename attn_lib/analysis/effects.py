@@ -137,18 +137,16 @@ def sink_price(source, ids: np.ndarray, epsilons, *, layer: int = 0) -> dict:
 
 
 def _sink_price(source, ids, epsilons, layer):
-    controls = {"scale": (Modification("value", "scale", 1.0), np.asarray(epsilons, float)),
-                "mean ablation": (Modification("value", "mean", 1.0), np.zeros(1))}  # fmt: skip
+    rates = sinks.ablation_rates(source, ids, epsilons, layer=layer)
     found = {}
-    for name, (modification, values) in controls.items():
-        alphas = sinks.under_modification(source, ids, modification, values, modify_layer=layer)
+    for name, (modification, values) in sinks.value_controls(epsilons).items():
         runs = [
             effects(source.replace(ids=np.asarray(row, np.int32)), modification, values,
                     modify_layer=layer)
             for row in ids
         ]  # fmt: skip
         found[name] = {
-            "sink_rate": np.array([sinks.value_at(a, layer, above=True) for a in alphas]),
+            "sink_rate": rates[name].mean(axis=1),
             "delta_loss": np.mean([run["loss"] - run["loss_reference"] for run in runs], 0),
             "kl": np.mean([run["kl"] for run in runs], 0),
         }

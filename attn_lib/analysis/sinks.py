@@ -21,10 +21,6 @@ from attn_lib.modification import Modification, check_epsilon
 KINDS = ("natural", "random", "repeated")
 SEQ_LEN = 64
 THRESHOLD = 0.3
-CITATION = (
-    'Gu et al., "When Attention Sink Emerges in Language Models: An Empirical View", '
-    "ICLR 2025, Table 1"
-)
 TABLE_1 = {  # model: Sink₁^0.3 (%) on natural, random and repeated inputs, BOS first
     "LLaMA2-7B": (92.47, 90.13, 0.00),
     "LLaMA3-8B": (99.02, 91.23, 0.00),
@@ -117,12 +113,6 @@ def key_scores(source, ids: np.ndarray) -> np.ndarray:
     notebook run again reads them."""
     make = lambda: {"a": _profiles(source, jnp.asarray(ids, jnp.int32))}  # noqa: E731
     return _cached(source, ids, ("alpha_k",), make)["a"]
-
-
-def first_token_scores(source, ids: np.ndarray) -> np.ndarray:
-    """α₁ of every layer and head over each row of ``ids``: ``(inputs, layers, heads)``,
-    key 0's α_k (:func:`key_scores`: one pass and one cache entry serve both)."""
-    return key_scores(source, ids)[..., 0]
 
 
 def largest_key_share(scores: np.ndarray, first: int = 4) -> np.ndarray:
@@ -262,20 +252,33 @@ def study(source, ids, epsilons, *, layers, kinds=("scale", "inverse")) -> dict:
     }  # fmt: skip
 
 
+def value_controls(epsilons) -> dict[str, tuple[Modification, np.ndarray]]:
+    """The Value modifications of an ablation study and their ε: ``scale`` over ``epsilons``
+    (the least: zero ablation) and the mean-ablation control, ``mean`` at ε = 0."""
+    return {"scale": (Modification("value", "scale", 1.0), np.asarray(epsilons, float)),
+            "mean ablation": (Modification("value", "mean", 1.0), np.zeros(1))}  # fmt: skip
+
+
+def ablation_rates(source, ids, epsilons, *, layer: int = 0) -> dict[str, np.ndarray]:
+    """The sink rate (%) of the layers above ``layer``, ``(ε, inputs)``, under each of
+    :func:`value_controls` made in ``layer``."""
+    return {
+        name: np.stack([per_input(alphas[:, layer + 1 :])["sink_rate"] for alphas in
+                        under_modification(source, ids, modification, values, modify_layer=layer)])
+        for name, (modification, values) in value_controls(epsilons).items()
+    }  # fmt: skip
+
+
 def ablations(source, ids, epsilons, *, layer: int = 0) -> dict[str, np.ndarray]:
-    """The sink rate (%) of the layers above ``layer``, per input: unmodified (ε = 1), its
-    Value scaled to the least of ``epsilons`` (zero ablation: its output removed) and
-    replaced by its mean (Value ``mean`` at ε = 0: ``effects.sink_price``'s control)."""
+    """The sink rate (%) of the layers above ``layer``, per input (:func:`ablation_rates`):
+    unmodified (ε = 1), zero ablation (the least ε) and the mean-ablation control."""
     epsilons = np.asarray(epsilons, float)
     if epsilons.max() != 1.0:
         raise ValueError(f"epsilons must reach 1 (unmodified), got at most {epsilons.max()}")
-    scaled, mean = (
-        under_modification(source, ids, Modification("value", kind, 1.0), e, modify_layer=layer)
-        for kind, e in (("scale", epsilons), ("mean", np.zeros(1)))
-    )
-    found = {"unmodified": scaled[epsilons.argmax()], "zero": scaled[epsilons.argmin()],
-             "mean": mean[0]}  # fmt: skip
-    return {name: per_input(alphas[:, layer + 1 :])["sink_rate"] for name, alphas in found.items()}
+    rates = ablation_rates(source, ids, epsilons, layer=layer)
+    scaled = rates["scale"]
+    return {"unmodified": scaled[epsilons.argmax()], "zero": scaled[epsilons.argmin()],
+            "mean": rates["mean ablation"][0]}  # fmt: skip
 
 
 def value_at(alphas: np.ndarray, layer: int, above: bool) -> float:
