@@ -1,7 +1,7 @@
 """Command line.
 
 python -m attn_lib figures [--jobs N] [--force] [--only NAME] [--out DIR] [--spec FILE]
-python -m attn_lib compare PRODUCED [--committed figures] [--diffs DIR] [--spec FILE]
+python -m attn_lib compare PRODUCED [--committed figures] [--diffs DIR] [--spec FILE] [--only NAME]
 python -m attn_lib notebooks [NAME ...]
 python -m attn_lib atlas --source NAME [its parameters: --text T, --seq-len N, …] --out STORE
     [--text-file F] [--max-tokens N] [--components ...] [--kinds ...] [--effects]
@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
         "--diffs", default="build/figure-diffs", help="where diff images of failing PNGs go"
     )
     compare.add_argument("--spec", default="figures/figures.yaml", help="the figures to compare")
+    compare.add_argument(
+        "--only", action="append", metavar="NAME", help="only this figure (as figures --only)"
+    )
     atlas = commands.add_parser(
         "atlas", help="metrics of every layer and head under every setting, into a Zarr store"
     )
@@ -106,6 +109,9 @@ def _command(args) -> int:
         from attn_lib.figures.spec import load_spec
 
         figures = list(load_spec(args.spec))
+        if unknown := sorted(set(args.only or ()) - set(figures)):
+            raise ValueError(f"--only: no figure {unknown} in {args.spec}; it has {figures}")
+        figures = args.only or figures
         problems = compare_figures(args.produced, args.committed, args.diffs, figures)
         for line in problems:
             print(f"CHANGED {line}", file=sys.stderr)

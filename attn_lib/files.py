@@ -116,6 +116,13 @@ def write_json(path: str | Path, data: object) -> None:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+def library_hash() -> str:
+    """A hash of the library's source: a change to any module re-makes every figure and
+    every cached result (:mod:`attn_lib.analysis.results`)."""
+    package = Path(__file__).parent
+    return sha256(*sorted(package.rglob("*.py"), key=lambda p: p.relative_to(package).parts))
+
+
 def sha256(*paths: str | Path) -> str:
     """One hash over the contents of ``paths``, in the order given."""
     digest = hashlib.sha256()

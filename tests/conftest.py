@@ -1,5 +1,7 @@
 import importlib.util
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 # The tests' programs are small and each compiled once: XLA's backend optimisation
@@ -76,3 +78,18 @@ def assert_refused_in_one_line(argv: list[str], capsys, message: str, never: Pat
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert re.search(message, err), err
     assert not never.exists()
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def fresh_copy(folder: Path) -> Path:
+    """``folder``, holding a copy of the checkout's files (those git tracks or would: no
+    build/, no .venv): a fresh clone, as the commands and the library see it."""
+    git = ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"]
+    listed = subprocess.run(git, cwd=REPO, capture_output=True, text=True, check=True).stdout
+    for name in filter(None, listed.split("\0")):
+        if (REPO / name).is_file():  # a file deleted but not yet committed is listed too
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, folder / name)
+    return folder

@@ -141,3 +141,18 @@ def test_a_notebooks_data_pass_rounding_and_nan_but_not_a_change(tmp_path):
         f"sinks/rates.npz: rates[0]: {values[0] * (1 + 3e-4):.8g}, committed {values[0]:.8g}"
     ]
     assert len(produced(np.where(np.isnan(values), 0.5, values))) == 1
+
+
+def test_compare_only_the_figures_asked_for(folders, capsys):
+    from attn_lib.__main__ import main
+
+    produced, committed, diffs, _ = folders
+    shutil.copy(REPO / "figures" / "qkv_grid_minilm.png", committed)  # drawn, not asked for
+    common = [str(produced), "--committed", str(committed), "--diffs", str(diffs)]
+    assert main(["compare", *common]) == 1  # every figure of the spec: one not produced
+    assert "qkv_grid_minilm.png: committed but not produced" in capsys.readouterr().err
+    assert main(["compare", *common, "--only", "qkv_grid"]) == 0
+    (produced / "qkv_grid.png").unlink()  # a figure asked for and missing still fails
+    assert main(["compare", *common, "--only", "qkv_grid"]) == 1
+    assert main(["compare", *common, "--only", "no_such_figure"]) == 2
+    assert "--only: no figure ['no_such_figure']" in capsys.readouterr().err

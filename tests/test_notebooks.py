@@ -2,9 +2,12 @@
 
 import ast
 import json
+import subprocess
+import sys
 
 import nbformat
 import pytest
+from conftest import fresh_copy
 from IPython.core.inputtransformer2 import TransformerManager
 
 from attn_lib.figures import notebooks
@@ -59,6 +62,7 @@ def test_notebook_is_committed_in_the_form_lab_saves(path):
     text = path.read_text()
     notebook = json.loads(text)
     assert "widgets" not in notebook["metadata"], "widget state: new model ids every run"
+    assert notebooks.WIDGET_VIEW not in text, "a widget view: a new model id every run"
     assert json.dumps(notebooks.lab_form(notebook)) == json.dumps(notebook), "an integral float"
     assert nbformat.writes(nbformat.reads(text, as_version=4)) + "\n" == text
 
@@ -67,3 +71,29 @@ def test_lab_form_writes_integral_floats_as_javascript_does():
     assert json.dumps(notebooks.lab_form({"a": [10.0, 0.5, 2], "b": {"c": -3.0}})) == (
         '{"a": [10, 0.5, 2], "b": {"c": -3}}'
     )
+
+
+def test_what_differs_from_run_to_run_is_dropped():
+    view = {notebooks.WIDGET_VIEW: {"model_id": "b19ac4"}, "text/plain": "a picture"}
+    cell = nbformat.v4.new_code_cell(
+        "widget()",
+        metadata={"papermill": {"duration": 1.0}, "execution": {}, "tags": ["kept"]},
+        outputs=[nbformat.v4.new_output("execute_result", data=view, execution_count=1)],
+    )
+    notebook = nbformat.v4.new_notebook(cells=[cell, nbformat.v4.new_markdown_cell("text")])
+    notebook.metadata |= {"papermill": {"start_time": "now"}, "widgets": {"state": {}}}
+    stripped = notebooks.without_run_state(notebook)
+    assert not {"papermill", "widgets"} & set(stripped.metadata)
+    assert stripped.cells[0].metadata == {"tags": ["kept"]}
+    assert stripped.cells[0].outputs[0].data == {"text/plain": "a picture"}
+
+
+def test_re_making_a_widget_notebook_leaves_no_diff(tmp_path):
+    """``python -m attn_lib notebooks explore`` in a fresh copy writes back the committed
+    bytes: nothing that differs from run to run is kept."""
+    copy = fresh_copy(tmp_path)
+    done = subprocess.run([sys.executable, "-m", "attn_lib", "notebooks", "explore"], cwd=copy,
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    made = (copy / "notebooks" / "explore.ipynb").read_text()
+    assert made == (NOTEBOOKS / "explore.ipynb").read_text()

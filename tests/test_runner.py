@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
+from attn_lib import files
 from attn_lib.figures import jobs, runner
 from attn_lib.figures.paths import NOTEBOOKS, resolve
 
@@ -123,7 +124,7 @@ def test_runner_is_deterministic_caches_and_kernels_do_not_collide(tmp_path, mon
     assert runner.run(spec, out=out, jobs=2) == 0
     assert _files(out) == runs[0]
     record = json.loads((out / "tiny" / "query_a.json").read_text())
-    assert record["library"] == jobs.library_hash()
+    assert record["library"] == files.library_hash()
 
 
 def _read_whole(path):

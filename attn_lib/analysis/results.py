@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from attn_lib.figures.jobs import library_hash
+from attn_lib.files import library_hash
 from attn_lib.models.weights import cache_dir, cached_arrays, fingerprint
 
 

@@ -72,12 +72,6 @@ def check_injection(notebook: Path, parameters: dict, declared: dict | None = No
             raise ValueError(f"parameter {name!r} must be a JSON scalar, got {shown(value)}")
 
 
-def library_hash() -> str:
-    """A hash of the library's source: a change to any module re-makes every figure."""
-    package = Path(attn_lib.__file__).parent
-    return sha256(*sorted(package.rglob("*.py"), key=lambda p: p.relative_to(package).parts))
-
-
 def portable(path: Path) -> str:
     """``path`` relative to the repository where it can be: records stay valid in
     another clone."""

@@ -20,11 +20,28 @@ def lab_form(value):
     return value
 
 
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def without_run_state(notebook):
+    """``notebook`` (nbformat) less what differs from run to run: papermill's metadata
+    (timestamps), the widget state and the widget views that name it (new model ids
+    every run; a live kernel makes the widgets anew, and each view keeps its static
+    picture for a reader without one)."""
+    notebook.metadata.pop("papermill", None)
+    notebook.metadata.pop("widgets", None)
+    for cell in notebook.cells:
+        cell.metadata.pop("papermill", None)
+        cell.metadata.pop("execution", None)
+        for output in cell.get("outputs", []):
+            output.get("data", {}).pop(WIDGET_VIEW, None)
+    return notebook
+
+
 def refresh_notebooks(names: list[str] | None = None) -> None:
     """Re-execute every notebook in ``notebooks/`` (or those ``names``, stems) in place
-    with its default parameters, then drop papermill's run metadata (timestamps would
-    make every run a diff) and the widget state (new model ids every run; a live kernel
-    makes the widgets anew), and write it in the form Lab saves (:func:`lab_form`)."""
+    with its default parameters, then drop what differs from run to run
+    (:func:`without_run_state`), and write it in the form Lab saves (:func:`lab_form`)."""
     import nbformat
 
     notebooks = sorted(NOTEBOOKS.glob("*.ipynb"))
@@ -37,10 +54,5 @@ def refresh_notebooks(names: list[str] | None = None) -> None:
             papermill.execute_notebook(
                 str(notebook), str(tmp), cwd=str(REPO), progress_bar=False, **KERNEL_OPTIONS
             )
-            executed = nbformat.read(tmp, as_version=4)
-            executed.metadata.pop("papermill", None)
-            executed.metadata.pop("widgets", None)
-            for cell in executed.cells:
-                cell.metadata.pop("papermill", None)
-                cell.metadata.pop("execution", None)
+            executed = without_run_state(nbformat.read(tmp, as_version=4))
             nbformat.write(lab_form(executed), tmp)

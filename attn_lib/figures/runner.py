@@ -21,7 +21,6 @@ from attn_lib.figures.jobs import (
     Job,
     expand,
     land,
-    library_hash,
     portable,
     record,
     up_to_date,
@@ -29,7 +28,7 @@ from attn_lib.figures.jobs import (
 from attn_lib.figures.kernels import AsyncPrivateKernelManager
 from attn_lib.figures.paths import BUILD, REPO, SPEC, resolve
 from attn_lib.figures.spec import load_spec
-from attn_lib.files import exclusive
+from attn_lib.files import exclusive, library_hash
 
 LOCK = ".attn-lib.lock"  # in the output folder: one runner at a time
 
