@@ -1,0 +1,128 @@
+"""The README is code: every fenced block of README.md and docs/*.md runs as shown, in
+a fresh copy of the checkout (no build/ folder, no .venv). Python blocks run in order in one
+fresh interpreter, as a reader pastes them; each shell command runs in order, from the
+copy's root. A block in a language this test does not know fails it, and so does a
+command it cannot run unless :data:`EXCEPTIONS` names it, with the reason."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import fresh_copy
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+FENCE = re.compile(r"^```(\w*)\n(.*?)^```$", re.M | re.S)
+LANGUAGES = ("python", "bash", "text")  # text: shown, not run (the layout tree)
+QUICK_START_WITHIN = 40  # lines: where a newcomer finds the commands
+EXCEPTIONS = {  # a command that cannot run in a test: why, and what covers it
+    "./run.sh figures": "a fresh .venv and every figure: CI's figure stage draws them",
+    "./run.sh test": "CI itself (.ci/run)",
+    "./run.sh lab": "a server waiting for a browser: tests/test_browser.py drives one",
+    "python -m attn_lib figures": "the whole build: CI's figure stage runs it",
+    "python -m attn_lib notebooks": "about 5 minutes: tests/test_notebooks.py re-makes "
+    "explore.ipynb so, and nbval re-executes every notebook",
+    "python benchmarks/gpu.py": "needs a GPU: tests/test_benchmarks.py runs its --smoke",
+    "python -m attn_lib atlas --source minilm --out /shared/minilm.zarr --coordinator "
+    "HOST:PORT --num-processes N --process-id i": "several hosts and a shared file system",
+}
+
+
+def blocks(text: str) -> list[tuple[str, str]]:
+    """``(language, code)`` of each fenced block, in order."""
+    return FENCE.findall(text)
+
+
+def commands(code: str) -> list[str]:
+    """The shell commands of a block: continued lines joined, comments and blank lines
+    dropped."""
+    joined = re.sub(r"\\\n\s*", "", code)
+    found = (re.sub(r"\s+#.*$|^#.*$", "", line).strip() for line in joined.splitlines())
+    return [command for command in found if command]
+
+
+def run_document(text: str, folder: Path) -> list[str]:
+    """What fails when ``text``'s blocks run in ``folder``: a sentence for each."""
+    env = {name: value for name, value in os.environ.items() if name != "XLA_FLAGS"} | {
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    }  # as a reader's shell: the environment's commands first, XLA as users have it
+    problems, script = [], []
+    for language, code in blocks(text):
+        if language not in LANGUAGES:
+            problems.append(f"a block in {language or 'no language'!r}: {code[:60]!r}")
+        elif language == "python":
+            script.append(code)
+    if script:
+        (folder / "readme_blocks.py").write_text("\n".join(script))
+        done = subprocess.run([sys.executable, "readme_blocks.py"], cwd=folder, env=env,
+                              capture_output=True, text=True)  # fmt: skip
+        if done.returncode:
+            problems.append(f"the Python blocks fail:\n{done.stderr[-3000:]}")
+    for language, code in blocks(text):
+        for command in commands(code) if language == "bash" else []:
+            if command in EXCEPTIONS:
+                continue
+            done = subprocess.run(command, shell=True, executable="/bin/bash", cwd=folder,
+                                  env=env, capture_output=True, text=True)  # fmt: skip
+            if done.returncode:
+                problems.append(f"{command!r} exits {done.returncode}:\n{done.stderr[-3000:]}")
+    return problems
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda p: p.name)
+def test_every_block_runs_as_shown(document, tmp_path):
+    assert run_document(document.read_text(), fresh_copy(tmp_path)) == []
+
+
+def test_a_broken_block_fails_and_an_unknown_one_is_refused(tmp_path):
+    broken = (
+        "```python\nimport flax\nattend = flax.linen.Dense(2)\nprint(nn)\n```\n"
+        "```bash\nmkdir -p build\npapermill notebooks/panel.ipynb build/x.ipynb -p no_such 1\n```\n"
+        "```ruby\nputs 1\n```\n"
+    )
+    problems = run_document(broken, fresh_copy(tmp_path))
+    assert len(problems) == 3
+    assert problems[0].startswith("a block in 'ruby'")
+    assert "NameError: name 'nn' is not defined" in problems[1]
+    assert problems[2].startswith("'papermill notebooks/panel.ipynb build/x.ipynb -p no_such 1'")
+    # an exception is a whole command: the same command with arguments still runs
+    assert run_document("```bash\n./run.sh test   # CI\n```\n", tmp_path) == []
+    assert "python -m attn_lib figures --only x" not in EXCEPTIONS
+
+
+def test_commands_are_read_as_a_shell_reads_them():
+    code = "# a comment\npapermill a.ipynb b.ipynb \\\n    -p x 1   # trailing\n\nls\n"
+    assert commands(code) == ["papermill a.ipynb b.ipynb -p x 1", "ls"]
+
+
+def test_the_quick_start_comes_first():
+    lines = (ROOT / "README.md").read_text().splitlines()
+    start = lines.index("## Quick start")
+    assert start < QUICK_START_WITHIN
+    assert "./run.sh figures" in "\n".join(lines[start:QUICK_START_WITHIN])
+
+
+def tree_modules(text: str) -> set[str]:
+    """The modules a layout tree names: ``<folder>/<name>.py`` under each folder line
+    (``  models/  …``), top-level ones under ``attn_lib/``."""
+    folder, found = "", set()
+    for line in text.splitlines():
+        if match := re.match(r"  (\w+)/\s", line):
+            folder = match[1] + "/"
+        elif re.match(r"  \S", line):
+            folder = ""
+        found |= {folder + name for name in re.findall(r"\b(\w+\.py)\b", line)}
+    return found
+
+
+def test_the_layout_tree_names_every_module_and_only_those():
+    tree = next(code for language, code in blocks((ROOT / "docs" / "layout.md").read_text())
+                if language == "text")  # fmt: skip
+    package = ROOT / "attn_lib"
+    modules = {str(p.relative_to(package)) for p in package.rglob("*.py")}
+    assert tree_modules(tree) == modules
+    # the counter-example: a module the tree does not name, and a name that is no module
+    assert tree_modules(tree + "  figures/  gone.py\n") - modules == {"figures/gone.py"}
