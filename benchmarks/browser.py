@@ -82,16 +82,15 @@ def _scratch(folder: Path, source: str, text: str | None, view: str) -> Path:
     return path
 
 
-def _browser_case(changes: int) -> dict:
+def _browser_case(changes: int, quick: bool) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the harness
     import lab
     from selenium.webdriver.support.ui import Select
 
-    cases = {  # T = 10, 16 and 256
-        "synthetic": None,
-        "minilm": "The quick brown fox jumps over the lazy dog while the cat sleeps.",
-        "smollm2": _sentence(256),
-    }
+    cases = {"synthetic": None}  # T = 10, 16 and 256 (quick: 10 only)
+    if not quick:
+        cases["minilm"] = "The quick brown fox jumps over the lazy dog while the cat sleeps."
+        cases["smollm2"] = _sentence(256)
     latencies, tokens = {}, {}
     BUILD.mkdir(exist_ok=True)
     with (
@@ -126,25 +125,28 @@ def _browser_case(changes: int) -> dict:
                 )
                 lab.command(driver, "docmanager:save")
                 lab.wait(driver, lambda p=path: '"outputs": [\n' in p.read_text(), "the save")
-        lab.open_notebook(driver, server, "notebooks/explore.ipynb", kernel=True)
-        lab.command(driver, "notebook:run-all-cells")
-        lab.wait(driver, lambda: lab.explorer_view(driver)[0], "the live heatmap")
         loads = {}
-        for source in ("minilm", "smollm2"):
-            menu = lab.explorer_control(driver, "source", "select")
-            start = time.perf_counter()
-            Select(menu).select_by_visible_text(source)
-            lab.wait(driver, lambda s=source: f"({s})" in lab.explorer_view(driver)[1], source)
-            loads[source] = time.perf_counter() - start
+        if not quick:  # the first load of each real source, in the explorer notebook
+            lab.open_notebook(driver, server, "notebooks/explore.ipynb", kernel=True)
+            lab.command(driver, "notebook:run-all-cells")
+            lab.wait(driver, lambda: lab.explorer_view(driver)[0], "the live heatmap")
+            for source in ("minilm", "smollm2"):
+                menu = lab.explorer_control(driver, "source", "select")
+                start = time.perf_counter()
+                Select(menu).select_by_visible_text(source)
+                lab.wait(driver, lambda s=source: f"({s})" in lab.explorer_view(driver)[1], source)
+                loads[source] = time.perf_counter() - start
     return {"latencies": latencies, "tokens": tokens, "loads": loads}
 
 
 def bench_browser(quick: bool) -> list[dict]:
-    """Typing ε to the new map, median and p95, canvas against PNG; first loads."""
-    r = in_subprocess(_browser_case, changes=10 if quick else 40)
+    """Typing ε to the new map, median and p95, canvas against PNG; first loads
+    (``quick``: synthetic only, 3 changes, no first loads)."""
+    r = in_subprocess(_browser_case, changes=3 if quick else 40, quick=quick)
     goals = {"synthetic": 0.050, "minilm": 0.050, "smollm2": 0.100}
     rows = []
-    for source, goal in goals.items():
+    for source in r["tokens"]:
+        goal = goals[source]
         canvas, png = (np.asarray(r["latencies"][f"{source}/{v}"][1:]) for v in VIEWS)
         median, p95 = float(np.median(canvas)), float(np.percentile(canvas, 95))
         rows.append({

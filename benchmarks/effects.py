@@ -22,6 +22,11 @@ from common import in_subprocess, peak_rss_mb, timed
 EPSILONS, LAYER, SEQ_LEN = 64, 20, 128
 
 
+def _size(quick: bool) -> tuple[int, int]:
+    """T and the number of ε: 32 and 4 with ``quick``."""
+    return (32, 4) if quick else (SEQ_LEN, EPSILONS)
+
+
 def _source(name: str, seq_len: int):
     from attn_lib.analysis.long_context import source_over
     from attn_lib.analysis.sinks import long_text
@@ -36,8 +41,9 @@ def bench_effects(quick: bool) -> list[dict]:
 
     from attn_lib import Modification, effects
 
-    source = _source("smollm2", SEQ_LEN)
-    modification, epsilons = Modification("key", "scale", 1.0), np.geomspace(1e-3, 1, EPSILONS)
+    seq_len, count = _size(quick)
+    source = _source("smollm2", seq_len)
+    modification, epsilons = Modification("key", "scale", 1.0), np.geomspace(1e-3, 1, count)
 
     @jax.jit
     def full(source, modification):  # every layer, the whole logits, the measures
@@ -53,13 +59,13 @@ def bench_effects(quick: bool) -> list[dict]:
         return effects(source, modification, epsilons, modify_layer=LAYER)
 
     found, looped = ours(), loop()
-    gap = max(abs(found["kl"][i] - float(looped[i][0])) for i in range(EPSILONS))
+    gap = max(abs(found["kl"][i] - float(looped[i][0])) for i in range(count))
     if gap > 1e-4:
         raise RuntimeError(f"effects and the loop disagree: KL differs by {gap}")
     repeats = 1 if quick else 3
     fast, slow = timed(ours, repeats), timed(loop, repeats)
     return [{
-        "name": f"effects, SmolLM2 T={SEQ_LEN}, {EPSILONS} ε of Key scale in layer {LAYER}, "
+        "name": f"effects, SmolLM2 T={seq_len}, {count} ε of Key scale in layer {LAYER}, "
                 "vs a loop of full forwards",
         **fast, "ratio": slow["median"] / fast["median"], "loop_s": slow["median"],
         "structural_bound": 30 / (30 - LAYER), "kl_gap": gap,
@@ -67,7 +73,7 @@ def bench_effects(quick: bool) -> list[dict]:
     }]  # fmt: skip
 
 
-def _memory_case(name: str, seq_len: int, count: int) -> dict:
+def _memory_case(name: str, seq_len: int, count: int, block_size: int) -> dict:
     import numpy as np
 
     from attn_lib import Modification, effects
@@ -75,16 +81,20 @@ def _memory_case(name: str, seq_len: int, count: int) -> dict:
     source = _source(name, seq_len)
     start = time.perf_counter()
     found = effects(source, Modification("value", "scale", 1.0), np.linspace(0, 1, count),
-                    modify_layer=0)  # fmt: skip
+                    modify_layer=0, block_size=block_size)  # fmt: skip
     return {"seconds": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb(),
             "kl_first": float(found["kl"][0])}  # fmt: skip
 
 
 def bench_effects_memory(quick: bool) -> list[dict]:
-    cases = [("smollm2", 2048, 8, 3000), ("gemma3", 1024, 4, 4000)]
+    cases, block_size = [("smollm2", 2048, 8, 3000), ("gemma3", 1024, 4, 4000)], 512
+    if quick:  # still the blockwise path: T=256 in blocks of 128
+        cases, block_size = [("smollm2", 256, 2, 3000)], 128
     rows = []
-    for name, seq_len, count, goal in cases[:1] if quick else cases:
-        found = in_subprocess(_memory_case, name=name, seq_len=seq_len, count=count)
+    for name, seq_len, count, goal in cases:
+        found = in_subprocess(
+            _memory_case, name=name, seq_len=seq_len, count=count, block_size=block_size
+        )
         rows.append({
             "name": f"effects memory, {name} T={seq_len}, {count} ε (Value scale, layer 0)",
             "median": found["seconds"], "min": found["seconds"], "max": found["seconds"],
@@ -101,7 +111,8 @@ def bench_effects_peer(quick: bool) -> list[dict]:
                  "min": math.nan, "max": math.nan, "ratio": math.nan}]  # fmt: skip
     import peers
 
-    return peers.compare(EPSILONS, LAYER, SEQ_LEN, repeats=1 if quick else 2)
+    seq_len, count = _size(quick)
+    return peers.compare(count, LAYER, seq_len, repeats=1 if quick else 2)
 
 
 BENCHMARKS = {

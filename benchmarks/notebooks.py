@@ -23,7 +23,7 @@ def bench_import(quick: bool) -> list[dict]:
                     [sys.executable, "-c", code], capture_output=True, text=True, check=True
                 ).stdout
             )
-            for _ in range(3 if quick else 7)
+            for _ in range(1 if quick else 7)
         ]
         return statistics.median(times), min(times), max(times)
 
@@ -58,15 +58,16 @@ def _papermill_panel(out: str) -> dict:
     import papermill
 
     from attn_lib.figures import runner
+    from attn_lib.figures.paths import NOTEBOOKS, REPO
 
     runner.use_compilation_cache()  # as the runner does
-    notebook = runner.NOTEBOOKS / "panel.ipynb"
+    notebook = NOTEBOOKS / "panel.ipynb"
     start = time.perf_counter()
     executed = papermill.execute_notebook(
         str(notebook),
         f"{out}/panel.ipynb",
         parameters={"output_dir": out},
-        cwd=str(runner.REPO),
+        cwd=str(REPO),
         progress_bar=False,
         **runner.KERNEL_OPTIONS,
     )
@@ -148,14 +149,15 @@ def bench_pipeline(quick: bool) -> list[dict]:
 
     with tempfile.TemporaryDirectory() as tmp:
         spec = SPEC
-        if quick:  # the seed figure's Query row: three panels and a grid
+        if quick:  # the seed figure's first panel and its grid
             entry = load_spec()["qkv_grid"]
+            entry = {**entry, "rows": entry["rows"][:1], "columns": entry["columns"][:1]}
             spec = Path(tmp, "spec.yaml")
-            spec.write_text(yaml.safe_dump({"qkv_grid": {**entry, "rows": entry["rows"][:1]}}))
+            spec.write_text(yaml.safe_dump({"qkv_grid": entry}))
         spec, cache = str(spec), f"{tmp}/jax-cache"
         in_process = in_subprocess(_in_process_collection, spec=spec, out=f"{tmp}/inproc")
         cold = figures(spec, f"{tmp}/out", "--force", cache=cache)
-        noop = [figures(spec, f"{tmp}/out", cache=cache) for _ in range(3)]
+        noop = [figures(spec, f"{tmp}/out", cache=cache) for _ in range(1 if quick else 3)]
         rows = [
             {
                 "name": "pipeline cold (papermill tax)",
@@ -198,7 +200,7 @@ def _explore_case(quick: bool) -> dict:
     from attn_lib.figures import plot
 
     explorer = Explorer()
-    path = np.logspace(-12, 2, 30 if quick else 100).tolist()
+    path = np.logspace(-12, 2, 5 if quick else 100).tolist()
     explorer.update(epsilon=path[0])  # the first draw and compilation are not an update
     times = []
     for eps in path:

@@ -3,8 +3,10 @@
     python benchmarks/run.py [--quick] [--only NAME ...]
 
 prints one table and writes benchmarks/results.json. It exits non-zero only when
-a benchmark fails to run, never for a slow result. Each family of benchmarks is a
-module of this folder with a ``BENCHMARKS`` table of its names and functions.
+a benchmark fails to run (naming it on stderr), never for a slow result. ``--quick``
+runs each at its smallest, to check that it still runs: its numbers mean little, and
+it writes nothing. Each family of benchmarks is a module of this folder with a
+``BENCHMARKS`` table of its names and functions.
 """
 
 import argparse
@@ -60,7 +62,9 @@ def main(argv=None) -> int:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument(
-        "--quick", action="store_true", help="fewer repeats and ε; prints, writes nothing"
+        "--quick",
+        action="store_true",
+        help="smallest sizes, to check that they run; writes nothing",
     )
     parser.add_argument("--only", nargs="+", choices=sorted(BENCHMARKS), help="run only these")
     args = parser.parse_args(argv)
@@ -69,17 +73,19 @@ def main(argv=None) -> int:
     results["machine"], failed = machine(), []
     today = datetime.date.today().isoformat()
     for name in args.only or BENCHMARKS:
-        try:
+        try:  # one broken benchmark must not hide the others; a sys.exit is a failure too
             rows = BENCHMARKS[name](args.quick)
-        except Exception as error:  # one broken benchmark must not hide the others
+            print_rows(rows)
+        except (Exception, SystemExit) as error:
             failed.append(name)
-            print(f"benchmark {name} failed: {error}", file=sys.stderr)
+            print(f"benchmark {name} failed: {type(error).__name__}: {error}", file=sys.stderr)
             continue
         results["families"][name] = {"date": today, "rows": rows}
-        print_rows(rows)
     print(json.dumps(results["machine"]))
     if not args.quick:  # the families run now replace theirs; the others are kept
         write_json(path, results)
+    if failed:
+        print(f"failed: {' '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0
 
 
