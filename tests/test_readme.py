@@ -44,8 +44,9 @@ def commands(code: str) -> list[str]:
     return [command for command in found if command]
 
 
-def run_document(text: str, folder: Path) -> list[str]:
-    """What fails when ``text``'s blocks run in ``folder``: a sentence for each."""
+def run_document(text: str, folder: Path, parts=("python", "bash")) -> list[str]:
+    """What fails when ``text``'s blocks of ``parts`` (its Python blocks, its shell
+    commands) run in ``folder``: a sentence for each."""
     env = {name: value for name, value in os.environ.items() if name != "XLA_FLAGS"} | {
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
     }  # as a reader's shell: the environment's commands first, XLA as users have it
@@ -55,14 +56,14 @@ def run_document(text: str, folder: Path) -> list[str]:
             problems.append(f"a block in {language or 'no language'!r}: {code[:60]!r}")
         elif language == "python":
             script.append(code)
-    if script:
+    if script and "python" in parts:
         (folder / "readme_blocks.py").write_text("\n".join(script))
         done = subprocess.run([sys.executable, "readme_blocks.py"], cwd=folder, env=env,
                               capture_output=True, text=True)  # fmt: skip
         if done.returncode:
             problems.append(f"the Python blocks fail:\n{done.stderr[-3000:]}")
     for language, code in blocks(text):
-        for command in commands(code) if language == "bash" else []:
+        for command in commands(code) if language == "bash" and "bash" in parts else []:
             if command in EXCEPTIONS:
                 continue
             done = subprocess.run(command, shell=True, executable="/bin/bash", cwd=folder,
@@ -72,9 +73,10 @@ def run_document(text: str, folder: Path) -> list[str]:
     return problems
 
 
+@pytest.mark.parametrize("part", ["python", "bash"])  # apart: two workers can share them
 @pytest.mark.parametrize("document", DOCUMENTS, ids=lambda p: p.name)
-def test_every_block_runs_as_shown(document, tmp_path):
-    assert run_document(document.read_text(), fresh_copy(tmp_path)) == []
+def test_every_block_runs_as_shown(document, part, tmp_path):
+    assert run_document(document.read_text(), fresh_copy(tmp_path), (part,)) == []
 
 
 def test_a_broken_block_fails_and_an_unknown_one_is_refused(tmp_path):
