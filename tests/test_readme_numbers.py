@@ -1,6 +1,6 @@
 """Every number of the README's findings is printed by the notebook that measures it: a
 block ``<!-- printed by notebooks/X.ipynb[, notebooks/Y.ipynb] -->`` … ``<!-- /printed -->``
-holds only decimal numbers that those committed notebooks' outputs print."""
+holds only numbers that those committed notebooks' outputs print."""
 
 import json
 import re
@@ -13,10 +13,11 @@ BLOCK = re.compile(r"<!-- printed by (.+?) -->(.*?)<!-- /printed -->", re.S)
 
 
 def unprinted(text: str, printed: str) -> list[str]:
-    """The decimal numbers of ``text`` (e.g. ``+1.63``, ``76.9%``, ``1.5e-06``) that
-    ``printed`` does not hold as a whole number: ``0.30`` is not printed by ``0.305``.
-    (Integers are not checked: the prose is full of years, layers and counts.)"""
-    numbers = re.findall(r"[+-]?\d+\.\d+(?:e[+-]\d+)?%?", text)
+    """The numbers of ``text`` (e.g. ``+1.63``, ``76.9%``, ``1.5e-06``, ``90``) that
+    ``printed`` does not hold as a whole number: ``0.30`` is not printed by ``0.305``,
+    nor ``8`` by ``18``. A citation's year (``Michel et al. 2019``) is not a finding."""
+    text = re.sub(r"(et al\.,?) \d{4}", r"\1", text)
+    numbers = re.findall(r"(?<![\w.])[+-]?\d+(?:\.\d+)?(?:e[+-]\d+)?%?(?![\w]|\.\d)", text)
     return [
         number for number in numbers
         if not re.search(rf"(?<![\d.]){re.escape(number)}(?!\d|\.\d)", printed)
@@ -49,3 +50,4 @@ def test_a_stale_number_is_caught():
     printed = outputs("notebooks/effects.ipynb")
     assert unprinted("costs +1.64 nats and +1.63", printed) == ["+1.64"]
     assert unprinted("0.30 and 0.3", "0.305 and 10.30 and 0.3,") == ["0.30"]
+    assert unprinted("higher on 7 of 8 (Gu et al. 2025)", "on 8 of 8 and 18") == ["7"]
