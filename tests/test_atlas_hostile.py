@@ -259,6 +259,7 @@ def test_no_documented_command_writes_the_atlas_notebooks_store():
     from attn_lib.figures import jobs
 
     store = jobs.declared_parameters(NOTEBOOKS / "atlas.ipynb")["store"]
-    documented = re.findall(r"--out (\S+)", (REPO / "README.md").read_text())
+    pages = [REPO / "README.md", *(REPO / "docs").glob("*.md")]
+    documented = [out for page in pages for out in re.findall(r"--out (\S+)", page.read_text())]
     assert "build/atlas/minilm.zarr" in documented and store not in documented
     assert not store.startswith(("build/atlas/", "figures/"))

