@@ -14,7 +14,7 @@ import pytest
 from test_load import write_llama_gguf
 
 from attn_lib import all_weights, models
-from attn_lib.models import contract, hf_files, hf_folder
+from attn_lib.models import contract, families, hf_config, hf_files, hf_folder
 
 FAMILIES = Path(__file__).parent / "reference" / "families"
 
@@ -387,7 +387,7 @@ def test_the_configs_of_real_checkpoints_pass_their_allow_lists(name):
         read = contract.read(config, allowlists.HF["gpt2"], name)
         assert gpt2.Config.from_hf(read, name).intermediate == 4 * 1024  # n_inner: 4·n_embd
         return
-    found, _ = hf_folder.decoder_config(config, name)
+    found, _ = hf_config.decoder_config(families.by_model_type(config["model_type"]), config, name)
     if name.startswith("gemma-3"):  # transformers' defaults fill the rest, as it builds it
         assert (found.heads, found.kv_heads, found.head_dim, found.vocab) == (8, 4, 256, 262208)
         assert found.rope[5] == ("linear", 1e6, 8.0) and found.rope[0] == ("default", 1e4)
@@ -470,4 +470,4 @@ def test_llama_cpps_gguf_conventions(tmp_path, monkeypatch):
          "attention.sliding_window": 1024}  # fmt: skip
     for layers, scale in ((62, (128 * 32 / 5376) ** 0.5), (34, 1.0)):
         shape = {"layers": layers, "heads": 32, "head_dim": 128, "hidden": 5376}
-        assert gguf_file._gemma3(c, shape)["query_scale"] == pytest.approx(scale)
+        assert families.gemma3_layers(c, shape)["query_scale"] == pytest.approx(scale)

@@ -82,11 +82,12 @@ def load(checkpoint: str | Path, *, text: str | None = None, ids=None, bos=None)
     """A source from a checkpoint of your own, over ``text`` or token ``ids`` (a list of
     integers; no tokenizer needed):
 
-    - a GGUF file (architectures ``llama``, ``qwen2``, ``gemma3``), its tokenizer from
-      its metadata where this library can build it;
-    - a Hugging Face folder (``model_type`` bert, gpt2, llama, mistral, qwen2, gemma2,
-      gemma3_text; ``config.json``, safetensors, ``tokenizer.json``), whose config is
-      read through its allow-list (:mod:`attn_lib.models.allowlists`);
+    - a GGUF file of a family of :data:`~attn_lib.models.families.FAMILIES` with a GGUF
+      form (its ``architecture``), its tokenizer from its metadata where this library
+      can build it;
+    - a Hugging Face folder of a family of :data:`~attn_lib.models.families.FAMILIES`
+      (its ``model_type``; ``config.json``, safetensors, ``tokenizer.json``), whose config
+      is read through the family's allow-list (:mod:`attn_lib.models.allowlists`);
     - a hub id (``owner/name``), downloaded with ``huggingface_hub`` where a hub can be
       reached, then read as a folder.
 
@@ -116,8 +117,13 @@ def _exists(path: str | Path) -> bool:
 def _is_hub_id(name: object) -> bool:
     """``owner/name`` as the hub spells it (at most 96 characters each)."""
     parts = str(name).split("/")
-    return (isinstance(name, str) and len(parts) == 2 and all(parts)
-            and not name.startswith(".") and max(map(len, parts)) <= 96)  # fmt: skip
+    return (
+        isinstance(name, str)
+        and len(parts) == 2
+        and all(parts)
+        and not name.startswith(".")
+        and max(map(len, parts)) <= 96
+    )
 
 
 def _download(repo_id: str) -> str:

@@ -75,8 +75,10 @@ def token_ids(
     if bos and checkpoint.bos is None:
         raise ValueError(f"{checkpoint.name}: bos=True, but the checkpoint names no BOS token")
     if bos and not checkpoint.bos < vocab:  # its config may say what its embedding lacks
-        raise ValueError(f"{checkpoint.name}: its BOS token id {checkpoint.bos} is outside "
-                         f"its vocabulary of {vocab}")  # fmt: skip
+        raise ValueError(
+            f"{checkpoint.name}: its BOS token id {checkpoint.bos} is outside "
+            f"its vocabulary of {vocab}"
+        )
     ids = ([checkpoint.bos] if bos and ids[0] != checkpoint.bos else []) + list(ids)
     context = checkpoint.config.context
     if len(ids) > context:
@@ -105,8 +107,9 @@ class CheckpointSource(Source):
         """The model of ``checkpoint`` over ``text`` or token ``ids`` (see
         :func:`token_ids`)."""
         ids, labels = token_ids(checkpoint, text, ids, bos)
-        return cls(checkpoint.params, jnp.asarray(ids, jnp.int32), labels,
-                   checkpoint.config, checkpoint)  # fmt: skip
+        return cls(
+            checkpoint.params, jnp.asarray(ids, jnp.int32), labels, checkpoint.config, checkpoint
+        )
 
     @property
     def layers(self) -> int:

@@ -189,16 +189,23 @@ def head_shape(c: dict, where: str, keys: tuple[str, str, str, str], prefix: str
     heads, kv, hidden, dim = keys
     kv_heads = c[kv] or c[heads]
     if c[heads] % kv_heads:
-        raise ValueError(f"{where}: {prefix}{heads}={c[heads]} is not a multiple of "
-                         f"{prefix}{kv}={kv_heads}")  # fmt: skip
+        raise ValueError(
+            f"{where}: {prefix}{heads}={c[heads]} is not a multiple of {prefix}{kv}={kv_heads}"
+        )
     if c[dim] is None and c[hidden] % c[heads]:
-        raise ValueError(f"{where}: {prefix}{hidden}={c[hidden]} is not a multiple of "
-                         f"{prefix}{heads}={c[heads]}, and {prefix}{dim} is not given")  # fmt: skip
+        raise ValueError(
+            f"{where}: {prefix}{hidden}={c[hidden]} is not a multiple of "
+            f"{prefix}{heads}={c[heads]}, and {prefix}{dim} is not given"
+        )
     return kv_heads, c[dim] or c[hidden] // c[heads]
 
 
-def check_tensors(expected: Mapping[str, tuple], present: Mapping[str, tuple], where: str,
-                  ignored: Callable[[str], bool] = lambda name: False) -> None:  # fmt: skip
+def check_tensors(
+    expected: Mapping[str, tuple],
+    present: Mapping[str, tuple],
+    where: str,
+    ignored: Callable[[str], bool] = lambda name: False,
+) -> None:
     """The checkpoint's tensors (``present``: name → shape, read from headers, not data)
     are those its config declares (``expected``), of the declared shapes: a ``ValueError``
     names a missing tensor, one of another shape (both shapes), and a tensor the config

@@ -45,8 +45,9 @@ PROJECTIONS = ("query", "key", "value", "out", "gate", "up", "down")
 class Config:
     """A decoder's hyperparameters; per-layer fields hold one entry per layer.
 
-    ``rope``: per layer, ``("default", θ)``, ``("linear", θ, factor)`` or ``("llama3", θ,
-    factor, low_freq_factor, high_freq_factor, original_context)``. ``window``: per
+    ``family``: its record's name (:data:`attn_lib.models.families.FAMILIES`).
+    ``rope``: per layer, ``("default", θ)``, ``("linear", θ, factor)`` or ``("llama3",
+    θ, factor, low_freq_factor, high_freq_factor, original_context)``. ``window``: per
     layer, how many positions back a query sees, itself included (0: all).
     ``query_scale`` multiplies the query beyond 1/√head_dim: Gemma's
     ``√head_dim / √query_pre_attn_scalar``, applied before a Query modification, which
@@ -116,14 +117,24 @@ def _tables(config: Config) -> tuple[np.ndarray, np.ndarray]:
 
 def layer_shapes(config: Config) -> dict[str, tuple]:
     """Every part of one layer with its shape, in PyTorch's layout (``(out, in)``)."""
-    hidden, q, kv, d, ff = (config.hidden, config.heads * config.head_dim,
-                            config.kv_heads * config.head_dim, config.head_dim,
-                            config.intermediate)  # fmt: skip
+    hidden, q, kv, d, ff = (
+        config.hidden,
+        config.heads * config.head_dim,
+        config.kv_heads * config.head_dim,
+        config.head_dim,
+        config.intermediate,
+    )
     shapes = {
-        "attention_norm": (hidden,), "query": (q, hidden), "key": (kv, hidden),
-        "value": (kv, hidden), "out": (hidden, q), "mlp_norm": (hidden,),
-        "gate": (ff, hidden), "up": (ff, hidden), "down": (hidden, ff),
-    }  # fmt: skip
+        "attention_norm": (hidden,),
+        "query": (q, hidden),
+        "key": (kv, hidden),
+        "value": (kv, hidden),
+        "out": (hidden, q),
+        "mlp_norm": (hidden,),
+        "gate": (ff, hidden),
+        "up": (ff, hidden),
+        "down": (hidden, ff),
+    }
     shapes.update({f"{part}_bias": shapes[part][:1] for part in config.biases})
     if config.qk_norm:
         shapes.update(query_norm=(d,), key_norm=(d,))

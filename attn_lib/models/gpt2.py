@@ -40,17 +40,31 @@ class Config:
         hidden, heads = config["n_embd"], config["n_head"]
         if hidden % heads:
             raise ValueError(f"{where}: n_embd={hidden} is not a multiple of n_head={heads}")
-        return cls(config["n_layer"], heads, hidden, config["n_inner"] or 4 * hidden,
-                   config["vocab_size"], config["n_positions"],
-                   config["layer_norm_epsilon"])  # fmt: skip
+        return cls(
+            config["n_layer"],
+            heads,
+            hidden,
+            config["n_inner"] or 4 * hidden,
+            config["vocab_size"],
+            config["n_positions"],
+            config["layer_norm_epsilon"],
+        )
 
 
 LAYER = {  # a layer's tensors, in PyTorch's Conv1D layout (in, out), by their shapes
-    "ln_1.weight": "n", "ln_1.bias": "n", "attn.c_attn.weight": "n 3n", "attn.c_attn.bias": "3n",
-    "attn.c_proj.weight": "n n", "attn.c_proj.bias": "n", "ln_2.weight": "n", "ln_2.bias": "n",
-    "mlp.c_fc.weight": "n f", "mlp.c_fc.bias": "f", "mlp.c_proj.weight": "f n",
+    "ln_1.weight": "n",
+    "ln_1.bias": "n",
+    "attn.c_attn.weight": "n 3n",
+    "attn.c_attn.bias": "3n",
+    "attn.c_proj.weight": "n n",
+    "attn.c_proj.bias": "n",
+    "ln_2.weight": "n",
+    "ln_2.bias": "n",
+    "mlp.c_fc.weight": "n f",
+    "mlp.c_fc.bias": "f",
+    "mlp.c_proj.weight": "f n",
     "mlp.c_proj.bias": "n",
-}  # fmt: skip
+}
 
 
 def shapes(config: Config) -> dict[str, tuple]:
@@ -58,23 +72,31 @@ def shapes(config: Config) -> dict[str, tuple]:
     n, f = config.hidden, config.intermediate
     size = {"n": n, "3n": 3 * n, "f": f}
     return {
-        "wte.weight": (config.vocab, n), "wpe.weight": (config.context, n),
-        "ln_f.weight": (n,), "ln_f.bias": (n,),
-        **{f"h.{i}.{part}": tuple(size[d] for d in dims.split())
-           for i in range(config.layers) for part, dims in LAYER.items()},
-    }  # fmt: skip
+        "wte.weight": (config.vocab, n),
+        "wpe.weight": (config.context, n),
+        "ln_f.weight": (n,),
+        "ln_f.bias": (n,),
+        **{
+            f"h.{i}.{part}": tuple(size[d] for d in dims.split())
+            for i in range(config.layers)
+            for part, dims in LAYER.items()
+        },
+    }
 
 
 def convert(tensors: dict[str, np.ndarray], config: Config) -> dict:
     """Our parameters from the checkpoint's tensors, by the names of :func:`shapes`
     (whose shapes the reader compared first)."""
     per_layer = [{part: tensors[f"h.{i}.{part}"] for part in LAYER} for i in range(config.layers)]
-    return jax.tree.map(jnp.asarray, {  # on the device once, not copied in at every call
-        "embedding": tensors["wte.weight"],
-        "position": tensors["wpe.weight"],
-        "norm": {"weight": tensors["ln_f.weight"], "bias": tensors["ln_f.bias"]},
-        "layers": stacked(per_layer),
-    })  # fmt: skip
+    return jax.tree.map(
+        jnp.asarray,
+        {  # on the device once, not copied in at every call
+            "embedding": tensors["wte.weight"],
+            "position": tensors["wpe.weight"],
+            "norm": {"weight": tensors["ln_f.weight"], "bias": tensors["ln_f.bias"]},
+            "layers": stacked(per_layer),
+        },
+    )
 
 
 def layer_norm(x, p, eps):
@@ -92,8 +114,10 @@ class GPT2(CheckpointSource):
 
     def layer(self, i, h: jax.Array, modification: Modification | None, path=None):
         p, c = self.layer_params(i), self.config
-        norm = {name: {"weight": p[f"{name}.weight"], "bias": p[f"{name}.bias"]}
-                for name in ("ln_1", "ln_2")}  # fmt: skip
+        norm = {
+            name: {"weight": p[f"{name}.weight"], "bias": p[f"{name}.bias"]}
+            for name in ("ln_1", "ln_2")
+        }
         x = layer_norm(h, norm["ln_1"], c.norm_eps)
         fused = x @ p["attn.c_attn.weight"] + p["attn.c_attn.bias"]  # (T, 3·hidden): Q, K, V
         query, key, value = (

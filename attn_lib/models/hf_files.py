@@ -73,15 +73,6 @@ def read_json(folder: Path, name: str) -> dict:
     return found
 
 
-def read_config(folder: Path) -> dict:
-    """The folder's ``config.json`` (a multimodal Gemma-3's ``text_config``, with its
-    ``model_type``, stands for it)."""
-    config = read_json(folder, "config.json")
-    if config.get("model_type") == "gemma3" and isinstance(config.get("text_config"), dict):
-        config = {"model_type": "gemma3_text", **config["text_config"]}
-    return config
-
-
 class Header(NamedTuple):
     """A tensor as its shard's header describes it."""
 
@@ -115,14 +106,17 @@ def tensor_index(folder: Path) -> dict[str, Header]:
             header = {k: (tuple(s.get_shape()), s.get_dtype()) for k, s in header.items()}
         for name, (shape, dtype) in header.items():
             if name in found:
-                raise ValueError(f"{folder}: tensor {name} is in two shards, "
-                                 f"{found[name].shard.name} and {shard.name}")  # fmt: skip
+                raise ValueError(
+                    f"{folder}: tensor {name} is in two shards, "
+                    f"{found[name].shard.name} and {shard.name}"
+                )
             found[name] = Header(shard, shape, dtype)
     if listed is not None:
         if name := next((n for n, h in found.items() if paths.get(listed.get(n)) != h.shard), None):
             where = f"in {shown(listed[name])}" if name in listed else "nowhere"
-            raise ValueError(f"{index}: lists tensor {name} {where}, but "
-                             f"{found[name].shard.name} has it")  # fmt: skip
+            raise ValueError(
+                f"{index}: lists tensor {name} {where}, but {found[name].shard.name} has it"
+            )
     return found
 
 
@@ -132,8 +126,9 @@ def prefix_of(index: dict[str, Header], last: str) -> str:
     return next((name.removesuffix(last) for name in index if name.endswith(last)), "")
 
 
-def check_index(folder: Path, expected: dict[str, tuple], index: dict[str, Header],
-                ignored=lambda name: False) -> None:  # fmt: skip
+def check_index(
+    folder: Path, expected: dict[str, tuple], index: dict[str, Header], ignored=lambda name: False
+) -> None:
     """The tensors ``expected`` (name → shape) are those of ``index``, of those shapes and
     of a float dtype; any other tensor is refused unless ``ignored`` (see
     :func:`attn_lib.models.contract.check_tensors`)."""

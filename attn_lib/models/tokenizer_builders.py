@@ -1,12 +1,13 @@
 """Tokenizers built from a GGUF's ``tokenizer.ggml.*`` metadata with ``tokenizers``.
 
 A GGUF carries its vocabulary but not the ``tokenizer.json`` it came from, so each
-kind is rebuilt as its model's own tokenizer is made. The kinds built are those of
-:data:`BUILDERS`, keyed by ``(tokenizer.ggml.model, tokenizer.ggml.pre or the
-architecture)``; for any other, :func:`from_gguf` gives None and the checkpoint reads
-token ids only. Each kind is checked against transformers' tokenizer on real text
-(``tests/reference/``). The tokenizers add no special token: a checkpoint says
-whether a text begins with BOS (:class:`attn_lib.models.checkpoint.Checkpoint`).
+kind is rebuilt as its model's own tokenizer is made. The kinds built for a family's files
+are its record's (:attr:`attn_lib.models.families.Gguf.tokenizers`), keyed by
+``(tokenizer.ggml.model, tokenizer.ggml.pre or the architecture)``; for any other,
+:func:`from_gguf` gives None and the checkpoint reads token ids only. Each kind is
+checked against transformers' tokenizer on real text (``tests/reference/``). The
+tokenizers add no special token: a checkpoint says whether a text begins with BOS
+(:class:`attn_lib.models.checkpoint.Checkpoint`).
 """
 
 CONTROL = 3  # llama.cpp's token type of <bos>, <|im_start|> and the like: never split
@@ -54,10 +55,14 @@ def sentencepiece_gemma(fields: dict):
     ]
     vocab = {t: i for i, t in enumerate(tokens)}
     merges = sorted(
-        ((token[:cut], token[cut:]) for token in vocab for cut in range(1, len(token))
-         if token[:cut] in vocab and token[cut:] in vocab),
+        (
+            (token[:cut], token[cut:])
+            for token in vocab
+            for cut in range(1, len(token))
+            if token[:cut] in vocab and token[cut:] in vocab
+        ),
         key=lambda pair: (vocab[pair[0] + pair[1]], -len(pair[0])),
-    )  # fmt: skip
+    )
     unknown = tokens[int(fields.get("tokenizer.ggml.unknown_token_id", 3))]
     model = models.BPE(vocab, merges, unk_token=unknown, fuse_unk=True, byte_fallback=True)
     tokenizer = Tokenizer(model)
@@ -69,14 +74,12 @@ def sentencepiece_gemma(fields: dict):
     return tokenizer
 
 
-BUILDERS = {("gpt2", "smollm"): byte_level_smollm, ("llama", "gemma3"): sentencepiece_gemma}
-
-
-def from_gguf(fields: dict):
-    """The tokenizer the GGUF's metadata ``fields`` describe, or None where this module
-    does not build its kind (see :data:`BUILDERS`) or the metadata lacks a part."""
+def from_gguf(fields: dict, builders: dict):
+    """The tokenizer the GGUF's metadata ``fields`` describe, built by ``builders`` (see
+    :attr:`attn_lib.models.families.Gguf.tokenizers`), or None where none builds its kind
+    or the metadata lacks a part."""
     model = fields.get("tokenizer.ggml.model")
-    builder = BUILDERS.get((model, fields.get("tokenizer.ggml.pre"))) or BUILDERS.get(
+    builder = builders.get((model, fields.get("tokenizer.ggml.pre"))) or builders.get(
         (model, fields.get("general.architecture"))
     )
     try:
