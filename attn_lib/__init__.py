@@ -18,6 +18,7 @@ _HOMES = {
     "COMPONENTS": "modification",
     "KINDS": "modification",
     "Modification": "modification",
+    "Modifications": "composed",
     "check_epsilon": "modification",
     "perturb": "modification",
     "Synthetic": "models.synthetic",

@@ -176,12 +176,15 @@ class Modification:
 
     ``component`` and ``kind`` are static; ``epsilon`` is a pytree leaf, so a
     function jitted over a ``Modification`` compiles once for every ε, and
-    ``jax.vmap`` can map over ``epsilon``. ``seed`` feeds the PRNG of random kinds.
-    ``head`` limits the modification to one head (None: every head); it is a leaf too,
-    so one compilation serves every head (a map of every head vmaps over it).
+    ``jax.vmap`` can map over ``epsilon``. ``seed`` feeds the PRNG of random kinds; it is
+    a leaf too, kept as a ``uint32`` (all :data:`MAX_SEED` + 1 seeds, whatever the
+    integer width JAX traces with), so one compilation serves every seed. ``head`` limits
+    the modification to one head (None: every head); it is a leaf too, so one
+    compilation serves every head (a map of every head vmaps over it).
 
     A concrete ε or head is validated on construction (:func:`check_epsilon`); a traced
-    one (inside ``jit`` or ``vmap``) is not, which is why sweeps validate first.
+    one (inside ``jit`` or ``vmap``) is not, which is why sweeps validate first. Several
+    at once, each of its own component: :class:`~attn_lib.composed.Modifications`.
     """
 
     component: str
@@ -193,9 +196,11 @@ class Modification:
     def __post_init__(self):
         check_choice("component", self.component, COMPONENTS)
         check_choice("kind", self.kind, tuple(KINDS))
-        check_integer("seed", self.seed, 0, MAX_SEED)
-        # A concrete ε or head is checked here; a traced one is checked by sweep before
-        # tracing, and the placeholders JAX's tree utilities rebuild pytrees with pass.
+        # A concrete ε, seed or head is checked here; a traced one is checked by sweep
+        # before tracing, and the placeholders JAX's tree utilities rebuild pytrees with pass.
+        if isinstance(self.seed, (str, bytes, bool, int, float, np.generic)):
+            check_integer("seed", self.seed, 0, MAX_SEED)
+            object.__setattr__(self, "seed", np.uint32(self.seed))
         if isinstance(self.head, (str, bytes, bool, int, float, np.generic)):
             check_integer("head", self.head, 0)  # None: every head
         epsilon = self.epsilon
@@ -211,6 +216,19 @@ class Modification:
     def with_epsilon(self, epsilon: ArrayLike) -> "Modification":
         """The same modification at another ε."""
         return dataclasses.replace(self, epsilon=epsilon)
+
+    def with_head(self, head: int | None) -> "Modification":
+        """The same modification of one head (None: of every head)."""
+        return dataclasses.replace(self, head=head)
+
+    def __call__(self, query, key, value, *, causal: bool = False):
+        """``query``, ``key`` and ``value`` ``(..., heads, T, d)`` with this modification
+        applied to its component (:meth:`apply_heads`: every head, or ``head`` only), the
+        other two as they are: the one way the library applies a modification. ``causal``:
+        a kind that reads the whole sequence reads each token's prefix only."""
+        qkv = {"query": query, "key": key, "value": value}
+        qkv[self.component] = self.apply_heads(qkv[self.component], causal=causal)
+        return qkv["query"], qkv["key"], qkv["value"]
 
     def apply(self, x: ArrayLike, *, causal: bool = False) -> jax.Array:
         """``x (..., T, d)`` modified: ``perturb(x, kind, epsilon, rng=key(seed),
@@ -234,7 +252,7 @@ class Modification:
 
 
 jax.tree_util.register_dataclass(
-    Modification, data_fields=["epsilon", "head"], meta_fields=["component", "kind", "seed"]
+    Modification, data_fields=["epsilon", "seed", "head"], meta_fields=["component", "kind"]
 )
 
 
@@ -244,9 +262,15 @@ def check_head(modification: Modification | None, heads: int) -> None:
         check_index(f"head (of the {modification.component})", modification.head, heads)
 
 
-def first_affected_layer(component: str, modify_layer: int) -> int:
+def first_affected_layer(component: str | tuple[str, ...], modify_layer: int) -> int:
     """The first layer whose weights a modification of ``component`` in layer
     ``modify_layer`` can change: that layer for Query and Key, the next for Value (a
-    layer's weights do not depend on its own Value). Layers below never change."""
+    layer's weights do not depend on its own Value). Layers below never change. Of
+    several components (the members' of a :class:`~attn_lib.composed.Modifications`),
+    the earliest of theirs: that layer, unless every one is the Value."""
+    if isinstance(component, tuple | list):
+        if not component:
+            raise ValueError("component: no component given (an empty tuple)")
+        return min(first_affected_layer(name, modify_layer) for name in component)
     check_choice("component", component, COMPONENTS)
     return modify_layer + (component == "value")

@@ -14,7 +14,7 @@ from attn_lib import (
     perturb,
 )
 from attn_lib.models import synthetic
-from attn_lib.modification import EPSILON_RANGE
+from attn_lib.modification import EPSILON_RANGE, MAX_SEED
 
 X = jnp.array([[1.0, -2.0], [3.0, 4.0], [-5.0, 0.5]])
 
@@ -148,14 +148,31 @@ def test_modification_validates_its_fields(fields, message):
         Modification(**{"component": "query", "kind": "scale", "epsilon": 0.5, **fields})
 
 
-def test_modification_is_a_pytree_with_epsilon_as_its_only_leaf():
+def test_modification_is_a_pytree_with_epsilon_and_seed_as_its_leaves():
     modification = Modification("key", "noise", 0.25, seed=7)
     leaves, treedef = jax.tree_util.tree_flatten(modification)
-    assert leaves == [0.25]
-    assert jax.tree_util.tree_unflatten(treedef, [0.5]) == modification.with_epsilon(0.5)
+    assert leaves == [0.25, 7] and leaves[1].dtype == np.uint32
+    assert jax.tree_util.tree_unflatten(treedef, [0.5, 7]) == modification.with_epsilon(0.5)
     np.testing.assert_array_equal(
         modification.apply(X), perturb(X, "noise", 0.25, rng=jax.random.key(7))
     )
+
+
+def test_one_compilation_serves_every_seed_and_each_draws_its_own():
+    traces = []
+
+    @jax.jit
+    def apply(modification):
+        traces.append(1)
+        return modification.apply(X)
+
+    seeds = (0, 1, 2**31, MAX_SEED)  # uint32: past int32, where a traced int would overflow
+    draws = [apply(Modification("key", "noise", 0.25, seed=seed)) for seed in seeds]
+    assert len(traces) == 1
+    by_key = jax.jit(lambda key: perturb(X, "noise", 0.25, rng=key))
+    for seed, drawn in zip(seeds, draws, strict=True):  # as the key of that seed draws it
+        np.testing.assert_array_equal(drawn, by_key(jax.random.key(seed)))
+    assert not np.array_equal(draws[0], draws[1]), "another seed, other numbers"
 
 
 @settings(deadline=None, max_examples=60)
@@ -219,3 +236,31 @@ def test_the_ends_of_the_gain_range_keep_every_epsilon_finite(gain, kind):
             modification = Modification(component, kind, epsilon)
             weights = np.asarray(all_weights(stack, modification, modify_layer=0))
             assert np.isfinite(weights).all(), (gain, kind, epsilon, component)
+
+
+def test_a_new_kind_is_one_function_and_one_entry(monkeypatch):
+    """docs/layout.md's table: a kind is a function and its ``KINDS`` entry, and every
+    layer above (sweeps, a panel's parameters, the explorer, the atlas) takes it."""
+    from attn_lib import Synthetic, sweep
+    from attn_lib.analysis.atlas_store import Grid
+    from attn_lib.explore import Explorer
+    from attn_lib.explore.widget import Widget
+    from attn_lib.figures import panels
+    from attn_lib.modification import KINDS, Kind
+
+    def shift(x, eps, *, rng=None):  # x → x + ε (on Key it would not move a map: softmax)
+        return jnp.asarray(x, jnp.float32) + eps
+
+    params = {**panels.PANEL_DEFAULTS, "kind": "shift"}
+    with pytest.raises(ValueError, match="kind must be one of"):
+        panels.validate_panel_parameters(params)
+    monkeypatch.setitem(KINDS, "shift", Kind(shift, "x → x + ε", True, False, False))
+    source = Synthetic.create(seq_len=6)
+    swept = sweep(source, Modification("query", "shift", 1.0), [0.0, 2.0], modify_layer=0)
+    unmodified = sweep(source, Modification("query", "scale", 1.0), [1.0], modify_layer=0)
+    np.testing.assert_allclose(swept[0], unmodified[0], atol=1e-6)
+    assert not np.allclose(swept[1], swept[0]), "ε moves the map"
+    assert panels.validate_panel_parameters(params)["kind"] == "shift"
+    assert "shift" in Widget(Explorer()).controls["kind"].options
+    grid = Grid(components=("key",), kinds=("shift",), epsilons=(0.0, 2.0), modify_layers=(0,))
+    assert grid.kinds == ("shift",)
