@@ -31,18 +31,17 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
+from jaxtyping import Array, Float
 
-from attn_lib.softmax import (
-    attention,
-    attention_scores,
-    compute_dtype,
-    float32_products,
-    soft_capped,
+from attn_lib.blockwise_passes import Running, Tiles, first_pass, normaliser, second_pass
+from attn_lib.softmax import attention, compute_dtype
+
+
+@partial(
+    jax.tree_util.register_dataclass,
+    data_fields=("window", "real"),
+    meta_fields=("seq_len", "causal"),
 )
-
-
-@partial(jax.tree_util.register_dataclass, data_fields=("window", "real"),
-         meta_fields=("seq_len", "causal"))  # fmt: skip
 @dataclasses.dataclass(frozen=True)
 class Visibility:
     """Which keys each query sees, as a rule. ``window``: how many positions back a query
@@ -91,8 +90,37 @@ def dense(query, key, value, visible: Visibility, *, softcap: float | None = Non
     return attention(query, key, value, mask=visible.dense(), softcap=softcap)
 
 
-def attend(query, key, value, visible: Visibility, *, block_size: int, reference=None,
-           columns: int | None = None, softcap: float | None = None):  # fmt: skip
+def _block_rows(run: Running) -> tuple:
+    """A query block's output, per-row metrics and the attention its rows give the first
+    keys, from the first pass's state."""
+    safe = jnp.where(run.total > 0, run.total, 1)
+    entropy = jnp.log(safe) - run.shifted / safe  # H = log l − E_p[s − top]
+    centre, factor = normaliser(run.top, run.total)
+    first_keys = jnp.exp(run.first_keys - centre[..., None]) * factor[..., None]
+    diagonal, previous = (jnp.exp(x - centre) * factor for x in (run.diagonal, run.previous))
+    row = {
+        "entropy": jnp.where(run.count > 1, entropy / jnp.log(jnp.maximum(run.count, 2)), 0.0),
+        "maximum": factor,
+        "sink": first_keys[..., 0],
+        "diagonal": diagonal,
+        "previous": previous,
+        "top": run.top,
+        "total": run.total,
+    }
+    return run.out / safe[..., None], row, first_keys.sum(-2)
+
+
+def attend(
+    query: Float[Array, "*batch heads T d"],
+    key: Float[Array, "*batch kv_heads T d"],
+    value: Float[Array, "*batch kv_heads T dv"],
+    visible: Visibility,
+    *,
+    block_size: int,
+    reference: dict | None = None,
+    columns: int | None = None,
+    softcap: float | None = None,
+) -> tuple[Float[Array, "*batch heads T dv"], dict[str, Float[Array, "*batch heads _"]]]:
     """Softmax attention of ``query (..., heads, T, d)`` over ``key`` and ``value``
     ``(..., kv_heads, T, d)`` (KV head ``g`` serves query heads ``g·r … g·r + r − 1``),
     one ``block_size`` tile at a time.
@@ -119,144 +147,42 @@ def attend(query, key, value, visible: Visibility, *, block_size: int, reference
         x = jnp.asarray(x, dtype)
         return jnp.pad(x, [(0, 0)] * (x.ndim - 2) + [(0, n * size - seq_len), (0, 0)])
 
-    def block(x, b, axis=-2):
-        return jax.lax.dynamic_slice_in_dim(x, b * size, size, axis)
-
     q, k, v = (padded(x) for x in (query, key, value))
     repeats = q.shape[-3] // k.shape[-3]
-    ref = None if reference is None else (
-        padded(reference["query"]), padded(reference["key"]),
-        *(padded(reference[name][..., None])[..., 0] for name in ("top", "total")))  # fmt: skip
-    positions = jnp.arange(size)
-    lowest = jnp.finfo(dtype).min
-
-    def normaliser(top, total):
-        """Per row, the centre and the factor of its weights ``exp(s − centre) · factor``:
-        0 and 0 where it sees no key (its scores are all −inf, its weights 0)."""
-        some = total > 0
-        return jnp.where(some, top, 0.0), jnp.where(some, 1 / jnp.where(some, total, 1), 0.0)
-
-    def scores(q_rows, keys, rows, kb):
-        seen = visible.tile(rows, kb * size + positions)
-        s = attention_scores(q_rows, jnp.repeat(block(keys, kb), repeats, axis=-3))
-        s = soft_capped(s, softcap)
-        return jnp.where(seen, s, -jnp.inf), seen
-
-    def skip_unseen(step):  # a tile no query sees changes nothing
-        def guarded(carry, kb, rows):
-            seen = jnp.any(visible.tile(rows, kb * size + positions))
-            return jax.lax.cond(seen, lambda: step(carry, kb, rows), lambda: (carry, None))
-
-        return guarded
-
-    def first(qb, rows):
-        q_rows = block(q, qb)
-
-        @skip_unseen
-        def step(carry, kb, rows):
-            top, total, shifted, count, out, kept = carry
-            masked, seen = scores(q_rows, k, rows, kb)
-            new = jnp.maximum(top, masked.max(-1))  # -inf until the row has seen a key
-            centre = jnp.where(jnp.isfinite(new), new, 0.0)
-            # differences to the new maximum, ≤ 0; one of two finite scores far apart
-            # overflows to -inf, and one of an unseen key is -inf: floored to the lowest
-            # float, whose exp is still 0 but whose product with 0 is 0, not NaN
-            moved = jnp.maximum(top - centre, lowest)
-            shift = jnp.maximum(masked - centre[..., None], lowest)
-            rescale, p = jnp.exp(moved), jnp.exp(shift)
-            # Σ p·(s − top) re-centred on the new maximum: rescale·(shifted + moved·total),
-            # with rescale·moved ∈ [−1/e, 0] formed first (moved·total may overflow where
-            # rescale is 0); then this tile's terms
-            shifted = rescale * shifted + rescale * moved * total + jnp.sum(p * shift, -1)
-            with float32_products():
-                out = rescale[..., None] * out + p @ jnp.repeat(block(v, kb), repeats, axis=-3)
-            count = count + jnp.sum(seen, -1, dtype=dtype)
-            # scores read off the tile that holds them (query and key blocks align): the
-            # first keys, the diagonal, the one before it (row 0 of a block: the last
-            # column of the block before); -inf where unseen
-            first_keys, diagonal, previous = kept
-            first_keys = jnp.where(kb == 0, masked[..., :early], first_keys)
-            diagonal = jnp.where(kb == qb, jnp.diagonal(masked, 0, -2, -1), diagonal)
-            below = jnp.diagonal(masked, -1, -2, -1)
-            previous = jnp.where(kb == qb, jnp.concatenate([previous[..., :1], below], -1),
-                                 previous)  # fmt: skip
-            corner = jnp.concatenate([masked[..., :1, -1], previous[..., 1:]], -1)
-            previous = jnp.where(kb == qb - 1, corner, previous)
-            kept = (first_keys, diagonal, previous)
-            return (new, rescale * total + p.sum(-1), shifted, count, out, kept), None
-
-        shape = q_rows.shape[:-1]
-        zeros, unseen = jnp.zeros(shape, dtype), jnp.full(shape, -jnp.inf, dtype)
-        kept = (jnp.full((*shape, early), -jnp.inf, dtype), unseen, unseen)
-        init = (unseen, zeros, zeros, zeros, jnp.zeros((*shape, v.shape[-1]), dtype), kept)
-        (top, total, shifted, count, out, kept), _ = jax.lax.scan(
-            lambda c, kb: step(c, kb, rows), init, jnp.arange(n)
-        )
-        safe = jnp.where(total > 0, total, 1)
-        entropy = jnp.log(safe) - shifted / safe  # H = log l − E_p[s − top]
-        centre, factor = normaliser(top, total)
-        first_keys = jnp.exp(kept[0] - centre[..., None]) * factor[..., None]
-        diagonal, previous = (jnp.exp(x - centre) * factor for x in kept[1:])
-        row = {
-            "entropy": jnp.where(count > 1, entropy / jnp.log(jnp.maximum(count, 2)), 0.0),
-            "maximum": factor,
-            "sink": first_keys[..., 0],
-            "diagonal": diagonal,
-            "previous": previous,
-            "top": top,
-            "total": total,
-        }
-        return out / safe[..., None], row, first_keys.sum(-2)
-
-    def second(qb, rows, top, total, columns):
-        q_rows = block(q, qb)
-        centre, factor = (x[..., None] for x in normaliser(top, total))
-        if ref is not None:
-            r_centre, r_factor = (x[..., None] for x in normaliser(*(block(x, qb, -1)
-                                                                    for x in ref[2:])))  # fmt: skip
-
-        @skip_unseen
-        def step(carry, kb, rows):
-            columns, tv = carry
-            masked, _ = scores(q_rows, k, rows, kb)
-            p = jnp.exp(masked - centre) * factor  # masked − centre ≤ 0: at worst -inf
-            cols = jax.lax.dynamic_slice_in_dim(columns, kb * size, size, -1) + p.sum(-2)
-            columns = jax.lax.dynamic_update_slice_in_dim(columns, cols, kb * size, -1)
-            if ref is not None:
-                r, _ = scores(block(ref[0], qb), ref[1], rows, kb)
-                r = jnp.exp(r - r_centre) * r_factor
-                tv = tv + 0.5 * jnp.sum(jnp.abs(p - r), -1)
-            return (columns, tv), None
-
-        (columns, tv), _ = jax.lax.scan(
-            lambda c, kb: step(c, kb, rows), (columns, jnp.zeros_like(top)), jnp.arange(n)
-        )
-        return columns, {"total_variation": tv}
+    ref = None
+    if reference is not None:  # padded as the modified run's
+        ref = {name: padded(reference[name]) for name in ("query", "key")}
+        ref |= {name: padded(reference[name][..., None])[..., 0] for name in ("top", "total")}
+    t = Tiles(visible, size, n, repeats, early, softcap, dtype, jnp.arange(size))
 
     def query_block(columns, qb):
-        rows = qb * size + positions
-        out, row, first_columns = first(qb, rows)
+        rows = qb * size + t.positions
+        out, row, first_columns = _block_rows(first_pass(t, q, k, v, qb, rows))
         if two_passes:
-            columns, found = second(qb, rows, row["top"], row["total"], columns)
-            row = {**row, **found}
+            columns, tv = second_pass(t, q, k, ref, qb, rows, row["top"], row["total"], columns)
+            row = {**row, "total_variation": tv}
         else:
             columns = columns.at[..., :early].add(first_columns)
         return columns, (out, row)
 
     found = jnp.zeros((*q.shape[:-2], n * size if two_passes else early), dtype)
     found, (out, rows) = jax.lax.scan(query_block, found, jnp.arange(n))
-
     out = jnp.moveaxis(out, 0, -3)
     out = out.reshape(*out.shape[:-3], -1, out.shape[-1])[..., :seq_len, :]
-    rows = {name: jnp.moveaxis(x, 0, -2).reshape(*x.shape[1:-1], -1)[..., :seq_len]
-            for name, x in rows.items()}  # fmt: skip
+    rows = {
+        name: jnp.moveaxis(x, 0, -2).reshape(*x.shape[1:-1], -1)[..., :seq_len]
+        for name, x in rows.items()
+    }
     if reference is None:
         rows.pop("total_variation", None)
     return out, {**rows, "columns": found[..., :wanted]}
 
 
-@partial(jax.tree_util.register_dataclass, data_fields=("reference",),
-         meta_fields=("block_size", "keep", "columns"))  # fmt: skip
+@partial(
+    jax.tree_util.register_dataclass,
+    data_fields=("reference",),
+    meta_fields=("block_size", "keep", "columns"),
+)
 @dataclasses.dataclass(frozen=True)
 class Blockwise:
     """The blockwise path through a source's layers (``path`` of
@@ -278,7 +204,14 @@ class Blockwise:
         return dataclasses.replace(self, reference=jax.tree.map(lambda x: x[i], self.reference))
 
     def __call__(self, query, key, value, visible: Visibility, softcap: float | None = None):
-        out, rows = attend(query, key, value, visible, block_size=self.block_size,
-                           reference=self.reference, columns=self.columns,
-                           softcap=softcap)  # fmt: skip
+        out, rows = attend(
+            query,
+            key,
+            value,
+            visible,
+            block_size=self.block_size,
+            reference=self.reference,
+            columns=self.columns,
+            softcap=softcap,
+        )
         return out, {**rows, "query": query, "key": key} if self.keep else rows

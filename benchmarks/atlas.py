@@ -64,7 +64,8 @@ def _loop_case(name: str, n_eps: int, layers: list[int]) -> dict:
     @partial(jax.jit, static_argnums=2)
     def one(source, modification, layer):
         weights = all_weights(source, modification, modify_layer=layer)
-        return attn_lib.analysis.atlas.summarise(weights, base, mask)
+        names = attn_lib.analysis.atlas.metric_names()
+        return attn_lib.analysis.atlas.summarise(weights, base, mask, names)
 
     modification = Modification("query", "scale", 1.0)
     for layer in layers:

@@ -37,7 +37,7 @@ def _atlas(out, *extra, env=None, wait=True):
 
 def _values(store):
     with xr.open_zarr(store) as data:
-        return {name: data[name].values for name in atlas.METRICS}
+        return {name: data[name].values for name in atlas.metric_names()}
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +168,7 @@ def test_responses_read_each_component_where_it_shows(tmp_path):
     assert top.component.tolist() == ["query", "value"]
     for row in top.itertuples():
         assert row.response == np.nanmax(response.sel(component=row.component))
-        curve = atlas.curves(data, "total_variation", "scale", top)[
+        curve = atlas.head_curves(data, "total_variation", "scale", top)[
             f"{row.component} L{row.layer} H{row.head}"
         ]
         assert curve[0] == pytest.approx(row.response) and curve[1] < 1e-6

@@ -83,7 +83,10 @@ def _records(store):
         lambda store: [p.unlink() for p in (store / "entropy").glob("0.0.1.*")],
         # the chunk's data changed under its record
         lambda store: xr.Dataset(
-            {n: (atlas.DIMS, np.zeros((1, 1, 1, 1, 2, 2), np.float32)) for n in atlas.METRICS}
+            {
+                n: (atlas.DIMS, np.zeros((1, 1, 1, 1, 2, 2), np.float32))
+                for n in atlas.metric_names()
+            }
         ).to_zarr(
             store,
             region={
@@ -175,7 +178,7 @@ def test_unsorted_epsilons_and_layers_are_sorted_and_readable(tmp_path, source):
     _build(source, tmp_path / "a.zarr", grid)
     data = atlas.load(tmp_path / "a.zarr")
     top = atlas.top_heads(data, "scale", 1e-3, count=2)
-    curves = atlas.curves(data, "total_variation", "scale", top)
+    curves = atlas.head_curves(data, "total_variation", "scale", top)
     assert all(curve[-1] < 1e-6 for curve in curves.values())  # ε = 1 is the identity
 
 
@@ -238,7 +241,7 @@ def test_a_process_whose_peers_never_join_stops_with_one_line(tmp_path):
 def test_the_atlas_notebook_refuses_a_store_of_other_settings(tmp_path, source):
     import papermill
 
-    from attn_lib.figures import runner
+    from attn_lib.figures import execute
 
     store = tmp_path / "other.zarr"  # as `python -m attn_lib atlas` would leave one
     _build(source, store)
@@ -250,7 +253,7 @@ def test_the_atlas_notebook_refuses_a_store_of_other_settings(tmp_path, source):
             parameters={"store": str(store), "output_dir": str(tmp_path)},
             cwd=str(REPO),
             progress_bar=False,
-            **runner.KERNEL_OPTIONS,
+            **execute.KERNEL_OPTIONS,
         )
     assert _tree(store) == before and not list(tmp_path.glob("*.png"))
 

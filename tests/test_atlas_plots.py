@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from attn_lib.figures import atlas_plots, style
+from attn_lib.figures import atlas_plots, style, style_check
 
 MODEL = "all-MiniLM-L6-v2 (float32 safetensors)"  # a title as long as the real one
 
@@ -33,7 +33,7 @@ def test_responses_run_top_down_and_say_why_a_row_is_blank():
     assert not data["shown"][2, 0].any() and data["shown"][:2].all()
     assert np.isfinite(data["values"]).all()  # kept beside the figure: NaN ≠ NaN
     fig = atlas_plots.atlas_responses(data, "total variation", model=MODEL)
-    assert style.check(fig) == []
+    assert style_check.check(fig) == []
     query, value = fig.axes[0], fig.axes[2]
     bottom, top = query.get_ylim()
     assert top < bottom  # the first row, layer 0, is on top
@@ -64,7 +64,7 @@ def test_curves_pass_the_checks_with_markers_and_the_coinciding_line_marked():
     data = fake_curves()
     assert atlas_plots.curve_label(data, 0) == "Query, layer 0, head 3"
     fig = atlas_plots.response_curves(data, "total variation", model=MODEL, marks=(0.5, 1e-3))
-    assert style.check(fig) == []
+    assert style_check.check(fig) == []
     ax = fig.axes[0]
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert "Key, layer 0, head 3 (= Query, layer 0, head 3)" in labels
@@ -80,4 +80,4 @@ def test_the_old_curves_fail_the_checks():
         for i, values in enumerate(data["values"]):
             ax.plot(data["epsilon"], values, label=atlas_plots.curve_label(data, i))
         ax.legend()
-    assert any("hidden" in problem for problem in style.check(fig))
+    assert any("hidden" in problem for problem in style_check.check(fig))

@@ -12,7 +12,7 @@ from conftest import requires_smollm2
 
 from attn_lib import __main__ as cli
 from attn_lib import all_weights, metrics, models
-from attn_lib.analysis import atlas, long_context, sinks
+from attn_lib.analysis import atlas, long_context, sink_inputs, text_file
 
 FAMILIES = Path(__file__).parent / "reference" / "families"
 TEXT = "the cat sat on the mat and the dog sat on the log by the door " * 2
@@ -32,10 +32,10 @@ def test_binned_means_by_hand():
 
 
 def test_a_study_equals_the_dense_maps_and_a_modification_moves_it():
-    source = long_context.source_over(str(FAMILIES / "gemma3"), TEXT, 30)
+    source = text_file.source_over(str(FAMILIES / "gemma3"), TEXT, 30)
     assert source.seq_len == 30
     settings = long_context.settings(components=("key",), epsilons=(1e-3,))
-    study = long_context.study(source, settings, bins=8, progress=False)
+    study = long_context.position_curves(source, settings, bins=8, progress=False)
     # window 4 in layer 0, none in layer 1
     groups = long_context.layer_groups(study)
     assert groups == {"local layers (window 4)": [0], "global layers": [1]}
@@ -47,7 +47,7 @@ def test_a_study_equals_the_dense_maps_and_a_modification_moves_it():
     np.testing.assert_allclose(unmodified["first"], rows["columns"][..., :4] / 30, atol=1e-5)
     moved = study["settings"]["Key scale ε = 1e-3"]["entropy"] - unmodified["entropy"]
     assert np.abs(moved).max() > 0.1
-    checks = long_context.checks(study, early=2)
+    checks = long_context.stated_numbers(study, early=2)
     # past its window of 4 no row of layer 0 sees token 0; the counter-example: layer 1
     assert checks["local layers' largest sink mass past their window"] == 0.0
     assert unmodified["sink"][1][..., study["edges"][:-1] >= 4].max() > 0.01
@@ -56,23 +56,23 @@ def test_a_study_equals_the_dense_maps_and_a_modification_moves_it():
 
 def test_a_study_is_read_back_and_another_setting_computed(tmp_path, monkeypatch):
     monkeypatch.setenv("ATTN_LIB_CACHE", str(tmp_path))
-    source = long_context.source_over(str(FAMILIES / "gemma3"), TEXT, 30)
+    source = text_file.source_over(str(FAMILIES / "gemma3"), TEXT, 30)
     settings = long_context.settings(components=("key",), epsilons=(1e-3,))
-    study = long_context.study(source, settings, bins=8, progress=False)
+    study = long_context.position_curves(source, settings, bins=8, progress=False)
     computed = []
     curves = long_context._curves
     monkeypatch.setattr(
         long_context, "_curves", lambda *a, **k: computed.append(1) or curves(*a, **k)
     )
-    again = long_context.study(source, settings, bins=8, progress=False)
+    again = long_context.position_curves(source, settings, bins=8, progress=False)
     assert computed == []
     for label, values in study["settings"].items():
         for name, value in values.items():
             np.testing.assert_array_equal(again["settings"][label][name], value)
     other = long_context.settings(components=("key",), epsilons=(1e-2,))  # and unmodified
-    long_context.study(source, other, bins=8, progress=False)
+    long_context.position_curves(source, other, bins=8, progress=False)
     assert computed == [1]
-    long_context.study(source, settings, bins=4, progress=False)  # other bins
+    long_context.position_curves(source, settings, bins=4, progress=False)  # other bins
     assert computed == [1, 1, 1]
 
 
@@ -83,16 +83,16 @@ def test_bad_input_is_refused_before_any_work(tmp_path):
     for path, message in ((tmp_path / "missing.txt", "not a file"), (binary, "not UTF-8"),
                           (empty, "empty")):  # fmt: skip
         with pytest.raises(ValueError, match=f"text_file: .*{message}"):
-            long_context.check_text_file(path)
+            text_file.check_text_file(path)
     family = str(FAMILIES / "gemma3")
-    context = long_context.source_over(family, TEXT).checkpoint.config.context
+    context = text_file.source_over(family, TEXT).checkpoint.config.context
     for bad in (0, context + 1):
         with pytest.raises(ValueError, match=r"max_tokens must be an integer in \[1, "):
-            long_context.source_over(family, TEXT, bad)
+            text_file.source_over(family, TEXT, bad)
     with pytest.raises(ValueError, match=f"fit the model's {context} positions; it has"):
-        long_context.source_over(family, "word " * (2 * context))
+        text_file.source_over(family, "word " * (2 * context))
     with pytest.raises(ValueError, match="source must be a checkpoint"):
-        long_context.source_over("synthetic", TEXT, 8)
+        text_file.source_over("synthetic", TEXT, 8)
 
 
 def _tokenizer(name: str):
@@ -105,7 +105,7 @@ def _tokenizer(name: str):
 
 @pytest.mark.parametrize("name", ["llama", "gpt2", pytest.param("smollm2", marks=requires_smollm2)])
 def test_the_first_tokens_of_a_prefix_are_the_whole_texts(name):
-    tokenizer, lincoln = _tokenizer(name), sinks.long_text()
+    tokenizer, lincoln = _tokenizer(name), sink_inputs.long_text()
     pick = random.Random(0).choices
     texts = {
         "english": lincoln,
@@ -116,7 +116,7 @@ def test_the_first_tokens_of_a_prefix_are_the_whole_texts(name):
     for label, text in texts.items():
         whole = tokenizer.encode(text, add_special_tokens=False).ids
         for count in (1, 8, 100, 2000, len(whole) - 1, len(whole), len(whole) + 1):
-            assert long_context.first_ids(tokenizer, text, count) == whole[:count], (label, count)
+            assert text_file.first_ids(tokenizer, text, count) == whole[:count], (label, count)
 
 
 def test_a_long_file_is_read_and_tokenised_only_as_far_as_needed(tmp_path, monkeypatch):
@@ -124,17 +124,17 @@ def test_a_long_file_is_read_and_tokenised_only_as_far_as_needed(tmp_path, monke
     path = tmp_path / "long.txt"
     path.write_text(TEXT * 20_000)  # 2.5 MB
     read = []
-    prefix = long_context._prefix
+    prefix = text_file._prefix
     monkeypatch.setattr(long_context, "_prefix", lambda p, n: read.append(n) or prefix(p, n))
-    source = long_context.source_over(family, path, 30)
+    source = text_file.source_over(family, path, 30)
     assert 0 < max(read) <= 2_000 and -1 not in read
-    np.testing.assert_array_equal(source.ids, long_context.source_over(family, TEXT, 30).ids)
+    np.testing.assert_array_equal(source.ids, text_file.source_over(family, TEXT, 30).ids)
 
 
 def test_a_text_shorter_than_max_tokens_is_taken_whole(tmp_path, capsys, monkeypatch):
     family = str(FAMILIES / "gemma3")
-    whole = long_context.source_over(family, "the cat sat on the mat")
-    assert long_context.source_over(family, "the cat sat on the mat", 60).seq_len == whole.seq_len
+    whole = text_file.source_over(family, "the cat sat on the mat")
+    assert text_file.source_over(family, "the cat sat on the mat", 60).seq_len == whole.seq_len
     path = tmp_path / "short.txt"
     path.write_text("the cat sat on the mat")
     built = []  # what the command gives the atlas (its work is tested elsewhere)
@@ -157,10 +157,10 @@ def test_a_text_file_is_checked_whole_a_chunk_at_a_time(tmp_path, monkeypatch):
     late.write_bytes(good.read_bytes() + b"\xff")
     cut.write_bytes(good.read_bytes() + "😀".encode()[:2])
     blank.write_text(" \n\t" * 10)
-    assert long_context.check_text_file(good) == hashlib.sha256(good.read_bytes()).hexdigest()
+    assert text_file.check_text_file(good) == hashlib.sha256(good.read_bytes()).hexdigest()
     for path, message in ((late, "not UTF-8"), (cut, "not UTF-8"), (blank, "empty")):
         with pytest.raises(ValueError, match=f"text_file: .*{message}"):
-            long_context.check_text_file(path)
+            text_file.check_text_file(path)
 
 
 def test_a_pipe_or_a_folder_is_refused_not_read(tmp_path):
@@ -168,4 +168,4 @@ def test_a_pipe_or_a_folder_is_refused_not_read(tmp_path):
     os.mkfifo(fifo)  # opened to read, a pipe with no writer would block
     for path in (fifo, tmp_path):
         with pytest.raises(ValueError, match=r"is not a file \(a folder, a pipe or a device\)"):
-            long_context.check_text_file(path)
+            text_file.check_text_file(path)

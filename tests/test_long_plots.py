@@ -5,15 +5,15 @@ that coincides with another; the counter-examples fail."""
 import numpy as np
 import pytest
 
-from attn_lib.figures import long_plots, style
+from attn_lib.figures import long_plots, style, style_check
 
 EDGES = np.array([0, 1, 2, 4, 8, 16])  # five bins
 LABELS = ("unmodified", "Key scale ε = 5e-1", "Key scale ε = 1e-3", "Key scale ε = 1e-10")
 
 
 def fake_study(layers: int = 4, heads: int = 2, windows=None) -> dict:
-    """A study's shape (:func:`attn_lib.analysis.long_context.study`) with made-up numbers;
-    the last two settings equal, as 1e-3 and 1e-10 are on a real model."""
+    """A study's shape (:func:`attn_lib.analysis.long_context.position_curves`) with made-up
+    numbers; the last two settings equal, as 1e-3 and 1e-10 are on a real model."""
     rng = np.random.default_rng(0)
     settings = {}
     for i, label in enumerate(LABELS):
@@ -58,7 +58,7 @@ def test_against_position_passes_the_house_checks(windows):
     )
     data = long_plots.position_data(study, "sink")
     fig = long_plots.against_position(data, groups, title="a model, T = 16", ylabel="sink mass")
-    assert style.check(fig) == []
+    assert style_check.check(fig) == []
     bar = fig.axes[-1]  # the colour bar: one colour per layer, integer ticks
     ticks = bar.get_yticks()
     assert ticks.tolist() == [round(t) for t in ticks] and ticks.min() == 0
@@ -74,7 +74,7 @@ def test_first_tokens_passes_the_house_checks_and_marks_the_coinciding_line():
     data = long_plots.first_data(fake_study())
     assert data["share"].shape == (4, 4) and int(data["first"]) == 4
     fig = long_plots.first_tokens(data, title="a model: the first 4 tokens, T = 16")
-    assert style.check(fig) == []
+    assert style_check.check(fig) == []
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert labels[-1] == f"{LABELS[3]} (= {LABELS[2]})"
     lines = fig.axes[0].get_lines()  # each line wider than the next: none is hidden
@@ -95,7 +95,7 @@ def test_a_hidden_line_or_fractional_layer_ticks_fail_the_checks():
             ax.plot(data["layers"], share, label=str(label))  # no style.lines
         ax.set_xticks([0, 0.5, 1, 1.5, 2, 2.5, 3])
         ax.legend()
-    problems = style.check(fig)
+    problems = style_check.check(fig)
     assert any("hidden" in p for p in problems)
     assert any("ticks between integers" in p for p in problems)
 

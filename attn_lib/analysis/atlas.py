@@ -1,166 +1,88 @@
 """The atlas: metrics of every layer and head of a source under every setting.
 
 A setting is a component, a kind, an ε and a modified layer. For each, the metrics of
-every observed layer and head are kept, never the maps: normalised entropy, sink,
-diagonal and previous-token mass (averaged over rows) and the total variation to the
-unmodified map. Memory therefore does not grow with the number of settings.
+every observed layer and head are kept, never the maps: those of
+:data:`attn_lib.metrics.METRICS` marked ``atlas`` (:func:`metric_names`: normalised
+entropy, sink, diagonal and previous-token mass, averaged over rows, and the total
+variation to the unmodified map). Memory therefore does not grow with the number of
+settings.
 
-The work is cut into chunks: one (component, kind, modified layer) and a block of ε.
-A chunk is one :func:`attn_lib.compute.sweep` over its ε (the layers below the
-modified one run once), split across the local devices with ``jax.shard_map`` over a
-one-axis ``Mesh``. Across hosts (``jax.distributed.initialize``), each process takes
+The work is cut into chunks: one (component, kind, modified layer) and a block of ε
+(:mod:`attn_lib.analysis.atlas_chunk`: one sweep over its ε, split across the local
+devices). Across hosts (``jax.distributed.initialize``), each process takes
 every ``process_count``-th chunk and writes its own region of the store.
 
 The store, its settings (:class:`Grid`) and its completion records are
 :mod:`attn_lib.analysis.atlas_store`; the questions to it (:func:`responses`,
-:func:`top_heads`, :func:`curves`) :mod:`attn_lib.analysis.atlas_query`. This module
+:func:`top_heads`, :func:`head_curves`) :mod:`attn_lib.analysis.atlas_query`. This module
 names them all, so ``atlas.Grid``, ``atlas.build``, ``atlas.load`` and the questions are
 one import. One run at a time writes a store (a lock on ``.<store>.lock`` beside it).
 """
 
 import contextlib
 import dataclasses
-import functools
 import json
 import time
-from functools import partial
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh
-from jax.sharding import PartitionSpec as P
 
 import attn_lib
 from attn_lib import metrics
-from attn_lib.analysis.atlas_query import curves, responses, top_heads
+from attn_lib.analysis.atlas_chunk import chunk_metrics, summarise, summarise_rows
+from attn_lib.analysis.atlas_query import head_curves, responses, top_heads
 from attn_lib.analysis.atlas_store import (
-    CURVES,
     DIMS,
     EFFECTS,
-    METRICS,
     RECORDS,
     Grid,
     atlas_id,
     check_store,
+    curve_names,
     digest,
     dims,
     is_complete,
     kept,
     load,
+    metric_names,
     prepare,
     record_path,
     region,
 )
-from attn_lib.analysis.long_context import BINS, binned, log_bins
+from attn_lib.analysis.long_context import BINS, log_bins
 from attn_lib.blockwise import Blockwise
-from attn_lib.compute import _sweep, all_weights, reference
+from attn_lib.compute import all_weights, reference
 from attn_lib.files import exclusive, write_json
-from attn_lib.modification import (
-    Modification,
-)
+from attn_lib.modification import Modification
 from attn_lib.outputs import effects as output_effects
 from attn_lib.outputs import output_of
 
 # The atlas's API, in one place (the questions and the store are modules of their own).
 __all__ = [
-    "BLOCKWISE_ABOVE", "CURVES", "DEFAULT_EPSILONS", "DIMS", "EFFECTS", "METRICS", "RECORDS",
-    "Grid", "atlas_id", "build", "check_store", "chunk_metrics", "curves", "load", "responses",
-    "summarise", "summarise_rows", "top_heads",
-]  # fmt: skip
+    "BLOCKWISE_ABOVE",
+    "DEFAULT_EPSILONS",
+    "DIMS",
+    "EFFECTS",
+    "RECORDS",
+    "Grid",
+    "atlas_id",
+    "build",
+    "check_store",
+    "chunk_metrics",
+    "curve_names",
+    "head_curves",
+    "load",
+    "metric_names",
+    "responses",
+    "summarise",
+    "summarise_rows",
+    "top_heads",
+]
 
 DEFAULT_EPSILONS = tuple(np.logspace(-10, 1, 23).tolist())  # 2 points a decade
 BLOCKWISE_ABOVE = 512  # tokens: a longer text goes the blockwise path, with curves
 BLOCK_SIZE = 512
-
-
-def summarise(weights: jax.Array, base: jax.Array, mask) -> dict[str, jax.Array]:
-    """The atlas metrics of ``weights (layers, heads, T, T)``, each ``(layers, heads)``."""
-    return {
-        "entropy": metrics.normalised_entropy(weights, mask).mean(-1),
-        "sink": metrics.sink_mass(weights).mean(-1),
-        "diagonal": metrics.diagonal_mass(weights).mean(-1),
-        "previous": metrics.previous_token_mass(weights)[..., 1:].mean(-1),
-        "total_variation": metrics.total_variation(weights, base).mean(-1),
-    }
-
-
-def summarise_rows(rows: dict, edges: tuple) -> dict[str, jax.Array]:
-    """The atlas metrics of the blockwise path's ``rows`` (``{name: (layers, heads,
-    T)}``), each ``(layers, heads)`` as :func:`summarise` has them, and each as a curve
-    over the position bins ``edges``, ``(layers, heads, bins)`` (:data:`CURVES`)."""
-    means = {
-        "entropy": rows["entropy"].mean(-1),
-        "sink": rows["sink"].mean(-1),
-        "diagonal": rows["diagonal"].mean(-1),
-        "previous": rows["previous"][..., 1:].mean(-1),
-        "total_variation": rows["total_variation"].mean(-1),
-    }
-    curves = {f"{name}_by_position": binned(rows[name], edges) for name in METRICS}
-    return {**means, **curves}
-
-
-@functools.cache
-def _row_reducer(edges: tuple):
-    return partial(summarise_rows, edges=edges)  # one object per edges: one compilation
-
-
-def _local(source, modification, epsilons, base, mask, modify_layer):
-    """One device's share of a chunk: the metrics for its ε, ``{metric: (n, layers, heads)}``.
-    ``modify_layer`` is traced: one compilation serves every layer."""
-    reduce = partial(summarise, base=base, mask=mask)
-    return _sweep(
-        source, modification, epsilons, modify_layer=modify_layer, batch_size=8, reduce=reduce
-    )
-
-
-def _local_rows(source, modification, epsilons, path, edges, modify_layer):
-    """:func:`_local` on the blockwise path: one ε at a time, ``edges`` a static tuple
-    (closed over by :func:`_sharded`)."""
-    return _sweep(source, modification, epsilons, modify_layer=modify_layer, batch_size=1,
-                  reduce=_row_reducer(edges), path=path)  # fmt: skip
-
-
-@functools.cache
-def _sharded(devices: tuple, edges: tuple | None = None):
-    """The jitted, ``shard_map``-ped :func:`_local` for these devices (with ``edges``,
-    :func:`_local_rows`, the blockwise path's ``path`` in place of ``base``)."""
-    mesh = Mesh(np.array(devices), ("eps",))
-    local = _local
-    if edges is not None:
-
-        def local(source, modification, epsilons, path, _, modify_layer):
-            return _local_rows(source, modification, epsilons, path, edges, modify_layer)
-
-    return jax.jit(
-        jax.shard_map(
-            local,
-            mesh=mesh,
-            in_specs=(P(), P(), P("eps"), P(), P(), P()),
-            out_specs=P("eps"),
-            # The layer loop's carry turns per-device (ε-dependent) only in some layers
-            # (a Value modification leaves its own layer's weights alone): no VMA check.
-            check_vma=False,
-        )
-    )
-
-
-def chunk_metrics(source, modification, epsilons, base, mask, *, modify_layer, devices, edges=None):
-    """The metrics of one chunk, its ε split across ``devices`` with ``jax.shard_map``,
-    as ``{metric: (n, layers, heads)}`` arrays still being computed (JAX dispatches
-    asynchronously; ``np.asarray`` waits for them). With position-bin ``edges``, the
-    blockwise path (``base`` its :class:`~attn_lib.blockwise.Blockwise` path) and the
-    curves too.
-
-    The ε are padded to a multiple of the device count with copies of the last one,
-    and the padding dropped from the result.
-    """
-    n, count = len(epsilons), len(devices)
-    padded = np.concatenate([epsilons, np.full(-n % count, epsilons[-1])]).astype(np.float32)
-    run = _sharded(tuple(devices), None if edges is None else tuple(int(e) for e in edges))
-    out = run(source, modification, jnp.asarray(padded), base, mask, jnp.int32(modify_layer))
-    return {name: value[:n] for name, value in out.items()}
 
 
 def build(
@@ -180,7 +102,7 @@ def build(
     ``blockwise`` (None: where the text is longer than :data:`BLOCKWISE_ABOVE` tokens)
     takes the blockwise path (:func:`attn_lib.compute.row_metrics`: no ``(T, T)`` map),
     and keeps each metric as a curve over ``bins`` log-scale bins of query position too
-    (:data:`CURVES`, dimension ``position``). ``effects`` keeps what each setting does to
+    (:func:`curve_names`, dimension ``position``). ``effects`` keeps what each setting does to
     the output of a source that has one (:attr:`~attn_lib.models.base.Source.output`)
     too: :func:`attn_lib.effects`' ``kl``, ``loss``, ``loss_reference`` and
     ``agreement`` of a language model, ``cosine`` of an encoder's embedding, one value a
@@ -198,6 +120,8 @@ def build(
     names = output_of(source).names if effects else ()  # refused where it has no output
     if blockwise is None:
         blockwise = source.seq_len > BLOCKWISE_ABOVE
+    if blockwise:  # a metric the blockwise path cannot give: refused before any work
+        metrics.check_blockwise(metric_names())
     edges = log_bins(source.seq_len, bins) if blockwise else None
     if blockwise:  # the unmodified run's Query, Key and row normalisers, O(T·d)
         base = Blockwise(BLOCK_SIZE, reference=reference(source, block_size=BLOCK_SIZE))
@@ -249,9 +173,15 @@ def _fill(source, store: Path, grid: Grid, base, edges, shape, process, processe
         epsilons = np.asarray(grid.epsilons[grid.block(bi)])
         layer = grid.modify_layers[li]
         values = chunk_metrics(
-            source, modification, epsilons, base, mask,
-            modify_layer=layer, devices=devices, edges=edges,
-        )  # fmt: skip
+            source,
+            modification,
+            epsilons,
+            base,
+            mask,
+            modify_layer=layer,
+            devices=devices,
+            edges=edges,
+        )
         if any(name in EFFECTS for name in names):
             found = output_effects(source, modification, epsilons, modify_layer=layer)
             values |= {name: np.broadcast_to(v, epsilons.shape) for name, v in found.items()}
@@ -264,13 +194,16 @@ def _fill(source, store: Path, grid: Grid, base, edges, shape, process, processe
         chunk, epsilons, values = pending
         if i + 1 < len(todo):  # the next chunk computes while this one is written
             pending = dispatch(todo[i + 1])
-        values = {name: np.asarray(values[name], np.float32)[None, None, :, None]
-                  for name in names}  # fmt: skip
+        values = {name: np.asarray(values[name], np.float32)[None, None, :, None] for name in names}
         written = xr.Dataset({name: (dims(name), values[name]) for name in names})
         where = {**region(grid, chunk), "observe_layer": slice(0, layers), "head": slice(0, heads)}
         written.to_zarr(store, region=where, mode="r+", zarr_format=2)
-        record = {"store": ident, "chunk": list(chunk), "epsilons": epsilons.tolist(),
-                  "sha256": digest(values)}  # fmt: skip
+        record = {
+            "store": ident,
+            "chunk": list(chunk),
+            "epsilons": epsilons.tolist(),
+            "sha256": digest(values),
+        }
         write_json(record_path(store, chunk), record)
         settings += len(epsilons)
     seconds = time.perf_counter() - start

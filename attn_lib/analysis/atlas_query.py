@@ -46,13 +46,17 @@ def top_heads(dataset, kind: str, epsilon: float, count: int = 5):
         for flat in order:
             layer, head = np.unravel_index(flat, values.shape)
             rows.append(
-                {"component": component, "layer": int(layer), "head": int(head),
-                 "response": float(values[layer, head])}
-            )  # fmt: skip
+                {
+                    "component": component,
+                    "layer": int(layer),
+                    "head": int(head),
+                    "response": float(values[layer, head]),
+                }
+            )
     return pd.DataFrame(rows)
 
 
-def curves(dataset, metric: str, kind: str, heads) -> dict[str, np.ndarray]:
+def head_curves(dataset, metric: str, kind: str, heads) -> dict[str, np.ndarray]:
     """``metric`` against ε for each row of ``heads`` (a :func:`top_heads` frame), where
     its modification shows (Value one layer down), named "component L<layer> H<head>"."""
     out = {}

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from attn_lib import metrics
 from attn_lib.checks import check_integer
 from attn_lib.modification import (
     COMPONENTS,
@@ -31,8 +32,6 @@ from attn_lib.modification import (
 )
 from attn_lib.outputs import OUTPUTS
 
-METRICS = ("entropy", "sink", "diagonal", "previous", "total_variation")
-CURVES = tuple(f"{name}_by_position" for name in METRICS)  # a long-context atlas's, too
 # what a setting does to the model's output (attn_lib.outputs): one value a setting
 EFFECTS = tuple(dict.fromkeys(name for output in OUTPUTS.values() for name in output.names))
 MARK = "attn_lib_atlas"  # the store attribute that makes a folder an atlas: its id
@@ -44,15 +43,32 @@ CURVE_DIMS = (*DIMS, "position")  # position: log-scale bins of query positions
 SETTING_DIMS = DIMS[:4]
 
 
+def metric_names() -> tuple[str, ...]:
+    """The metrics an atlas keeps: those of :data:`attn_lib.metrics.METRICS` marked
+    ``atlas``, in its order (a store's variables, and its chunks' sha256)."""
+    return tuple(name for name, metric in metrics.METRICS.items() if metric.atlas)
+
+
+def by_position(name: str) -> str:
+    """The name of metric ``name``'s curve over position."""
+    return f"{name}_by_position"
+
+
+def curve_names() -> tuple[str, ...]:
+    """The curves over position a long-context atlas keeps too, one per metric."""
+    return tuple(by_position(name) for name in metric_names())
+
+
 def kept(dataset) -> tuple[str, ...]:
-    """The variables an atlas keeps: :data:`METRICS`, :data:`CURVES` in a long-context
-    one, and the :data:`EFFECTS` of its source's output where it has them."""
-    curves = CURVES if CURVES[0] in dataset else ()
-    return METRICS + curves + tuple(name for name in EFFECTS if name in dataset)
+    """The variables an atlas keeps: :func:`metric_names`, :func:`curve_names` in a
+    long-context one, and the :data:`EFFECTS` of its source's output where it has them."""
+    curves = curve_names()
+    curves = curves if curves[0] in dataset else ()
+    return metric_names() + curves + tuple(name for name in EFFECTS if name in dataset)
 
 
 def dims(name: str) -> tuple[str, ...]:
-    return CURVE_DIMS if name in CURVES else SETTING_DIMS if name in EFFECTS else DIMS
+    return CURVE_DIMS if name in curve_names() else SETTING_DIMS if name in EFFECTS else DIMS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,10 +82,9 @@ class Grid:
     eps_chunk: int = 64
 
     def __post_init__(self):
-        for name, values, allowed in (
-            ("components", self.components, COMPONENTS),
-            ("kinds", self.kinds, tuple(KINDS)),
-        ):
+        choices = {"components": COMPONENTS, "kinds": tuple(KINDS)}
+        for name, allowed in choices.items():
+            values = getattr(self, name)
             unknown = [v for v in values if v not in allowed]
             if not values or unknown:
                 raise ValueError(
@@ -94,15 +109,9 @@ class Grid:
 
     def chunks(self) -> list[tuple[int, int, int, int]]:
         """``(component, kind, modify_layer, ε block)`` indices of every chunk."""
-        blocks = range(-(-len(self.epsilons) // self.eps_chunk))
-        return list(
-            itertools.product(
-                range(len(self.components)),
-                range(len(self.kinds)),
-                range(len(self.modify_layers)),
-                blocks,
-            )
-        )
+        counts = (len(self.components), len(self.kinds), len(self.modify_layers))
+        blocks = -(-len(self.epsilons) // self.eps_chunk)
+        return list(itertools.product(*map(range, (*counts, blocks))))
 
     def block(self, index: int) -> slice:
         return slice(index * self.eps_chunk, min((index + 1) * self.eps_chunk, len(self.epsilons)))
@@ -124,10 +133,10 @@ def region(grid: Grid, chunk) -> dict:
 
 
 def digest(values: dict) -> str:
-    """A sha256 of a chunk's values, as float32, in :data:`METRICS`, :data:`CURVES` then
-    :data:`EFFECTS` order (those it has)."""
+    """A sha256 of a chunk's values, as float32, in :func:`metric_names`,
+    :func:`curve_names` then :data:`EFFECTS` order (those it has)."""
     digest = hashlib.sha256()
-    for name in (n for n in METRICS + CURVES + EFFECTS if n in values):
+    for name in (n for n in metric_names() + curve_names() + EFFECTS if n in values):
         digest.update(np.ascontiguousarray(values[name], dtype=np.float32).data)
     return digest.hexdigest()
 
@@ -195,7 +204,8 @@ def template(grid: Grid, layers: int, heads: int, attrs: dict, edges=None, effec
     )
     chunks = (1, 1, grid.eps_chunk, 1, layers, heads)
     data = {
-        name: (DIMS, da.full(shape, np.nan, dtype=np.float32, chunks=chunks)) for name in METRICS
+        name: (DIMS, da.full(shape, np.nan, dtype=np.float32, chunks=chunks))
+        for name in metric_names()
     }
     setting = da.full(shape[:4], np.nan, dtype=np.float32, chunks=chunks[:4])
     data.update({name: (SETTING_DIMS, setting) for name in effects})
@@ -203,9 +213,11 @@ def template(grid: Grid, layers: int, heads: int, attrs: dict, edges=None, effec
     if edges is not None:
         bins = len(edges) - 1
         curve = da.full((*shape, bins), np.nan, dtype=np.float32, chunks=(*chunks, bins))
-        data.update({name: (CURVE_DIMS, curve) for name in CURVES})
-        extra = {"position": np.asarray(edges[:-1]),
-                 "position_end": ("position", np.asarray(edges[1:]))}  # fmt: skip
+        data.update({name: (CURVE_DIMS, curve) for name in curve_names()})
+        extra = {
+            "position": np.asarray(edges[:-1]),
+            "position_end": ("position", np.asarray(edges[1:])),
+        }
     coords = {
         "component": list(grid.components),
         "kind": list(grid.kinds),
@@ -219,9 +231,15 @@ def template(grid: Grid, layers: int, heads: int, attrs: dict, edges=None, effec
 
 
 def prepare(
-    store: Path, grid: Grid, layers: int, heads: int, attrs: dict, overwrite: bool, edges=None,
+    store: Path,
+    grid: Grid,
+    layers: int,
+    heads: int,
+    attrs: dict,
+    overwrite: bool,
+    edges=None,
     effects=(),
-):  # fmt: skip
+):
     """Leave ``store`` an atlas of ``attrs``: kept, replaced (``overwrite``) or new.
     Called under the store's lock, where what :func:`check_store` saw still holds."""
     import xarray as xr

@@ -65,7 +65,7 @@ def study(source, kind: str, epsilons: np.ndarray = EPSILONS, *, seed: int = 0) 
     return Study(kind, np.asarray(epsilons), weights, base)
 
 
-def curves(result: Study) -> dict[str, dict[str, np.ndarray]]:
+def metric_curves(result: Study) -> dict[str, dict[str, np.ndarray]]:
     """``{metric: {component: values over ε}}``: row averages of the observed maps."""
     out: dict[str, dict[str, np.ndarray]] = {}
     for component in COMPONENTS:
@@ -138,9 +138,9 @@ def kept_by_norm(x: ArrayLike, epsilons, norm_eps: float) -> np.ndarray:
 
 
 def seed_curves(results: list[Study]) -> dict[str, dict[str, np.ndarray]]:
-    """``{metric: {component: (len(results), n_eps)}}``: :func:`curves` of several
+    """``{metric: {component: (len(results), n_eps)}}``: :func:`metric_curves` of several
     studies of one kind (e.g. one per noise seed), stacked."""
-    each = [curves(result) for result in results]
+    each = [metric_curves(result) for result in results]
     return {m: {c: np.stack([e[m][c] for e in each]) for c in each[0][m]} for m in each[0]}
 
 

@@ -67,7 +67,7 @@ def atlas_responses(data: dict, label: str, *, model: str) -> Figure:
 
 def curves_data(heads, curves: dict[str, np.ndarray], epsilons, kind: str) -> dict:
     """What :func:`response_curves` draws: ``values (curve, ε)`` of ``curves`` (from
-    :func:`attn_lib.analysis.atlas.curves`, in the order of ``heads``, a
+    :func:`attn_lib.analysis.atlas.head_curves`, in the order of ``heads``, a
     :func:`attn_lib.analysis.atlas.top_heads` frame), and each curve's component, observed
     layer and head."""
     return {
@@ -107,6 +107,8 @@ def response_curves(data: dict, label: str, *, model: str, marks=()) -> Figure:
         title = f"observed layer and head\n({style.HALO_NOTE})"
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), title=title)
         where = "; ".join(f"{c.capitalize()} {_where(b)}" for c, b in below.items())
-        fig.suptitle(f"{model}: {label} of the most responsive heads, {data['kind']}\n"
-                     f"(every head of one layer modified: {where})")  # fmt: skip
+        fig.suptitle(
+            f"{model}: {label} of the most responsive heads, {data['kind']}\n"
+            f"(every head of one layer modified: {where})"
+        )
     return fig

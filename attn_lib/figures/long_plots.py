@@ -32,9 +32,10 @@ def _settings(study: dict) -> dict[str, np.ndarray]:
 
 
 def position_data(study: dict, metric: str) -> dict[str, np.ndarray]:
-    """What :func:`against_position` draws, from a :func:`attn_lib.analysis.long_context.study`:
-    ``values (settings, layers, bins)``, ``metric`` averaged over heads; the bins' ``edges``
-    and their ``centres`` (position + 1), and the settings and layers."""
+    """What :func:`against_position` draws, from
+    :func:`attn_lib.analysis.long_context.position_curves`: ``values (settings, layers,
+    bins)``, ``metric`` averaged over heads; the bins' ``edges`` and their ``centres``
+    (position + 1), and the settings and layers."""
     values = np.stack([s[metric].mean(axis=1) for s in study["settings"].values()])
     edges = np.asarray(study["edges"])
     return {**_settings(study), "edges": edges, "centres": centres(edges), "values": values}
@@ -45,8 +46,12 @@ def first_data(study: dict) -> dict[str, np.ndarray]:
     attention the first tokens receive together, averaged over heads, and each token's
     part of it, ``tokens (settings, layers, first)``."""
     tokens = np.stack([s["first"].mean(1) for s in study["settings"].values()])
-    return {**_settings(study), "share": tokens.sum(-1), "tokens": tokens,
-            "first": np.array(tokens.shape[-1])}  # fmt: skip
+    return {
+        **_settings(study),
+        "share": tokens.sum(-1),
+        "tokens": tokens,
+        "first": np.array(tokens.shape[-1]),
+    }
 
 
 def setting_title(data: dict, index: int) -> str:
@@ -72,8 +77,9 @@ def layer_colours(fig: Figure, axes, layers: int):
     return [cmap(norm(layer)) for layer in range(layers)]
 
 
-def against_position(data: dict, groups: dict[str, list[int]], *, title: str,
-                     ylabel: str) -> Figure:  # fmt: skip
+def against_position(
+    data: dict, groups: dict[str, list[int]], *, title: str, ylabel: str
+) -> Figure:
     """``data`` from :func:`position_data` against query position + 1 (log scale, each
     bin at its centre), a line per layer coloured by layer, a row of panels per group of
     layers, a column per setting."""
@@ -86,8 +92,9 @@ def against_position(data: dict, groups: dict[str, list[int]], *, title: str,
             for col in range(settings):
                 ax = axes[row, col]
                 for layer in members:
-                    ax.plot(data["centres"], data["values"][col, layer], color=colours[layer],
-                            lw=0.9)  # fmt: skip
+                    ax.plot(
+                        data["centres"], data["values"][col, layer], color=colours[layer], lw=0.9
+                    )
                 ax.set_xscale("log")
                 if row == 0:
                     ax.set_title(setting_title(data, col))
@@ -95,8 +102,10 @@ def against_position(data: dict, groups: dict[str, list[int]], *, title: str,
                     ax.set_ylabel(f"{group}\n{ylabel}")
                 if row == len(groups) - 1:
                     ax.set_xlabel("query position + 1")
-        fig.suptitle(f"{title}\n(a line per layer, mean over heads; a point per log-spaced "
-                     "bin of positions, at its geometric centre)")  # fmt: skip
+        fig.suptitle(
+            f"{title}\n(a line per layer, mean over heads; a point per log-spaced "
+            "bin of positions, at its geometric centre)"
+        )
     return fig
 
 

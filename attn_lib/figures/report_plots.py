@@ -5,17 +5,10 @@ figure's title names its source and where the modification is made."""
 import matplotlib
 import numpy as np
 
+from attn_lib import metrics
 from attn_lib.figures import style
 from attn_lib.figures.style import format_epsilon
 
-METRIC_LABELS = {
-    "entropy": "Normalised entropy",
-    "diagonal": "Diagonal mass",
-    "sink": "Sink mass (first token)",
-    "previous": "Previous-token mass",
-    "distance_to_uniform": "Distance to uniform (TV)",
-    "distance_to_reference": "Distance to the unmodified map (TV)",
-}
 EPSILON_MAP = "copper_r"  # the seed's ε, from 5e-1 (light) to 1e-10 (dark): sequential
 GAIN_MARKS = ((0, (1, 1.5)), (0, (4, 1.5)))  # the line styles of calibration's marked gains
 
@@ -29,7 +22,8 @@ def metric_curves(epsilons, curves: dict, metric: str, title: str, marks=()):
       epsilons: the ε grid.
       curves: ``{kind: {component: values}}``, values over ε, or ``(seeds, ε)``: then
         the line is their mean and a band their minimum to maximum.
-      metric: a key of :data:`METRIC_LABELS`.
+      metric: a key of :func:`attn_lib.metrics.summary`, labelled as
+        :func:`attn_lib.metrics.label` has it.
       title: the figure's title (its source and where the modification is made).
       marks: ε values to mark on every panel.
     """
@@ -43,8 +37,14 @@ def metric_curves(epsilons, curves: dict, metric: str, title: str, marks=()):
             seeds = {v.shape[0] for v in values.values() if v.ndim == 2}
             for label, v in values.items():
                 if v.ndim == 2:
-                    ax.fill_between(epsilons, v.min(0), v.max(0), lw=0, alpha=0.25,
-                                    color=style.COMPONENTS[label.lower()])  # fmt: skip
+                    ax.fill_between(
+                        epsilons,
+                        v.min(0),
+                        v.max(0),
+                        lw=0,
+                        alpha=0.25,
+                        color=style.COMPONENTS[label.lower()],
+                    )
             means = {label: v.mean(0) if v.ndim == 2 else v for label, v in values.items()}
             style.lines(ax, epsilons, means, style.COMPONENTS, ylim=(0, 1.05))
             ax.set_xscale("log")
@@ -55,7 +55,7 @@ def metric_curves(epsilons, curves: dict, metric: str, title: str, marks=()):
             )
             ax.set_xlabel("ε")
             ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncols=2, fontsize=8)
-        axes[0].set_ylabel(METRIC_LABELS[metric])
+        axes[0].set_ylabel(metrics.label(metric))
         fig.suptitle(title)
     return fig
 
@@ -71,14 +71,18 @@ def calibration(result: dict, band: tuple[float, float], title: str, marks: dict
         ax = fig.subplots()
         ax.axhspan(*band, color="0.9", label="neither uniform nor one-hot")
         for column, epsilon in enumerate(result["epsilons"]):
-            ax.plot(result["gain"], result["diagonal"][:, column], color=colours[column],
-                    label=f"ε = {format_epsilon(epsilon)}")  # fmt: skip
+            ax.plot(
+                result["gain"],
+                result["diagonal"][:, column],
+                color=colours[column],
+                label=f"ε = {format_epsilon(epsilon)}",
+            )
         for (label, gain), ls in zip(marks.items(), GAIN_MARKS, strict=False):
             ax.axvline(gain, color=style.UNMODIFIED, ls=ls, lw=1.0, label=label)
         ax.set_xscale("log")
         ax.set_ylim(0, 1.05)
         ax.set_xlabel("gain of the Q/K projections (scores ∝ gain²)")
-        ax.set_ylabel(METRIC_LABELS["diagonal"])
+        ax.set_ylabel(metrics.label("diagonal"))
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2, fontsize=8)
         ax.set_title(title)
     return fig
@@ -97,9 +101,16 @@ def derivative_check(checks: dict[str, dict[str, np.ndarray]], label: str, title
         for (precision, check), marker in zip(checks.items(), ("o", "x"), strict=False):
             name = f"central difference, {precision}"
             if np.allclose(check["finite_difference"], first["jvp"], rtol=1e-3, atol=1e-9):
-                name += f" {style.COINCIDES}jax.jvp)"  # on the line, as style.check sees it
-            ax.plot(check["epsilon"], check["finite_difference"], marker, ms=4, ls="none",
-                    color=style.UNMODIFIED, label=name)  # fmt: skip
+                name += f" {style.COINCIDES}jax.jvp)"  # on the line, as style_check.check sees it
+            ax.plot(
+                check["epsilon"],
+                check["finite_difference"],
+                marker,
+                ms=4,
+                ls="none",
+                color=style.UNMODIFIED,
+                label=name,
+            )
         ax.set_xscale("log")
         ax.set_xlabel("ε")
         ax.set_ylabel(f"d({label})/dε")
