@@ -43,15 +43,19 @@ def main(argv: list[str] | None = None) -> int:
         "atlas", help="metrics of every layer and head under every setting, into a Zarr store"
     )
     atlas.add_argument("--source", default="synthetic", help="a source of attn_lib.models")
-    _source_arguments(atlas)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["atlas"]:  # they are read from the models, which load JAX: atlas only
+        _source_arguments(atlas)
     atlas.add_argument("--out", required=True, help="the Zarr store, e.g. build/atlas/x.zarr")
     atlas.add_argument(
         "--text-file", help="a UTF-8 text for a checkpoint source to read (long context)"
     )
     atlas.add_argument(
-        "--max-tokens", type=int, help="the text's first N tokens, at most (default: all; "
+        "--max-tokens",
+        type=int,
+        help="the text's first N tokens, at most (default: all; "
         "with no --text-file, of the shipped Lincoln text); over 512 the blockwise path is taken",
-    )  # fmt: skip
+    )
     atlas.add_argument("--components", nargs="+", default=["query", "key", "value"])
     atlas.add_argument("--kinds", nargs="+", default=None, help="default: every kind")
     atlas.add_argument(
@@ -62,10 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     atlas.add_argument("--eps-chunk", type=int, default=64, help="ε per chunk of work")
     atlas.add_argument(
-        "--effects", action="store_true",
+        "--effects",
+        action="store_true",
         help="keep each setting's effect on the output (KL, loss, top-1 agreement; MiniLM: "
         "cosine): about twice the work",
-    )  # fmt: skip
+    )
     atlas.add_argument("--overwrite", action="store_true", help="replace a store of other settings")
     atlas.add_argument("--coordinator", help="HOST:PORT of process 0, for several hosts")
     atlas.add_argument("--num-processes", type=int, help="with --coordinator: how many")
@@ -121,11 +126,13 @@ def _command(args) -> int:
     if args.command == "atlas":
         return _atlas(args)
 
-    from attn_lib.figures import notebooks, runner
-
     if args.command == "notebooks":
+        from attn_lib.figures import notebooks
+
         notebooks.refresh_notebooks(args.names or None)
         return 0
+    from attn_lib.figures import runner
+
     return runner.run(args.spec, out=args.out, jobs=args.jobs, force=args.force, only=args.only)
 
 
@@ -165,15 +172,21 @@ def _atlas(args) -> int:
     if distributed:  # several hosts: each runs this with its own --process-id
         join(*distributed)
     if long:
-        from attn_lib.analysis.long_context import source_over
+        from attn_lib.analysis.text_file import source_over
 
         built = source_over(args.source, text, args.max_tokens)
         if args.max_tokens is not None and built.seq_len < args.max_tokens:
-            print(f"the text has {built.seq_len} tokens (fewer than --max-tokens "
-                  f"{args.max_tokens}): all of them are read")  # fmt: skip
-        record = {"source": source.name, "text_file": args.text_file,
-                  "text_sha256": text_sha256, "max_tokens": args.max_tokens,
-                  "tokens": built.seq_len}  # fmt: skip
+            print(
+                f"the text has {built.seq_len} tokens (fewer than --max-tokens "
+                f"{args.max_tokens}): all of them are read"
+            )
+        record = {
+            "source": source.name,
+            "text_file": args.text_file,
+            "text_sha256": text_sha256,
+            "max_tokens": args.max_tokens,
+            "tokens": built.seq_len,
+        }
     else:
         built = source.build(params)
         record = source.record(params)
@@ -194,8 +207,8 @@ def _long_text(args, given: dict) -> tuple:
     memory (only the prefix its tokens need is), or the shipped text; and its sha256."""
     from pathlib import Path
 
-    from attn_lib.analysis.long_context import check_text_file
-    from attn_lib.analysis.sinks import long_text
+    from attn_lib.analysis.sink_inputs import long_text
+    from attn_lib.analysis.text_file import check_text_file
     from attn_lib.checks import check_integer
 
     if given.get("text") is not None:

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from attn_lib import __main__ as cli
-from attn_lib.figures import jobs, runner
+from attn_lib.figures import execute, jobs, runner
 from attn_lib.figures.spec import load_spec, panel_grid
 
 
@@ -128,13 +128,13 @@ def test_a_corrupt_output_or_record_is_made_again(drawn, damaged, damage, capsys
 
 def test_a_failed_rerun_keeps_the_previous_outputs(drawn, monkeypatch, capsys):
     spec, out, before = drawn
-    execute = runner._execute
+    run_notebook = execute.execute
 
     def half_then_fail(job, build):
-        execute(job, build)  # every file written to the stage ...
+        run_notebook(job, build)  # every file written to the stage ...
         raise RuntimeError("the kernel died")  # ... and then the notebook failed
 
-    monkeypatch.setattr(runner, "_execute", half_then_fail)
+    monkeypatch.setattr(execute, "execute", half_then_fail)
     assert runner.run(spec, out=out, jobs=2, force=True) == 1
     assert "FAILED tiny/query_a: RuntimeError: the kernel died" in capsys.readouterr().err
     assert _files(out) == before
@@ -220,7 +220,7 @@ def test_duplicate_names_are_refused_naming_the_duplicate(tmp_path, rows, column
 
 
 def test_a_brace_in_a_title_or_label_is_refused_before_any_kernel(tmp_path, build, monkeypatch):
-    monkeypatch.setattr(runner, "_execute", lambda job, build: pytest.fail("a kernel started"))
+    monkeypatch.setattr(execute, "execute", lambda job, build: pytest.fail("a kernel started"))
     with pytest.raises(ValueError, match=r"tiny/query_a: title .* is not a valid template"):
         runner.run(_spec(tmp_path, title="Modifying {Component} {"), out=tmp_path / "out")
     with pytest.raises(ValueError, match=r"title .*\{nope\}.* is not a valid template"):
@@ -343,7 +343,7 @@ def test_a_bad_notebook_figure_is_refused(tmp_path, entry, message):
 def test_a_title_beyond_plain_fields_is_refused_before_any_kernel(
     tmp_path, build, monkeypatch, title, why
 ):
-    monkeypatch.setattr(runner, "_execute", lambda job, build: pytest.fail("a kernel started"))
+    monkeypatch.setattr(execute, "execute", lambda job, build: pytest.fail("a kernel started"))
     with pytest.raises(ValueError, match=r"title .* is not a valid template \(" + why):
         runner.run(_spec(tmp_path, title=title), out=tmp_path / "out")
 

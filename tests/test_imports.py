@@ -1,5 +1,9 @@
+import shutil
 import subprocess
 import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _run(code: str) -> str:
@@ -41,4 +45,24 @@ def test_the_explorer_opens_without_papermill():
     loaded = "print(sorted({m.split('.')[0] for m in sys.modules} & {'papermill', 'nbformat'}))"
     explorer = "import sys; from attn_lib.explore import Explorer; Explorer(); "
     assert _run(explorer + loaded) == "[]"
-    assert _run("import sys, attn_lib.figures.runner; " + loaded) == "['nbformat', 'papermill']"
+    assert _run("import sys, attn_lib.figures.execute; " + loaded) == "['nbformat', 'papermill']"
+
+
+def test_the_atlas_contract_refuses_the_figure_build_in_the_atlas(tmp_path):
+    # pyproject's import-linter contracts on a copy of the library, as it is and with
+    # matplotlib imported by the atlas's store (the counter-example).
+    shutil.copytree(REPO / "attn_lib", tmp_path / "attn_lib",
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    shutil.copy(REPO / "pyproject.toml", tmp_path)
+
+    def lint():
+        command = [str(Path(sys.executable).parent / "lint-imports"), "--no-cache"]
+        env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path)}
+        return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+
+    assert lint().returncode == 0
+    store = tmp_path / "attn_lib" / "analysis" / "atlas_store.py"
+    store.write_text("import matplotlib\n" + store.read_text())
+    linted = lint()
+    assert linted.returncode == 1
+    assert "attn_lib.analysis.atlas is not allowed to import matplotlib" in linted.stdout

@@ -7,7 +7,7 @@ import pytest
 import yaml
 from papermill.translators import translate_parameters
 
-from attn_lib.figures import jobs, panels, plot, runner
+from attn_lib.figures import execute, jobs, panels, plot
 from attn_lib.figures.paths import NOTEBOOKS, REPO
 from attn_lib.figures.spec import load_spec, panel_grid
 from attn_lib.files import atomic_path, save_npz
@@ -42,7 +42,7 @@ BAD = [
     ({"seq_len": 0}, r"seq_len must be an integer in \[1, 65536\], got 0 \(source 'synthetic'\)"),
     ({"modify_layer": 2}, r"modify_layer must be an integer in \[0, 1\]"),
     ({"observe_layer": -1}, r"observe_layer must be an integer in \[0, 1\]"),
-    ({"head": 2}, r"head must be an integer in \[0, 1\]"),
+    ({"observe_head": 2}, r"observe_head must be an integer in \[0, 1\]"),
     ({"source": "gpt2"}, "source must be one of 'synthetic', 'minilm'"),
     ({"modify_head": 2}, r"modify_head must be -1 \(every head\) or an integer in \[0, 1\]"),
     (
@@ -54,10 +54,13 @@ BAD = [
         "source 'minilm' is bidirectional: its queries see later keys; causal=True cannot",
     ),
     ({"source": "minilm", "text": "a", "modify_layer": 6}, r"modify_layer must be .* \[0, 5\]"),
-    ({"source": "minilm", "text": "a", "head": 12}, r"head must be an integer in \[0, 11\]"),
+    (
+        {"source": "minilm", "text": "a", "observe_head": 12},
+        r"observe_head must be an integer in \[0, 11\]",
+    ),
     ({"causal": "yes"}, "causal must be True or False"),
     ({"source": "smollm2", "text": ""}, "text must be a non-empty string"),
-    ({"source": "smollm2", "text": "a", "head": 9}, r"head .* \[0, 8\]"),
+    ({"source": "smollm2", "text": "a", "observe_head": 9}, r"observe_head .* \[0, 8\]"),
     ({"source": "smollm2", "text": "a", "modify_layer": 30}, r"\[0, 29\]"),
     (
         {"source": "smollm2", "text": "a", "component": "key", "modify_head": 3},
@@ -92,7 +95,7 @@ def test_bad_parameter_through_papermill_names_it(tmp_path, change, message):
             str(tmp_path / "out.ipynb"),
             parameters={**change, "output_dir": str(tmp_path)},
             progress_bar=False,
-            **runner.KERNEL_OPTIONS,
+            **execute.KERNEL_OPTIONS,
         )
     assert error.value.ename == "ValueError"
     assert re.search(message, error.value.evalue)

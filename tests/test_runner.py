@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from attn_lib import files
-from attn_lib.figures import jobs, runner
+from attn_lib.figures import execute, jobs, runner
 from attn_lib.figures.paths import NOTEBOOKS, resolve
 
 PANEL = NOTEBOOKS / "panel.ipynb"
@@ -30,7 +30,7 @@ def test_many_jobs_in_one_process_parse_nothing_on_their_threads(tmp_path, monke
                 (stage / f"{name}{suffix}").write_bytes(b"x")
 
     monkeypatch.setattr(runner, "BUILD", tmp_path / "build")
-    monkeypatch.setattr(runner.papermill, "execute_notebook", fake_papermill)
+    monkeypatch.setattr(execute.papermill, "execute_notebook", fake_papermill)
     spec = _tiny_spec(tmp_path, [{"name": f"e{i}", "epsilon": 0.5} for i in range(8)])
     found = _spying(monkeypatch)
     assert runner.run(spec, out=tmp_path / "out", jobs=8) == 0
@@ -44,6 +44,31 @@ def test_injection_refuses_undeclared_names_and_non_scalars():
         jobs.check_injection(PANEL, {"x; import os": 1})
     with pytest.raises(ValueError, match="must be a JSON scalar"):
         jobs.check_injection(PANEL, {"epsilon": [0.5]})
+
+
+@pytest.mark.parametrize("notebook", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.stem)
+def test_declared_parameters_are_papermills(notebook):
+    import papermill
+
+    found = papermill.inspect_notebook(str(notebook))
+    assert jobs.declared_parameters(notebook) == {
+        name: ast.literal_eval(info["default"]) for name, info in found.items()
+    }
+
+
+def test_declared_parameters_are_the_first_tagged_cells_assignments(tmp_path):
+    import nbformat
+
+    cells = [
+        nbformat.v4.new_code_cell(source) for source in ("a = 1", "b: int = 2  # b\nc", "d = 4")
+    ]
+    cells[1].metadata["tags"] = cells[2].metadata["tags"] = ["parameters"]
+    notebook = tmp_path / "n.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), notebook)
+    assert jobs.declared_parameters(notebook) == {"b": 2}
+    cells[1].metadata["tags"] = cells[2].metadata["tags"] = []  # no parameters cell
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), notebook)
+    assert jobs.declared_parameters(notebook) == {}
 
 
 def _tiny_spec(tmp_path, columns, rows=("query", "key")):
@@ -120,11 +145,41 @@ def test_runner_is_deterministic_caches_and_kernels_do_not_collide(tmp_path, mon
     def no_kernel(job, build):
         raise AssertionError(f"{job.name} ran although it is up to date")
 
-    monkeypatch.setattr(runner, "_execute", no_kernel)
+    monkeypatch.setattr(execute, "execute", no_kernel)
     assert runner.run(spec, out=out, jobs=2) == 0
     assert _files(out) == runs[0]
     record = json.loads((out / "tiny" / "query_a.json").read_text())
     assert record["library"] == files.library_hash()
+
+
+# The command a user runs, then the modules its process loaded.
+FIGURES = """
+import sys
+from attn_lib.__main__ import main
+main(["figures", "--spec", sys.argv[1], "--out", sys.argv[2], "--jobs", "1"])
+heavy = {"papermill", "nbformat", "jax", "matplotlib"}
+print(sorted({name.split(".")[0] for name in sys.modules} & heavy))
+"""
+
+
+def test_an_up_to_date_run_imports_neither_papermill_nor_nbformat(tmp_path):
+    # Nothing to run is decided from the records alone; a stale record runs its notebook
+    # (the counter-example: papermill and nbformat are loaded then).
+    spec, out = _tiny_spec(tmp_path, [{"name": "a", "epsilon": 0.5}], ["query"]), tmp_path / "out"
+    assert runner.run(spec, out=out, jobs=1) == 0
+
+    def figures():
+        done = subprocess.run([sys.executable, "-c", FIGURES, str(spec), str(out)],
+                              capture_output=True, text=True, check=True)  # fmt: skip
+        lines = done.stdout.splitlines()
+        return lines[0], lines[-1]  # the summary, then the modules
+
+    summary, loaded = figures()
+    assert " 0 ran, 2 up to date" in summary and loaded == "[]"
+    record = out / "tiny" / "grid.json"
+    record.write_text(record.read_text().replace('"library"', '"library_was"'))
+    summary, loaded = figures()
+    assert " 1 ran, 1 up to date" in summary and loaded == "['nbformat', 'papermill']"
 
 
 def _read_whole(path):

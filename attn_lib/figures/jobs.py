@@ -12,8 +12,6 @@ import os
 import shutil
 from pathlib import Path
 
-import papermill
-
 import attn_lib
 from attn_lib.checks import check_template, shown
 from attn_lib.figures.paths import BUILD, NOTEBOOKS, REPO
@@ -47,14 +45,29 @@ class Job:
 
 
 def declared_parameters(notebook: Path) -> dict:
-    """The parameters a notebook declares, with their default values.
+    """The parameters a notebook declares, with their default values: the assignments
+    of its first cell tagged ``parameters`` (papermill's convention), read from its JSON
+    without papermill or nbformat, which take seconds to import.
 
     Call it from one thread only: it parses with ``ast``, and CPython 3.11's ``ast`` is
     not thread-safe (a ``SystemError: AST constructor recursion depth mismatch`` that
     leaves the process's parser broken). :func:`expand` calls it before any worker starts.
     """
-    declared = papermill.inspect_notebook(str(notebook))
-    return {name: ast.literal_eval(info["default"]) for name, info in declared.items()}
+    cells = json.loads(notebook.read_text())["cells"]
+    tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", ())]
+    if not tagged:
+        return {}
+    declared = {}
+    for statement in ast.parse("".join(tagged[0]["source"])).body:
+        if isinstance(statement, ast.Assign) and len(statement.targets) == 1:
+            target = statement.targets[0]
+        elif isinstance(statement, ast.AnnAssign) and statement.value is not None:
+            target = statement.target
+        else:
+            continue
+        if isinstance(target, ast.Name):
+            declared[target.id] = ast.literal_eval(statement.value)
+    return declared
 
 
 def check_injection(notebook: Path, parameters: dict, declared: dict | None = None) -> None:
@@ -172,7 +185,7 @@ def record(job: Job, spec_entry: dict, library: str) -> dict:
     return json.loads(json.dumps(record, sort_keys=True))
 
 
-def fingerprint(path: Path) -> dict:
+def output_digest(path: Path) -> dict:
     return {"sha256": sha256(path), "size": path.stat().st_size}
 
 
@@ -183,10 +196,20 @@ def up_to_date(job: Job, record: dict) -> bool:
         found = json.loads(job.record.read_text())
         outputs = found.pop("outputs")
         return found == record and all(
-            fingerprint(path) == outputs[path.name] for path in job.outputs
+            output_digest(path) == outputs[path.name] for path in job.outputs
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False  # missing or corrupt: the job runs again
+
+
+def all_up_to_date(spec: dict, figures: list[tuple[list[Job], Job]], library: str) -> bool:
+    """Whether every job of ``figures`` (:func:`expand`) is :func:`up_to_date`, each
+    grid judged on its panels' outputs as they are now."""
+    return all(
+        up_to_date(job, record(job, spec[job.figure], library))
+        for panels, grid in figures
+        for job in (*panels, grid)
+    )
 
 
 def land(job: Job, record: dict) -> None:
@@ -198,5 +221,5 @@ def land(job: Job, record: dict) -> None:
     for path in job.outputs:
         path.parent.mkdir(parents=True, exist_ok=True)
         os.replace(job.staged(path), path)
-    write_json(job.record, {**record, "outputs": {p.name: fingerprint(p) for p in job.outputs}})
+    write_json(job.record, {**record, "outputs": {p.name: output_digest(p) for p in job.outputs}})
     shutil.rmtree(job.stage)

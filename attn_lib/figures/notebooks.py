@@ -2,8 +2,8 @@
 
 import papermill
 
+from attn_lib.figures.execute import KERNEL_OPTIONS
 from attn_lib.figures.paths import NOTEBOOKS, REPO
-from attn_lib.figures.runner import KERNEL_OPTIONS
 from attn_lib.files import atomic_path
 
 
