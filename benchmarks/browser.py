@@ -15,17 +15,26 @@ from common import in_subprocess
 
 from attn_lib.figures.paths import BUILD, NOTEBOOKS, REPO
 
+TESTS = Path(__file__).resolve().parents[1] / "tests"  # the harness: lab.py, png_view.py
 EPSILONS = (0.3, 0.5, 1.0, 2.0, 5.0)  # typed in turn: each a new map
 VIEWS = ("canvas", "png")
 # In the page: Enter's time in the ε box (window.typedAt), and when the new map is on
-# screen: the canvas marks its paint (data-painted-at); a new PNG counts once the browser
-# has decoded it.
+# screen (window.shownAt, with window.shown saying which map): the canvas's once it is
+# painted (heatmap.js then sets its data-version), a new PNG once the browser has decoded it.
 TYPED = """
 arguments[0].addEventListener('keydown', (e) => {
   if (e.key === 'Enter') window.typedAt = performance.now();
 }, {capture: true});
 """
-DECODED = """
+SEEN = {
+    "canvas": """
+const view = document.querySelector('.attn-heatmap');
+new MutationObserver(() => {
+  window.shownAt = performance.now();
+  window.shown = view.dataset.version;
+}).observe(view, {attributes: true, attributeFilter: ['data-version']});
+""",
+    "png": """
 new MutationObserver((changes) => {
   for (const change of changes) for (const node of change.addedNodes) {
     const img = node.querySelector?.('img');
@@ -35,23 +44,18 @@ new MutationObserver((changes) => {
     });
   }
 }).observe(document.querySelector('.widget-output'), {childList: true, subtree: true});
-"""
+""",
+}
 READY = {
     "canvas": "return !!document.querySelector('.attn-heatmap')?.dataset.version;",
     "png": "return !!document.querySelector('.widget-output img');",
-}
-SHOWN = {  # what map is on screen, and since when (page time)
-    "canvas": "(() => { const v = document.querySelector('.attn-heatmap');"
-    " return [v.dataset.version, Number(v.dataset.paintedAt)]; })()",
-    "png": "[window.shown || '', window.shownAt || 0]",
 }
 # Waits in the page for a map other than arguments[0] (no WebDriver polling to load the
 # page while it works), then returns when it was shown.
 NEXT = """
 const [before, done] = arguments;
 const check = () => {
-  const [now, at] = %s;
-  if (now !== before && at) done(at);
+  if (window.shown && window.shown !== before) done(window.shownAt);
   else setTimeout(check, 2);
 };
 check();
@@ -61,7 +65,7 @@ check();
 def _sentence(tokens: int) -> str:
     """A text SmolLM2 reads as ``tokens`` tokens: the start of the shipped long text."""
     from attn_lib import models
-    from attn_lib.analysis.sinks import long_text
+    from attn_lib.analysis.sink_inputs import long_text
 
     tokenizer = models.build("smollm2", text="a").checkpoint.tokenizer
     ids = tokenizer.encode(long_text(), add_special_tokens=False).ids[:tokens]
@@ -75,6 +79,8 @@ def _scratch(folder: Path, source: str, text: str | None, view: str) -> Path:
     changes = f"source={source!r}" + (f", text={text!r}" if text else "")
     code = ("from attn_lib.explore import Explorer\n\nexplorer = Explorer()\n"
             f"explorer.update({changes})\nexplorer.widget(view={view!r})")  # fmt: skip
+    if view == "png":  # not the library's: the test harness registers it
+        code = f"import sys\n\nsys.path.insert(0, {str(TESTS)!r})\nimport png_view\n\n{code}"
     path = folder / f"explore-{source}-{view}.ipynb"
     kernel = nbformat.read(NOTEBOOKS / "explore.ipynb", 4).metadata  # its kernel: no dialog
     cells = [nbformat.v4.new_code_cell(code)]
@@ -83,7 +89,7 @@ def _scratch(folder: Path, source: str, text: str | None, view: str) -> Path:
 
 
 def _browser_case(changes: int, quick: bool) -> dict:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the harness
+    sys.path.insert(0, str(TESTS))
     import lab
     from selenium.webdriver.support.ui import Select
 
@@ -109,15 +115,14 @@ def _browser_case(changes: int, quick: bool) -> dict:
                 if view == "canvas":
                     alt = lab.explorer_view(driver)[1]
                     tokens[source] = len(alt.split(" over the tokens ")[1].split(" "))
-                else:
-                    driver.execute_script(DECODED)
+                driver.execute_script(SEEN[view])
                 field = lab.explorer_control(driver, "ε =", "input")
                 driver.execute_script(TYPED, field)
                 times = []
                 for epsilon in np.resize(EPSILONS, changes):
-                    before = driver.execute_script(f"return {SHOWN[view]}")[0]
+                    before = driver.execute_script("return window.shown")
                     lab.enter(field, f"{epsilon:g}")
-                    shown_at = driver.execute_async_script(NEXT % SHOWN[view], before)
+                    shown_at = driver.execute_async_script(NEXT, before)
                     times.append((shown_at - driver.execute_script("return window.typedAt")) / 1e3)
                 latencies[f"{source}/{view}"] = times
                 driver.execute_script(  # no dialog: the kernel stops, the notebook is saved

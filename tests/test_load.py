@@ -184,7 +184,7 @@ def test_a_panel_draws_a_checkpoint_by_path():
     from attn_lib.figures import panels
 
     path = str(smollm2.package_file())
-    params = {**panels.PANEL_DEFAULTS, "source": path, "text": "A cat.", "head": 8}
+    params = {**panels.PANEL_DEFAULTS, "source": path, "text": "A cat.", "observe_head": 8}
     panel = panels.compute_panel(panels.validate_panel_parameters(params))
     built = all_weights(models.build("smollm2", text="A cat."), None, modify_layer=0)
     assert np.abs(panel["all_weights"] - np.asarray(built)).max() > 0.01, "ε = 0.5 modifies it"
@@ -193,7 +193,7 @@ def test_a_panel_draws_a_checkpoint_by_path():
     np.testing.assert_array_equal(panel["all_weights"], expected)
     assert panel["masked"].tolist() == np.triu(np.ones((3, 3), bool), 1).tolist()
     with pytest.raises(ValueError, match=r"head must be an integer in \[0, 8\]"):
-        panels.validate_panel_parameters({**params, "head": 9})
+        panels.validate_panel_parameters({**params, "observe_head": 9})
 
 
 @requires_minilm

@@ -72,7 +72,7 @@ def test_a_real_model_grid_shows_each_rows_top_ranked_head(figure):
             modify_layer=params["modify_layer"],
             observe_layer=params["observe_layer"],
         )
-        assert params["head"] == ranked[0].head, (params["component"], ranked[:2])
+        assert params["observe_head"] == ranked[0].head, (params["component"], ranked[:2])
         assert ranked[0].mean > ranked[-1].mean, "the choice is not a tie of all heads"
 
 
@@ -96,7 +96,7 @@ def test_the_mean_grid_shows_three_inputs_that_differ_in_their_top_ranked_head()
             np.testing.assert_allclose(maps, 1 / 15, atol=1e-6)
             continue
         ranked = showcase.rank(maps)
-        assert params["head"] == ranked[0].head, (params["component"], ranked[:2])
+        assert params["observe_head"] == ranked[0].head, (params["component"], ranked[:2])
         assert ranked[0].smallest > 0.05, "every two inputs differ visibly"
 
 

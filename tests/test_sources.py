@@ -86,7 +86,10 @@ def test_a_source_of_your_own_draws_a_panel(toy, tmp_path):
     [
         ({"seq_len": 13}, r"seq_len must be an integer in \[2, 12\], got 13 \(source 'toy'\)"),
         ({"causal": True}, "causal is not a parameter of source 'toy' \\(its own: seq_len\\)"),
-        ({"seq_len": 4, "head": 1}, r"head must be an integer in \[0, 0\]"),  # its shape
+        (
+            {"seq_len": 4, "observe_head": 1},
+            r"observe_head must be an integer in \[0, 0\]",
+        ),  # its shape
     ],
 )
 def test_a_source_of_your_own_is_checked_by_its_entry(toy, changes, message):

@@ -7,9 +7,10 @@
 // masked cell is dark grey under a darker cross-hatch, as in the static panels
 // (attn_lib.figures.plot.MASKED: no colour of RdBu_r). Hovering a cell
 // shows its query, key and weight; clicking keeps that cell's readout until the next
-// click. After each paint the root's data-version is the kernel's version and
-// data-painted-at the page's performance.now() (benchmarks/browser.py reads them);
-// data-cell is a cell's side in pixels (tests/test_browser.py reads the canvas by it).
+// click. After each paint the root's data-version is the kernel's version, and data-cell
+// a cell's side in pixels: a canvas's cells are not in the page's DOM, so these say what
+// it painted (tests/lab.py reads the canvas by them; benchmarks/browser.py times the paint
+// by data-version's change).
 
 const SIDE = 480; // CSS pixels of the map's longer side (cells of 2 pixels at least)
 const HATCH = [51, 51, 51, 255]; // matplotlib's grey "0.2"
@@ -195,7 +196,6 @@ function render({ model, el: root }) {
     paint();
     if (pinned) show(pinned);
     root.dataset.version = String(model.get("version"));
-    root.dataset.paintedAt = String(performance.now());
   }
 
   model.on("change:version", update);

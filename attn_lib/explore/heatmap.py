@@ -80,7 +80,10 @@ class Heatmap(anywidget.AnyWidget):
         sums = np.where(visible, weights, 0).sum(axis=1)
         bad = np.flatnonzero(visible.any(axis=1) & (np.abs(sums - 1) > ROW_SUM_TOLERANCE))
         if bad.size or np.any(weights[~visible]):
-            where = (f"row {bad[0]} sums to {sums[bad[0]]:.4g} over the keys it may see, not 1"
-                     if bad.size else "a masked cell holds a weight")  # fmt: skip
+            where = (
+                f"row {bad[0]} sums to {sums[bad[0]]:.4g} over the keys it may see, not 1"
+                if bad.size
+                else "a masked cell holds a weight"
+            )
             raise traitlets.TraitError(f"weights: {where} (a map sent transposed?)")
         return data

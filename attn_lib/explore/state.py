@@ -21,14 +21,13 @@ from attn_lib.outputs import OUTPUTS, effects
 
 class Explorer:
     """Panel parameters in, weights, metrics and a heatmap out, fast enough to follow a
-    slider. ``defaults`` are the panel notebook's parameters
+    slider. It opens on ``params``, over the panel notebook's defaults
     (:data:`attn_lib.figures.panels.PANEL_DEFAULTS`, which a test keeps equal to them)."""
 
-    def __init__(self, defaults: dict = panels.PANEL_DEFAULTS):
-        self.notebook_defaults = defaults
+    def __init__(self, params: dict | None = None):
         self._sources: dict[tuple, object] = {}
         self._unmodified: dict[tuple, np.ndarray] = {}
-        self.params = panels.validate_panel_parameters(defaults)
+        self.params = panels.validate_panel_parameters({**panels.PANEL_DEFAULTS, **(params or {})})
         self.panel = None
         self.note = ""  # what the view changed or cannot show, in words
 
@@ -56,7 +55,7 @@ class Explorer:
         params = {**self.params}
         if changes.get("source", params["source"]) != params["source"]:
             own = {name: panels.PANEL_DEFAULTS[name] for name in panels.SOURCE_PARAMETERS}
-            first = {"modify_layer": 0, "observe_layer": 0, "head": 0, "modify_head": -1}
+            first = {"modify_layer": 0, "observe_layer": 0, "observe_head": 0, "modify_head": -1}
             params |= own | first
         return panels.validate_panel_parameters({**params, **changes})
 
@@ -80,18 +79,23 @@ class Explorer:
     @staticmethod
     def _observe_affected(params: dict, *, chose_layer: bool) -> tuple[dict, str]:
         """``params`` observing a layer where the modification can show, and a note."""
-        component, modify, observe = (params[k] for k in ("component", "modify_layer",
-                                                           "observe_layer"))  # fmt: skip
+        component, modify, observe = (
+            params[k] for k in ("component", "modify_layer", "observe_layer")
+        )
         first = first_affected_layer(component, modify)
         if observe >= first:
             return params, ""
         name = component.capitalize()
         if first < entry(params["source"]).layers and not chose_layer:
-            note = (f"{name} modified in layer {modify} shows from layer {first}: "
-                    f"observing layer {first}.")  # fmt: skip
+            note = (
+                f"{name} modified in layer {modify} shows from layer {first}: "
+                f"observing layer {first}."
+            )
             return {**params, "observe_layer": first}, note
-        note = (f"{name} modified in layer {modify} cannot change layer {observe}: "
-                f"it shows from layer {first} on.")  # fmt: skip
+        note = (
+            f"{name} modified in layer {modify} cannot change layer {observe}: "
+            f"it shows from layer {first} on."
+        )
         return params, note
 
     @property
@@ -103,9 +107,11 @@ class Explorer:
     def alt(self) -> str:
         """The drawn view in words: its title, layer, head, source and tokens."""
         p = self.params
-        return (f"{self.panel['title']}: attention weights of layer {p['observe_layer']}, "
-                f"head {p['head']} ({p['source']}), over the tokens "
-                f"{' '.join(self.panel['tokens'])}")  # fmt: skip
+        return (
+            f"{self.panel['title']}: attention weights of layer {p['observe_layer']}, "
+            f"head {p['observe_head']} ({p['source']}), over the tokens "
+            f"{' '.join(self.panel['tokens'])}"
+        )
 
     def metrics(self) -> dict[str, float]:
         """Row-averaged metrics of the drawn map, and its distance to the unmodified map."""
@@ -115,7 +121,7 @@ class Explorer:
             self._unmodified[key] = np.asarray(
                 all_weights(self._source(params), None, modify_layer=0)
             )
-        base = self._unmodified[key][params["observe_layer"], params["head"]]
+        base = self._unmodified[key][params["observe_layer"], params["observe_head"]]
         summary = metrics.summary(self.panel["weights"], reference=base)
         return {name: float(value) for name, value in summary.items()}
 
@@ -129,8 +135,12 @@ class Explorer:
         source = self._source(params)
         if getattr(source, "output", None) not in OUTPUTS:
             return None
-        found = effects(source, panels.modification_of(params), [params["epsilon"]],
-                        modify_layer=params["modify_layer"])  # fmt: skip
+        found = effects(
+            source,
+            panels.modification_of(params),
+            [params["epsilon"]],
+            modify_layer=params["modify_layer"],
+        )
         if "kl" not in found:
             return {"cosine": float(found["cosine"][0])}
         return {
@@ -141,7 +151,9 @@ class Explorer:
 
     def save(self, output_dir: str = "build/explore", name: str = "explore") -> str:
         """Save the current view as a panel (PNG, PDF and npz with its parameters, as
-        the panel notebook would) and return the papermill command that re-makes it."""
+        the panel notebook would) and return two lines that re-make it: Python, for the
+        library wherever it is installed, and the panel notebook's papermill command, for
+        a checkout of the repository (the notebooks are not installed)."""
         params = panels.validate_panel_parameters(
             {**self.params, "output_dir": output_dir, "name": name}
         )
@@ -150,15 +162,17 @@ class Explorer:
         # the view, filed as a panel: with every layer's weights, as the panel notebook's
         panel = panels.compute_panel(params, self._source(params))
         panels.save_panel(panel, plot.panel_figure(panel), output_dir, name)
-        changed = [
-            f"-p {key} {shlex.quote(str(value))}"
-            for key, value in params.items()
-            if value != self.notebook_defaults[key]
-        ]
-        return " ".join(["papermill notebooks/panel.ipynb", f"{output_dir}/{name}.ipynb", *changed])
+        changed = {k: v for k, v in params.items() if v != panels.PANEL_DEFAULTS[k]}
+        view = {k: v for k, v in changed.items() if k not in ("output_dir", "name")}
+        options = [f"-p {key} {shlex.quote(str(value))}" for key, value in changed.items()]
+        python = f"Explorer({view!r}).save({output_dir!r}, {name!r})"
+        papermill = ["papermill notebooks/panel.ipynb", f"{output_dir}/{name}.ipynb", *options]
+        return (
+            f"from attn_lib.explore import Explorer; {python}\n"
+            f"{' '.join(papermill)}  # in a checkout of the repository"
+        )
 
     def widget(self, view: str = "canvas"):
         """The controls and the live heatmap, as one ipywidgets box; ``view`` is how the
-        map is drawn (:data:`attn_lib.explore.widget.VIEWS`): ``canvas``, in the page,
-        or ``png``, by matplotlib in the kernel (the slower path, kept to compare)."""
+        map is drawn (:data:`attn_lib.explore.widget.VIEWS`): ``canvas``, in the page."""
         return Widget(self, view).box

@@ -6,7 +6,6 @@ import math
 import threading
 
 import ipywidgets as w
-import numpy as np
 
 from attn_lib.analysis.showcase import SEED_EPSILONS
 from attn_lib.checks import check_choice
@@ -39,35 +38,9 @@ def source_control(default) -> w.Widget:
     return kind(value=default, continuous_update=False, layout=w.Layout(width="150px"))
 
 
-class PngView(w.Output):
-    """The map drawn by matplotlib in the kernel and sent to the page as a PNG: the
-    explorer's view before :class:`~attn_lib.explore.heatmap.Heatmap`, kept so that
-    ``benchmarks/browser.py`` measures both in one run. A new ε changes the colours and
-    title of the figure laid out for the view's cells and labels, which is half of a
-    new figure's time."""
-
-    figure = None
-    drawn = None  # the tokens and mask the figure is laid out for
-
-    def show(self, panel: dict, alt: str) -> None:
-        from IPython.display import display
-
-        cells = (list(panel["tokens"]), np.asarray(panel["masked"]).tolist())
-        if cells != self.drawn:
-            self.figure, self.drawn = plot.panel_figure(panel), cells
-            self.figure.draw_without_rendering()  # laid out once, then kept
-            self.figure.set_layout_engine("none")
-        else:
-            ax = self.figure.axes[0]
-            weights = np.ma.masked_array(panel["weights"], plot.mask_of(panel))
-            ax.collections[0].set_array(weights.ravel())
-            ax.set_title(plot.plain(panel["title"]))
-        with self:
-            self.clear_output(wait=True)
-            display(plot.html(self.figure, alt), raw=True)
-
-
-VIEWS = {"canvas": Heatmap, "png": PngView}  # how the live map is drawn: a widget with show()
+# How the live map is drawn: a widget with show(). benchmarks/browser.py registers a
+# second, matplotlib's PNG (tests/png_view.py), to measure against the canvas.
+VIEWS = {"canvas": Heatmap}
 
 
 class Widget:
@@ -85,12 +58,20 @@ class Widget:
         params = explorer.params
         self.controls = {
             "epsilon": w.FloatLogSlider(
-                value=max(params["epsilon"], 10.0 ** EPSILON_RANGE[0]), base=10,
-                min=EPSILON_RANGE[0], max=EPSILON_RANGE[1], step=STEP, description="ε",
-                readout=False, continuous_update=True, layout=w.Layout(width="420px"),
+                value=max(params["epsilon"], 10.0 ** EPSILON_RANGE[0]),
+                base=10,
+                min=EPSILON_RANGE[0],
+                max=EPSILON_RANGE[1],
+                step=STEP,
+                description="ε",
+                readout=False,
+                continuous_update=True,
+                layout=w.Layout(width="420px"),
             ),
             "epsilon_text": w.Text(
-                value=f"{params['epsilon']:g}", description="ε =", continuous_update=False,
+                value=f"{params['epsilon']:g}",
+                description="ε =",
+                continuous_update=False,
                 layout=w.Layout(width="150px"),
             ),
             "component": w.Dropdown(options=COMPONENTS, value=params["component"]),
@@ -101,8 +82,8 @@ class Widget:
             **{name: source_control(params[name]) for name in panels.SOURCE_PARAMETERS},
             "modify_layer": w.Dropdown(options=[0], value=0),
             "observe_layer": w.Dropdown(options=[0], value=0),
-            "head": w.Dropdown(options=[0], value=0),
-        }  # fmt: skip
+            "observe_head": w.Dropdown(options=[0], value=0),
+        }
         for name, control in self.controls.items():
             control.description = control.description or name.replace("_", " ")
             control.style.description_width = "initial"  # labels in full
@@ -119,7 +100,7 @@ class Widget:
         c = self.controls
         self.sliders = w.HBox([c["epsilon"], c["epsilon_text"]])
         self.menus = w.HBox()
-        self.layers = w.HBox([c["modify_layer"], c["observe_layer"], c["head"]])
+        self.layers = w.HBox([c["modify_layer"], c["observe_layer"], c["observe_head"]])
         rows = [self.sliders, self.menus, self.layers, w.HBox([save, self.readout]), self.effect]
         self.box = ViewBox([*rows, self.note, self.stage, self.saved])
         self.box.explorer = explorer
@@ -147,7 +128,7 @@ class Widget:
             params, c = self.explorer.params, self.controls
             source = entry(params["source"])
             counts = {"modify_layer": source.layers, "observe_layer": source.layers}
-            for name, count in {**counts, "head": source.heads}.items():
+            for name, count in {**counts, "observe_head": source.heads}.items():
                 if list(c[name].options) != list(range(count)):
                     c[name].options = range(count)
                 c[name].value = params[name]
@@ -247,10 +228,9 @@ class Widget:
         self.match_view()
 
     def on_save(self, _) -> None:
-        command = self.explorer.save()
-        self.saved.value = (
-            f"Saved to build/explore/. Re-make it with:<br><code>{html.escape(command)}</code>"
-        )
+        lines = self.explorer.save().splitlines()
+        code = "".join(f"<br><code>{html.escape(line)}</code>" for line in lines)
+        self.saved.value = f"Saved to build/explore/. Re-make it with:{code}"
 
 
 class ViewBox(w.VBox):

@@ -31,8 +31,8 @@ from attn_lib.files import save_npz
 from attn_lib.modification import COMPONENTS, KINDS, MAX_SEED, Modification, check_epsilon
 
 DEFAULT_TITLE = "Modifying {Component} with ε = {eps}"
-# What a heatmap can show: at the panel's 150 dpi a 256-token map has 2 pixels a cell,
-# and saving it takes ~9 s (a 512-token one ~22 s, 3000 tokens minutes).
+# What a heatmap can show: at the panel's 150 dpi a 256-token map has 2 pixels a cell
+# (and its saving time grows with its cells: benchmarks/RESULTS.md).
 MAX_PANEL_TOKENS = 256
 # The panel notebook's parameters and their defaults (its parameters cell says the
 # same; a test keeps the two equal): these, which every panel has, and the parameters
@@ -46,7 +46,7 @@ COMMON = {
     "modify_layer": 0,
     "modify_head": -1,
     "observe_layer": 0,
-    "head": 0,
+    "observe_head": 0,
     "seed": 0,
     "title": "",
     "output_dir": "build/panel",
@@ -115,7 +115,7 @@ def validate_panel_parameters(params: dict) -> dict:
                 f"({p['component']} heads of source {source.name!r}), got {shown(p['modify_head'])}"
             ) from None
     check_index("observe_layer", p["observe_layer"], source.layers)
-    check_index("head", p["head"], source.heads)
+    check_index("observe_head", p["observe_head"], source.heads)
     check_integer("seed", p["seed"], 0, MAX_SEED)
     check_template("title", p["title"], ("Component", "eps", *PANEL_PARAMETERS))
     try:
@@ -150,7 +150,7 @@ def panel_subtitle(params: dict) -> str:
     return (
         f"{model}\n{params['kind']} of the {params['component'].capitalize()} in layer "
         f"{params['modify_layer']}, {heads}\ndrawn: layer {params['observe_layer']}, "
-        f"head {params['head']}"
+        f"head {params['observe_head']}"
     )
 
 
@@ -201,7 +201,7 @@ def compute_panel(params: dict, source=None, *, every_layer: bool = True) -> dic
     visible = source.visible()
     shape = weights.shape[-2:]
     return {
-        "weights": weights[params["head"]],
+        "weights": weights[params["observe_head"]],
         **every,
         "masked": np.zeros(shape, bool) if visible is None else ~np.broadcast_to(visible, shape),
         "tokens": source.tokens,
@@ -211,8 +211,9 @@ def compute_panel(params: dict, source=None, *, every_layer: bool = True) -> dic
     }
 
 
-def save_panel(panel: dict, fig, output_dir: str | Path, name: str) -> None:
-    """``<name>.npz`` (arrays and parameters) and ``fig`` as ``<name>.png``/``.pdf``."""
+def save_panel(panel: dict, fig, output_dir: str | Path, name: str) -> list[Path]:
+    """``<name>.npz`` (arrays and parameters) and ``fig`` as ``<name>.png``/``.pdf``; the
+    figure's paths (:func:`attn_lib.figures.plot.save`)."""
     stem = resolve(output_dir) / name
     without_output_dir = {k: v for k, v in panel["parameters"].items() if k != "output_dir"}
     save_npz(
@@ -227,7 +228,9 @@ def save_panel(panel: dict, fig, output_dir: str | Path, name: str) -> None:
             "parameters": np.array(json.dumps(without_output_dir, sort_keys=True)),
         },
     )
-    plot.save(fig, stem, ("png", "pdf"), description=f"{panel['title']}\n{panel['subtitle']}")
+    return plot.save(
+        fig, stem, ("png", "pdf"), description=f"{panel['title']}\n{panel['subtitle']}"
+    )
 
 
 def load_panel(path: str | Path) -> dict:
