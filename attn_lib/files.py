@@ -118,7 +118,7 @@ def write_json(path: str | Path, data: object) -> None:
 
 def library_hash() -> str:
     """A hash of the library's source: a change to any module re-makes every figure and
-    every cached result (:mod:`attn_lib.analysis.results`)."""
+    every cached result (:mod:`attn_lib.analysis.result_cache`)."""
     package = Path(__file__).parent
     return sha256(*sorted(package.rglob("*.py"), key=lambda p: p.relative_to(package).parts))
 

@@ -16,6 +16,8 @@ own attention (:func:`attn_lib.models.base.modify_and_attend`), stay finite at a
 
 ε is a pytree leaf of :class:`~attn_lib.modification.Modification`: build the model (or
 the function) inside ``jax.jit`` with a traced ε, and ``jax.vmap`` over ε compiles once.
+Several modifications at once (a tuple, e.g. Query and Key together: a
+:class:`~attn_lib.composed.Modifications`) are applied together.
 
 A kind that reads the whole sequence (``mean``; :attr:`Kind.whole_sequence
 <attn_lib.modification.Kind>`) needs every token at once, and a decode cache (linen's
@@ -28,34 +30,31 @@ under a mask; a masked cross-attention of one query (an encoder-decoder's decode
 is refused too.
 """
 
-import dataclasses
-
 import flax.linen as linen
 import jax.numpy as jnp
 from flax import nnx
 
 from attn_lib.checks import check_integer
+from attn_lib.composed import ModificationLike, Modifications, checked_modification, members
 from attn_lib.modification import KINDS, Modification
 
 
-def attention_fn(modification: Modification | None = None, *, head: int | None = None):
+def attention_fn(modification: ModificationLike | None = None, *, head: int | None = None):
     """An ``attention_fn`` that applies ``modification`` (None: none, Flax's attention
-    unchanged) to the projected ``query``, ``key`` or ``value`` of every head, or of
-    ``head`` only (which overrides the modification's own ``head``).
+    unchanged; a tuple: each of its own component) to the projected ``query``, ``key``
+    or ``value`` of every head, or of ``head`` only (which overrides the modification's
+    own ``head``, every member's in a tuple).
 
     Raises ``ValueError`` for a ``modification`` that is not a
-    :class:`~attn_lib.modification.Modification` or a bad ``head``, before any work; the
+    :class:`~attn_lib.modification.Modification` or a valid tuple of them
+    (:class:`~attn_lib.composed.Modifications`) or a bad ``head``, before any work; the
     attention it returns raises one for a kind that reads the whole sequence on a decode
     cache (see the module's docstring), before any work of its own."""
-    if modification is not None and not isinstance(modification, Modification):
-        raise ValueError(
-            f"modification must be an attn_lib.Modification or None, got "
-            f"{type(modification).__name__}"
-        )
+    modification = checked_modification(modification)
     if head is not None:
         if modification is None:
             raise ValueError("head needs a modification to limit to one head")
-        modification = dataclasses.replace(modification, head=check_integer("head", head, 0))
+        modification = modification.with_head(check_integer("head", head, 0))
 
     # Every keyword argument either Flax passes is named: linen passes only those the
     # signature names (a **kwargs function would lose the mask), nnx passes them all.
@@ -65,8 +64,7 @@ def attention_fn(modification: Modification | None = None, *, head: int | None =
         force_fp32_for_softmax=False, qk_attn_weights_einsum=None,
         attn_weights_value_einsum=None, is_causal=False,
     ):  # fmt: skip
-        if modification is not None:
-            _check_whole_sequence(modification.kind, query, key, mask)
+        _check_whole_sequence(modification, query, key, mask)
         query, key, value = modify(modification, query, key, value, causal=is_causal)
         common = (bias, mask, broadcast_dropout, dropout_rng, dropout_rate, deterministic)
         if is_causal or isinstance(module, nnx.Module):  # nnx's own attention
@@ -83,11 +81,14 @@ def attention_fn(modification: Modification | None = None, *, head: int | None =
     return attend
 
 
-def _check_whole_sequence(kind: str, query, key, mask) -> None:
-    """Refuse ``kind`` when it reads the whole sequence and the attention is a decode
-    step's: one query ``(..., 1, heads, d)`` over several keys ``(..., T, heads, d)``,
-    ``T > 1``, under a mask (Flax masks the cache's unfilled slots)."""
-    if KINDS[kind].whole_sequence and mask is not None and query.shape[-3] == 1 < key.shape[-3]:
+def _check_whole_sequence(modification, query, key, mask) -> None:
+    """Refuse ``modification`` when a kind of its reads the whole sequence and the
+    attention is a decode step's: one query ``(..., 1, heads, d)`` over several keys
+    ``(..., T, heads, d)``, ``T > 1``, under a mask (Flax masks the cache's unfilled
+    slots)."""
+    whole = [m.kind for m in members(modification) if KINDS[m.kind].whole_sequence]
+    if whole and mask is not None and query.shape[-3] == 1 < key.shape[-3]:
+        kind = whole[0]
         by_token = [name for name, other in KINDS.items() if not other.whole_sequence]
         raise ValueError(
             f"kind {kind!r} ({KINDS[kind].formula}) reads the whole sequence, but this "
@@ -97,14 +98,17 @@ def _check_whole_sequence(kind: str, query, key, mask) -> None:
         )
 
 
-def modify(modification: Modification | None, query, key, value, *, causal: bool = False):
+def modify(
+    modification: Modification | Modifications | None, query, key, value, *, causal: bool = False
+):
     """Flax's ``(..., T, heads, d)`` Query, Key and Value with ``modification`` applied
-    to its component (heads of its own), each in its own dtype; ``causal`` (Flax's
-    ``is_causal``): a kind that reads the whole sequence reads each token's prefix."""
-    qkv = {"query": query, "key": key, "value": value}
-    if modification is not None:
-        x = qkv[modification.component]
-        heads_first = jnp.swapaxes(x, -3, -2)  # (..., heads, T, d): the modification's
-        modified = modification.apply_heads(heads_first, causal=causal).astype(x.dtype)
-        qkv[modification.component] = jnp.swapaxes(modified, -3, -2)
-    return qkv["query"], qkv["key"], qkv["value"]
+    (each member to its component, heads of its own), each in its own dtype; ``causal``
+    (Flax's ``is_causal``): a kind that reads the whole sequence reads each token's prefix."""
+    if modification is None:
+        return query, key, value
+    qkv = (query, key, value)
+    heads_first = (jnp.swapaxes(x, -3, -2) for x in qkv)  # (..., heads, T, d): the library's
+    modified = modification(*heads_first, causal=causal)
+    return tuple(
+        jnp.swapaxes(m.astype(x.dtype), -3, -2) for m, x in zip(modified, qkv, strict=True)
+    )

@@ -6,8 +6,7 @@ the browser tests pass it; with a Jupyter of your own, add the same option):
 A new ε reaches the page as several small websocket messages (the kernel's busy status,
 the controls, the map, the metrics). Jupyter server leaves Nagle's algorithm on for its
 kernel websockets, so every message after the first waits for the browser's delayed
-acknowledgement, ~40 ms on Linux. Measured in JupyterLab and Chromium on the synthetic
-source (2026-12-03): 53-63 ms from Enter to the new map with it, 22-39 ms without.
+acknowledgement (what that costs a change of ε is in ``benchmarks/RESULTS.md``).
 
 This module imports neither JAX nor the rest of attn_lib: the server process loads only it.
 """

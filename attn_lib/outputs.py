@@ -8,8 +8,8 @@ A source says what it outputs (:attr:`attn_lib.models.base.Source.output`), and
   positions that have a next token, ``kl`` = KL(p_unmodified ‖ p_modified) in nats,
   ``loss`` = the mean next-token cross-entropy under the modified model (``loss_reference``
   under the unmodified one), ``agreement`` = the share of positions whose top-1 token is
-  unchanged. The ``(T, vocab)`` logits are never held: the vocabulary is read in chunks
-  with a running log-sum-exp, ``KL = E_p[z_p − z_q] − (lse_p − lse_q)``.
+  unchanged (:func:`attn_lib.logits.logit_rows`: the ``(T, vocab)`` logits are never
+  held).
 - ``embedding`` (MiniLM, a sentence encoder): ``cosine`` of the modified sentence
   embedding to the unmodified one (the mean over the texts of a batch).
 
@@ -20,20 +20,24 @@ above, so no ``(T, T)`` map is formed for a long text.
 """
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.typing import ArrayLike
+from jaxtyping import ArrayLike, Float
 
 from attn_lib.blockwise import Visibility, attend, dense
 from attn_lib.checks import check_integer
-from attn_lib.compute import check_modified, checked_epsilons
+from attn_lib.composed import ModificationLike, checked_modification
+from attn_lib.compute import check_modified, checked_epsilons, every_head
+from attn_lib.logits import logit_rows
 from attn_lib.modification import Modification
-from attn_lib.softmax import float32_products, soft_capped
+
+if TYPE_CHECKING:  # a type only: the core imports no model
+    from attn_lib.models.base import Source
 
 
 @partial(jax.tree_util.register_dataclass, data_fields=(), meta_fields=("block_size",))
@@ -51,59 +55,10 @@ class Outputs:
         if query.shape[-2] <= self.block_size:
             out, _ = dense(query, key, value, visible, softcap=softcap)
         else:
-            out, _ = attend(query, key, value, visible, block_size=self.block_size, columns=1,
-                            softcap=softcap)  # fmt: skip
+            out, _ = attend(
+                query, key, value, visible, block_size=self.block_size, columns=1, softcap=softcap
+            )
         return out, ()
-
-
-CHUNK_ELEMENTS = 2**22  # logits per ε per vocabulary chunk (16 MB in float32)
-
-
-def logit_rows(source, reference: jax.Array, modified: jax.Array) -> dict:
-    """Per position that has a next token, ``(T − 1,)``: ``kl``, ``loss``,
-    ``loss_reference`` and ``agreement`` of the readouts ``(T, d)`` of the unmodified
-    and the modified run, streaming the vocabulary."""
-    unembedding, cap = source.unembedding(), source.logit_softcap
-    p, q = reference[:-1], modified[:-1]  # the positions that have a next token
-    vocab, rows = unembedding.shape[0], p.shape[0]
-    chunk = int(min(vocab, max(1, CHUNK_ELEMENTS // rows)))
-
-    def logits(x, w):
-        with float32_products():
-            return soft_capped(x @ w.T, cap)
-
-    def step(carry, chunk_at):
-        (top_p, total_p, cross, top_q, total_q, best_p, best_q), (w, offset) = carry, chunk_at
-        z_p, z_q = logits(p, w), logits(q, w)
-        new_p, new_q = (jnp.maximum(top, z.max(-1)) for top, z in ((top_p, z_p), (top_q, z_q)))
-        rescale_p, rescale_q = jnp.exp(top_p - new_p), jnp.exp(top_q - new_q)
-        e_p = jnp.exp(z_p - new_p[:, None])
-        cross = rescale_p * cross + jnp.sum(e_p * (z_p - z_q), -1)
-        total_p = rescale_p * total_p + e_p.sum(-1)
-        total_q = rescale_q * total_q + jnp.exp(z_q - new_q[:, None]).sum(-1)
-        # the first maximum wins a tie, as argmax does
-        best_p = jnp.where(z_p.max(-1) > top_p, offset + z_p.argmax(-1), best_p)
-        best_q = jnp.where(z_q.max(-1) > top_q, offset + z_q.argmax(-1), best_q)
-        return (new_p, total_p, cross, new_q, total_q, best_p, best_q), None
-
-    lowest, zeros = jnp.full(rows, -jnp.inf), jnp.zeros(rows)
-    carry = (lowest, zeros, zeros, lowest, zeros, jnp.zeros(rows, int), jnp.zeros(rows, int))
-    full = vocab // chunk * chunk
-    blocks = unembedding[:full].reshape(vocab // chunk, chunk, -1)
-    carry, _ = jax.lax.scan(step, carry, (blocks, jnp.arange(0, full, chunk)))
-    if full < vocab:
-        carry, _ = step(carry, (unembedding[full:], full))
-    top_p, total_p, cross, top_q, total_q, best_p, best_q = carry
-    lse_p, lse_q = top_p + jnp.log(total_p), top_q + jnp.log(total_q)
-    targets = unembedding[source.ids[1:]]
-    with float32_products():
-        target_p, target_q = (soft_capped(jnp.sum(x * targets, -1), cap) for x in (p, q))
-    return {
-        "kl": cross / total_p - (top_p - top_q) - jnp.log(total_p / total_q),
-        "loss": lse_q - target_q,
-        "loss_reference": lse_p - target_p,
-        "agreement": (best_p == best_q).astype(lse_p.dtype),
-    }
 
 
 def _logit_measures(source, reference: jax.Array, modified: jax.Array) -> dict:
@@ -171,8 +126,9 @@ def _host(found: dict) -> dict[str, np.ndarray]:
 def _effects(source, modification, epsilons, modify_layer, *, batch_size, block_size):
     path, measures = Outputs(block_size), OUTPUTS[source.output].measures
     h, below = source.below(modify_layer, path)  # independent of ε: computed once
-    reference = source.readout(source.above(h, below, None, modify_layer=modify_layer,
-                                             path=path)[0])  # fmt: skip
+    reference = source.readout(
+        source.above(h, below, None, modify_layer=modify_layer, path=path)[0]
+    )
 
     def one(epsilon):
         modified = modification.with_epsilon(epsilon)
@@ -183,20 +139,21 @@ def _effects(source, modification, epsilons, modify_layer, *, batch_size, block_
 
 
 def effects(
-    source,
-    modification: Modification,
-    epsilons: ArrayLike,
+    source: "Source",
+    modification: ModificationLike,
+    epsilons: Float[ArrayLike, " eps"],
     *,
     modify_layer: int,
     batch_size: int = 8,
     block_size: int = 512,
-) -> dict[str, np.ndarray]:
+) -> dict[str, Float[np.ndarray, " eps"]]:
     """What ``modification`` in layer ``modify_layer`` does to ``source``'s output, for
     every ε in ``epsilons``, in one compiled call (see the module docstring).
 
     Args:
       source: a source with an output (``source.output``: ``logits`` or ``embedding``).
-      modification: component, kind, seed and head; its own ε is ignored.
+      modification: component, kind, seed and head; its own ε is ignored. A tuple
+        (several at once): every member takes each ε.
       epsilons: 1-D, every value valid for the kind (checked before any work).
       modify_layer: the layer whose Q/K/V is modified.
       batch_size: how many ε are computed together (≥ 1).
@@ -206,6 +163,7 @@ def effects(
       ``{name: (len(epsilons),)}``: ``kl``, ``loss``, ``agreement`` and the scalar
       ``loss_reference`` for logits; ``cosine`` for an embedding.
     """
+    modification = checked_modification(modification)
     eps = checked_epsilons(modification, epsilons)
     check_integer("batch_size", batch_size, 1)
     _checked(source, modification, modify_layer, block_size)
@@ -233,7 +191,7 @@ def _per_head(source, modification, layer, reference, *, heads, batch_size, bloc
     h, below = source.below(layer, path)
 
     def one(head):
-        modified = dataclasses.replace(modification, head=head)
+        modified = modification.with_head(head)
         last, _ = source.above(h, below, modified, modify_layer=layer, path=path)
         return measures(source, reference, source.readout(last))
 
@@ -263,11 +221,17 @@ def token_losses(source, *, block_size: int = 512) -> np.ndarray:
 
 
 def head_effects(
-    source, modification: Modification, *, layers=None, batch_size: int | None = None,
-    block_size: int = 512, progress: Callable | None = None,
-) -> dict[str, np.ndarray]:  # fmt: skip
+    source: "Source",
+    modification: ModificationLike,
+    *,
+    layers: Sequence[int] | None = None,
+    batch_size: int | None = None,
+    block_size: int = 512,
+    progress: Callable | None = None,
+) -> dict[str, Float[np.ndarray, "layers heads"]]:
     """:func:`effects` of ``modification`` (at its own ε) on one head at a time, in every
-    layer of ``layers`` (default: all) and every head of its component.
+    layer of ``layers`` (default: all) and every head of its component (of a tuple:
+    head ``h`` of every member together, :func:`~attn_lib.compute.every_head`).
 
     One compilation serves every layer and head; per layer the layers below run once.
     ``batch_size`` heads run together (default: all of them). ``progress`` wraps the
@@ -278,20 +242,26 @@ def head_effects(
       a scalar).
     """
     layers = list(range(source.layers)) if layers is None else list(layers)
-    if modification.head is not None:
-        raise ValueError(f"head: every head is modified in turn; got head={modification.head}")
+    modification = checked_modification(modification)
+    heads = every_head(source, modification)
     for layer in layers:
         _checked(source, modification, layer, block_size)
-    heads = source.head_count(modification.component)
     batch = _even(
         heads, heads if batch_size is None else check_integer("batch_size", batch_size, 1)
     )
     reference = _readout(source, block_size)
     rows = [
-        _per_head(source, modification, jnp.int32(layer), reference, heads=heads,
-                  batch_size=batch, block_size=block_size)
+        _per_head(
+            source,
+            modification,
+            jnp.int32(layer),
+            reference,
+            heads=heads,
+            batch_size=batch,
+            block_size=block_size,
+        )
         for layer in (progress or iter)(layers)
-    ]  # fmt: skip
+    ]
     found = _host(jax.tree.map(lambda *row: jnp.stack(row), *rows))
     if "loss_reference" in found:
         found["loss_reference"] = found["loss_reference"][0, 0]

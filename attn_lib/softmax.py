@@ -74,9 +74,12 @@ def soft_capped(scores: jax.Array, cap: float | None) -> jax.Array:
 
 
 def attention_weights(
-    query: ArrayLike, key: ArrayLike, *, mask: ArrayLike | None = None,
+    query: ArrayLike,
+    key: ArrayLike,
+    *,
+    mask: ArrayLike | None = None,
     softcap: float | None = None,
-) -> jax.Array:  # fmt: skip
+) -> jax.Array:
     """Softmax attention weights ``softmax(query·keyᵀ/√d)`` over the keys.
 
     Args:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from attn_lib.files import atomic_path, sha256
-from attn_lib.models import gemma3
+from attn_lib.models import gemma3, weights
 from attn_lib.models.weights import cached_arrays, read_cache, write_cache
 
 
@@ -151,13 +151,20 @@ def test_a_damaged_joined_gemma3_file_is_joined_again(tiny_gemma3):
 def test_a_checked_gemma3_file_is_not_hashed_again(tiny_gemma3, monkeypatch):
     hashed = []
     monkeypatch.setattr(gemma3, "sha256", lambda *paths: hashed.append(paths) or sha256(*paths))
+    monkeypatch.setattr(weights, "sha256", lambda *paths: hashed.append(paths) or sha256(*paths))
+    monkeypatch.setattr(weights, "_HASHED", {})
     target = gemma3.package_file()
     assert hashed == [tuple(gemma3.chunks())], "joined from checked chunks"
     gemma3.package_file()
-    monkeypatch.setattr(gemma3, "_VERIFIED", {})  # as in a new process
+    weights.check_sha256(target, gemma3.SHA256, "the joined file")  # as the GGUF reader does
+    assert len(hashed) == 2, "the joined file hashed once, to be remembered"
+    monkeypatch.setattr(weights, "_HASHED", {})  # as in a new process
     gemma3.package_file()
     gemma3.package_file()
-    assert hashed == [tuple(gemma3.chunks()), (target,)], "checked once a process"
+    assert hashed[2:] == [(target.resolve(),)], "checked once a process"
+    os.utime(target, ns=(0, 0))  # the same bytes, another time: checked again
+    gemma3.package_file()
+    assert len(hashed) == 4
 
 
 JOIN_WHILE_PAUSED = """

@@ -76,7 +76,7 @@ def test_the_vocabulary_is_streamed_in_chunks_with_a_remainder(monkeypatch):
     p, q = (jnp.asarray(rng.normal(size=(9, 5)).astype(np.float32)) for _ in range(2))
     q = q.at[2].set(jnp.asarray([1.0, 0, 0, 0, 0]))
     whole = _logit_measures(fake, p, q)
-    monkeypatch.setattr("attn_lib.outputs.CHUNK_ELEMENTS", 7 * 8)  # 8 rows: chunks of 7
+    monkeypatch.setattr("attn_lib.logits.CHUNK_ELEMENTS", 7 * 8)  # 8 rows: chunks of 7
     chunked = _logit_measures(fake, p, q)
     expected = measured(p @ unembedding.T, q @ unembedding.T, ids)
     for found in (whole, chunked):

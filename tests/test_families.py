@@ -62,7 +62,7 @@ def test_a_ggufs_dequantized_arrays_are_cached_and_a_damaged_cache_is_remade(tmp
     gguf_file.checkpoint_at.cache_clear()
     try:
         params = gguf_file.load(file, None).params
-        cached = tmp_path / "llama-gguf" / f"{sha256(FAMILIES / 'llama.gguf')}.safetensors"
+        cached = tmp_path / "gguf" / f"{sha256(FAMILIES / 'llama.gguf')}.safetensors"
         assert cached.is_file()
         gguf_file.checkpoint_at.cache_clear()
         with monkeypatch.context() as patch:  # from the cache, not the GGUF

@@ -23,6 +23,10 @@ def _qkv():
     return q, k, v, bias
 
 
+# Several modifications at once (attn_lib.Modifications; more in tests/test_compose.py).
+QUARTER = Modification("query", "scale", 0.25)
+HALVES = (Modification("query", "scale", 0.5), Modification("key", "scale", 0.5))
+
 # Identities: no modification, a scale by 1, a mean kind at 1 (x̄ + 1·(x − x̄)).
 IDENTITIES = [None, Modification("query", "scale", 1.0), Modification("value", "mean", 1.0)]
 
@@ -136,8 +140,10 @@ def test_epsilon_is_traced_through_the_whole_model_one_compilation():
 @pytest.mark.parametrize(
     ("args", "kwargs", "message"),
     [
-        (("query",), {}, "modification must be an attn_lib.Modification or None, got str"),
+        (("query",), {}, r"modification must be an attn_lib.Modification, a tuple .*, got str"),
         ((None,), {"head": 1}, "head needs a modification"),
+        (((),), {}, "modification: an empty tuple modifies nothing"),
+        (((HALVES[0], HALVES[0]),), {}, "modification: 2 modifications of the query"),
         ((Modification("key", "scale", 0.5),), {"head": -1}, r"head must be an integer >= 0"),
     ],
 )
@@ -200,3 +206,41 @@ def test_one_query_over_keys_without_a_mask_is_no_decode_step():
     np.testing.assert_allclose(attend(q[:, :1], k, v), expected, atol=1e-6)
     with pytest.raises(ValueError, match=r"1 query over 6 masked keys"):
         attend(q[:, :1], k, v, mask=MASK[:, :, :1])
+
+
+def _sown(fn):
+    """The weights ``fn`` sows for ``_qkv()``."""
+    q, k, v, _ = _qkv()
+
+    class Spy(linen.Module):
+        @linen.compact
+        def __call__(self):
+            return fn(q, k, v, module=self)
+
+    return Spy().apply({}, mutable=True)[1]["intermediates"]["attention_weights"][0]
+
+
+def test_flax_takes_a_tuple_and_head_limits_every_member():
+    quarter = _sown(attention_fn(QUARTER))
+    np.testing.assert_allclose(_sown(attention_fn(HALVES)), quarter, rtol=1e-5, atol=1e-6)
+    plain, one = _sown(attention_fn(None)), _sown(attention_fn(HALVES, head=2))
+    np.testing.assert_array_equal(np.delete(one, 2, axis=1), np.delete(plain, 2, axis=1))
+    np.testing.assert_allclose(one[:, 2], quarter[:, 2], rtol=1e-5, atol=1e-6)
+    assert np.abs(np.asarray(one[:, 2] - plain[:, 2])).max() > 1e-3
+
+
+@pytest.mark.parametrize("decode", [_decode_nnx, _decode_linen], ids=["nnx", "linen"])
+def test_decode_refuses_a_tuple_with_a_member_that_reads_the_whole_sequence(decode):
+    fn = attention_fn((Modification("query", "scale", 0.5), Modification("value", "mean", 0.5)))
+    with pytest.raises(ValueError, match=r"kind 'mean' .* reads the whole sequence, but .*decode"):
+        decode(fn)
+    whole, steps = decode(attention_fn(HALVES))  # the counter-example: token by token
+    np.testing.assert_allclose(steps, whole, atol=1e-5)
+
+
+def test_nnx_takes_a_tuple():
+    def run(fn):
+        return _nnx(fn)(X, is_causal=True)
+
+    np.testing.assert_allclose(run(attention_fn(HALVES)), run(attention_fn(QUARTER)), atol=1e-6)
+    assert jnp.abs(run(attention_fn(HALVES[:1])) - run(attention_fn(QUARTER))).max() > 1e-4

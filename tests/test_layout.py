@@ -1,16 +1,23 @@
 """The tree stays readable: no module of the library is over 300 lines, and the thin
 core (pure JAX: softmax, modification, compute, metrics, checks, since the long-context
-issue blockwise attention, and since the output-effects issue the outputs) stays under
-1450 (1000 until the blockwise normaliser kept its maximum and sum apart, scores were
-soft-capped for Gemma-2 and kinds said whether they read the whole sequence; 1100 until
-the effects on the output, 300 lines, came in)."""
+issue blockwise attention, since the output-effects issue the outputs, since the house's
+step 2 several modifications at once and the vocabulary's logits) stays under 1800.
+
+The budget's history: 1000 until the blockwise normaliser kept its maximum and sum
+apart, scores were soft-capped for Gemma-2 and kinds said whether they read the whole
+sequence; 1100 until the effects on the output, 300 lines, came in; 1450 until the house's
+step 2 (1407 → 1779 lines): composed.py (several modifications at once, 106), the metric
+registry (+93), the blockwise passes named apart (+47), the shapes in the signatures, and
+the lines the formatter had been told to skip (14 in the core, none now)."""
 
 from pathlib import Path
 
 LIBRARY = Path(__file__).resolve().parents[1] / "attn_lib"
-CORE = ("softmax.py", "modification.py", "compute.py", "outputs.py", "metrics.py", "checks.py",
-        "blockwise.py")  # fmt: skip
-MODULE_LINES, CORE_LINES = 300, 1450
+CORE = (
+    *("softmax.py", "modification.py", "composed.py", "compute.py", "outputs.py", "logits.py"),
+    *("metrics.py", "checks.py", "blockwise.py", "blockwise_passes.py"),
+)
+MODULE_LINES, CORE_LINES = 300, 1800
 
 
 def lines(path: Path) -> int:

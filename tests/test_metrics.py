@@ -59,11 +59,13 @@ def test_summary_averages_rows():
     np.testing.assert_allclose(averages["diagonal"], (0.5 + 0.6 + 0.6) / 3, rtol=1e-6)
     np.testing.assert_allclose(averages["previous"], (0.1 + 0.2) / 2, rtol=1e-6)
     assert averages["distance_to_reference"] == 0.0
+    np.testing.assert_allclose(averages["maximum"], (0.5 + 0.6 + 0.6) / 3, rtol=1e-6)
     assert set(metrics.summary(A)) == {
         "entropy",
-        "diagonal",
         "sink",
+        "diagonal",
         "previous",
+        "maximum",
         "distance_to_uniform",
     }
 

@@ -81,7 +81,7 @@ def test_a_folder_missing_a_file_or_with_other_weights_is_refused(tmp_path):
     folder = tmp_path / "model"
     shutil.copytree(minilm.package_folder(), folder)
     (folder / "config.json").unlink()
-    with pytest.raises(ValueError, match=r"lacks \['config.json'\]"):
+    with pytest.raises(ValueError, match=r"model: config\.json is missing"):
         minilm.check_folder(folder)
     shutil.copy(minilm.package_folder() / "config.json", folder)
     with open(folder / "model.safetensors", "r+b") as f:
@@ -91,6 +91,11 @@ def test_a_folder_missing_a_file_or_with_other_weights_is_refused(tmp_path):
         minilm.check_folder(folder)
     with pytest.raises(ValueError, match="is not a directory"):
         minilm.check_folder(tmp_path / "nowhere")
+    outside = tmp_path / "outside.safetensors"  # read through hf_files, as every folder
+    (folder / "model.safetensors").rename(outside)
+    (folder / "model.safetensors").symlink_to(outside)
+    with pytest.raises(ValueError, match=r"'model\.safetensors' leads outside the folder"):
+        minilm.check_folder(folder, checksum=None)
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from attn_lib.analysis import report, verdicts
-from attn_lib.figures import report_plots, style
+from attn_lib.figures import report_plots, style_check
 
 
 def _softmax(scores):
@@ -186,13 +186,13 @@ def test_each_report_figure_passes_the_house_checks_on_tiny_data():
     }  # fmt: skip
     title = "Sink mass, the synthetic stack: modified in layer 0"
     fig = report_plots.metric_curves(eps, curves, "sink", title, marks=(0.5, 1e-3, 1e-10))
-    assert style.check(fig) == []
+    assert style_check.check(fig) == []
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert "Key (= Query)" in labels and "the seed's ε" in labels
     result = {"gain": np.logspace(-2, 2, 5), "epsilons": np.array([0.5, 1e-3, 1e-10]),
               "diagonal": np.linspace(0, 1, 15).reshape(5, 3)}  # fmt: skip
     fig = report_plots.calibration(result, (0.3, 0.9), "one-scale stack", {"own gain, 1.5": 1.5})
-    assert style.check(fig) == []
+    assert style_check.check(fig) == []
     assert "own gain, 1.5" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     check = {"epsilon": np.logspace(-3, 1, 4), "jvp": np.arange(4.0)}
     checks = {
@@ -200,6 +200,6 @@ def test_each_report_figure_passes_the_house_checks_on_tiny_data():
         "float32": dict(check, finite_difference=np.array([0, 1.3, 2, 3])),
     }
     fig = report_plots.derivative_check(checks, "diagonal mass", "Query under scale")
-    assert style.check(fig) == []
+    assert style_check.check(fig) == []
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert labels[1:] == ["central difference, float64 (= jax.jvp)", "central difference, float32"]

@@ -107,19 +107,19 @@ def test_the_rope_prediction_is_a_verdict_that_can_fail():
 
 
 def test_inputs_of_each_kind(tiny):
-    from attn_lib.analysis import sinks
+    from attn_lib.analysis import sink_inputs
 
-    specials = sinks.special_ids(tiny.checkpoint.tokenizer)
+    specials = sink_inputs.special_ids(tiny.checkpoint.tokenizer)
     assert specials == {0, 1, 2}, "<unk>, <s>, </s>"
-    natural = sinks.inputs(tiny, "natural", count=5, seq_len=6)
-    text = tiny.checkpoint.tokenizer.encode(sinks.long_text(), add_special_tokens=False).ids
+    natural = sink_inputs.inputs(tiny, "natural", count=5, seq_len=6)
+    text = tiny.checkpoint.tokenizer.encode(sink_inputs.long_text(), add_special_tokens=False).ids
     windows = {tuple(text[i : i + 6]) for i in range(len(text) - 5)}
     assert natural.shape == (5, 6) and all(tuple(row) in windows for row in natural)
-    random = sinks.inputs(tiny, "random", count=50, seq_len=6, bos=True)
+    random = sink_inputs.inputs(tiny, "random", count=50, seq_len=6, bos=True)
     assert (random[:, 0] == 1).all() and not set(random[:, 1:].ravel()) & specials
     # several texts: the windows shared out in their order, each from its own text
-    texts = (sinks.long_text()[:3000], "the cat sat on the mat and the dog ran off " * 20)
-    both = sinks.inputs(tiny, "natural", count=5, seq_len=6, texts=texts)
+    texts = (sink_inputs.long_text()[:3000], "the cat sat on the mat and the dog ran off " * 20)
+    both = sink_inputs.inputs(tiny, "natural", count=5, seq_len=6, texts=texts)
     for rows, one in ((both[:3], texts[0]), (both[3:], texts[1])):
         tokens = tiny.checkpoint.tokenizer.encode(one, add_special_tokens=False).ids
         assert {tuple(r) for r in rows} <= {tuple(tokens[i : i + 6]) for i in range(len(tokens))}
@@ -127,12 +127,15 @@ def test_inputs_of_each_kind(tiny):
     tokens = np.asarray(text)
     starts = np.random.default_rng(0).choice(len(tokens) - 6, 5, replace=False)
     np.testing.assert_array_equal(natural, np.stack([tokens[i : i + 6] for i in starts]))
-    assert len(sinks.documents()) == len(sinks.DOCUMENTS) == 5
-    assert sinks.documents()[sinks.DOCUMENTS.index("lincoln_1862.txt")] == sinks.long_text()
-    repeated = sinks.inputs(tiny, "repeated", count=4, seq_len=6)
+    assert len(sink_inputs.documents()) == len(sink_inputs.DOCUMENTS) == 5
+    assert (
+        sink_inputs.documents()[sink_inputs.DOCUMENTS.index("lincoln_1862.txt")]
+        == sink_inputs.long_text()
+    )
+    repeated = sink_inputs.inputs(tiny, "repeated", count=4, seq_len=6)
     assert (repeated == repeated[:, :1]).all() and len(set(repeated[:, 0])) == 4
     with pytest.raises(ValueError, match="kind must be one of"):
-        sinks.inputs(tiny, "poetry")
+        sink_inputs.inputs(tiny, "poetry")
 
 
 def test_scores_equal_the_dense_maps_and_are_read_back(tiny, monkeypatch):
@@ -306,22 +309,22 @@ def _panels():
 
 
 def test_the_figures_pass_the_house_style_and_a_long_title_does_not():
-    from attn_lib.figures import sink_plots, style
+    from attn_lib.figures import sink_plots, style_check
 
-    assert style.check(sink_plots.rates(_panels(), title="Sink rates")) == []
+    assert style_check.check(sink_plots.rates(_panels(), title="Sink rates")) == []
     epsilons = np.logspace(-4, 0, 5)
     line = np.linspace(0.1, 0.5, 5)
     curves = {("scale", 0): {"query": line, "key": line, "value": np.full(5, 0.5)}}
     figure = sink_plots.under_modification(
         curves, epsilons, title="α₁", ylabel="α₁", ylim=(0, 1), prediction={"scale": 0.07}
     )
-    assert style.check(figure) == []
+    assert style_check.check(figure) == []
     labels = figure.legends[0].get_texts()
     assert {t.get_text() for t in labels} >= {"Key (= Query)", "uniform rows", "ε = 1: unmodified"}
     shares = {"a": {"natural": np.array([10.0, 60, 10, 10, 10]), "random": np.zeros(5)}}
-    assert style.check(sink_plots.largest_key(shares, title="Largest key")) == []
+    assert style_check.check(sink_plots.largest_key(shares, title="Largest key")) == []
     # small bars side by side in two panels (the committed figure's case): labels clear
     small = dict.fromkeys(("natural", "random", "repeated"), np.array([0.36, 0.18, 0.39, 0, 99]))
-    assert style.check(sink_plots.largest_key({"a": small, "b": small}, title="x")) == []
+    assert style_check.check(sink_plots.largest_key({"a": small, "b": small}, title="x")) == []
     too_long = {"a panel title far too long for its narrow panel " * 3: _panels()["ours"]}
-    assert style.check(sink_plots.rates({**_panels(), **too_long}, title="x")) != []
+    assert style_check.check(sink_plots.rates({**_panels(), **too_long}, title="x")) != []

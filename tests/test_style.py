@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from attn_lib.figures import effect_plots, plot, style
+from attn_lib.figures import effect_plots, plot, style, style_check
 from attn_lib.figures.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,7 +18,7 @@ def drawn(draw):
         fig = style.new()
         ax = fig.add_subplot()
         draw(fig, ax)
-        return fig, style.check(fig)
+        return fig, style_check.check(fig)
 
 
 def test_a_text_past_the_canvas_is_found():
@@ -202,7 +202,7 @@ def test_the_effects_drawings_pass_the_checks():
     ]
     for fig in figures:
         with style.drawing():
-            assert style.check(fig) == []
+            assert style_check.check(fig) == []
 
 
 def figure_files():

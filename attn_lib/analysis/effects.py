@@ -13,7 +13,7 @@ of ``notebooks/effects.ipynb``, on :func:`attn_lib.effects` and
 
 import numpy as np
 
-from attn_lib.analysis import results, sinks
+from attn_lib.analysis import result_cache, sinks
 from attn_lib.checks import check_integer
 from attn_lib.modification import COMPONENTS, KINDS, Modification
 from attn_lib.outputs import effects, head_effects, token_losses
@@ -30,9 +30,9 @@ SMALL = 0.01  # Δloss (nats) under which removing a head "hardly changes" the l
 
 
 def _cached(source, ids, what: tuple, make) -> dict:
-    """``make()``'s nested dict of arrays, kept in the cache (``results.cached``) under
+    """``make()``'s nested dict of arrays, kept in the cache (``result_cache.cached``) under
     the checkpoint, ``ids`` and ``what``: a second run reads it back."""
-    flat = results.cached("effects", source, ids, what, lambda: flatten(make()))
+    flat = result_cache.cached("effects", source, ids, what, lambda: flatten(make()))
     return unflatten(flat)
 
 
@@ -76,10 +76,14 @@ def _twin(source, layer, epsilons, seeds):
         draws = range(seeds) if KINDS[kind].needs_rng else range(1)
         for component in COMPONENTS:
             runs = [
-                effects(source, Modification(component, kind, 1.0, seed=seed), values,
-                        modify_layer=layer)
+                effects(
+                    source,
+                    Modification(component, kind, 1.0, seed=seed),
+                    values,
+                    modify_layer=layer,
+                )
                 for seed in draws
-            ]  # fmt: skip
+            ]
             found[(component, kind)] = {
                 "kl": np.mean([run["kl"] for run in runs], 0),
                 "delta_loss": np.mean([run["loss"] - run["loss_reference"] for run in runs], 0),
@@ -141,10 +145,14 @@ def _sink_price(source, ids, epsilons, layer):
     found = {}
     for name, (modification, values) in sinks.value_controls(epsilons).items():
         runs = [
-            effects(source.replace(ids=np.asarray(row, np.int32)), modification, values,
-                    modify_layer=layer)
+            effects(
+                source.replace(ids=np.asarray(row, np.int32)),
+                modification,
+                values,
+                modify_layer=layer,
+            )
             for row in ids
-        ]  # fmt: skip
+        ]
         found[name] = {
             "sink_rate": rates[name].mean(axis=1),
             "delta_loss": np.mean([run["loss"] - run["loss_reference"] for run in runs], 0),

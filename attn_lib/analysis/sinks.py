@@ -7,19 +7,16 @@ with α₁ > 0.3 (:func:`attn_lib.metrics.sink_rate`), on 64 tokens of natural t
 tokens, or one token repeated. Their Table 1 (:data:`TABLE_1`) read inputs with a BOS
 first (``tokenizer(prompt)`` puts one for LLaMA2/3 and Mistral): :func:`beside_table_1`."""
 
-from importlib.resources import files
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from attn_lib import metrics
-from attn_lib.analysis import results
-from attn_lib.checks import check_choice, check_index, check_integer
+from attn_lib.analysis import result_cache
+from attn_lib.analysis.sink_inputs import KINDS, SEQ_LEN, inputs
+from attn_lib.checks import check_index, check_integer
 from attn_lib.modification import Modification, check_epsilon
 
-KINDS = ("natural", "random", "repeated")
-SEQ_LEN = 64
 THRESHOLD = 0.3
 TABLE_1 = {  # model: Sink₁^0.3 (%) on natural, random and repeated inputs, BOS first
     "LLaMA2-7B": (92.47, 90.13, 0.00),
@@ -30,66 +27,6 @@ TABLE_1 = {  # model: Sink₁^0.3 (%) on natural, random and repeated inputs, BO
 TABLE_1_BOS = True  # their inputs begin with the BOS their tokenizer puts first
 REPEATED_BELOW = 1.0  # Sink₁^0.3 (%) under which "repeated → 0" holds
 RESAMPLES = 1000  # bootstrap resamples of the inputs
-# The natural texts (attn_lib/texts/README.md): State of the Union addresses of five
-# presidents, 1790 to 2016, each a work of the United States Government.
-DOCUMENTS = ("washington_1790.txt", "jefferson_1801.txt", "lincoln_1862.txt",
-             "roosevelt_1941.txt", "obama_2016.txt")  # fmt: skip
-
-
-def long_text() -> str:
-    """The shipped public-domain text (``attn_lib/texts/``): Lincoln's 1862 message."""
-    return _text("lincoln_1862.txt")
-
-
-def documents() -> tuple[str, ...]:
-    """The texts of :data:`DOCUMENTS`, in its order."""
-    return tuple(map(_text, DOCUMENTS))
-
-
-def _text(name: str) -> str:
-    return (files("attn_lib") / "texts" / name).read_text()
-
-
-def special_ids(tokenizer) -> set[int]:
-    """The ids of the tokenizer's special tokens (BOS, chat markers, …)."""
-    return {i for i, token in tokenizer.get_added_tokens_decoder().items() if token.special}
-
-
-def inputs(
-    source, kind: str, *, count: int = 100, seq_len: int = SEQ_LEN, bos: bool = False, seed=0,
-    texts: tuple[str, ...] | None = None,
-) -> np.ndarray:  # fmt: skip
-    """``(count, seq_len)`` token ids of ``kind`` for the checkpoint ``source`` reads
-    (``source.checkpoint``): windows at random places of ``texts`` (``natural``; None:
-    :func:`long_text`), ``count`` shared out in their order; ids drawn uniformly from the
-    vocabulary less its special tokens (``random``); or one such id repeated, a different
-    one per input (``repeated``). With ``bos`` the BOS comes first, then ``seq_len − 1``."""
-    check_choice("kind", kind, KINDS)
-    check_integer("count", count, 1)
-    check_integer("seq_len", seq_len, 2)
-    checkpoint = source.checkpoint
-    rng = np.random.default_rng(seed)
-    n = seq_len - bool(bos)
-    vocab = checkpoint.params["embedding"].shape[0]
-    ordinary = np.setdiff1d(np.arange(vocab), sorted(special_ids(checkpoint.tokenizer)))
-    if kind == "natural":
-        texts = (long_text(),) if texts is None else texts
-        shares = [len(part) for part in np.array_split(np.arange(count), len(texts))]
-        ids = np.concatenate([_windows(checkpoint, text, share, n, rng)
-                              for text, share in zip(texts, shares, strict=True)])  # fmt: skip
-    elif kind == "random":
-        ids = rng.choice(ordinary, (count, n))
-    else:
-        ids = np.repeat(rng.choice(ordinary, count, replace=False)[:, None], n, axis=1)
-    if bos:
-        ids = np.concatenate([np.full((count, 1), checkpoint.bos), ids], axis=1)
-    return ids.astype(np.int32)
-
-
-def _windows(checkpoint, text: str, count: int, n: int, rng) -> np.ndarray:
-    tokens = np.asarray(checkpoint.tokenizer.encode(text, add_special_tokens=False).ids)
-    starts = rng.choice(len(tokens) - n, count, replace=False)
-    return np.stack([tokens[start : start + n] for start in starts]).reshape(count, n)
 
 
 def _profile(source, ids):
@@ -124,9 +61,9 @@ def largest_key_share(scores: np.ndarray, first: int = 4) -> np.ndarray:
 
 
 def _cached(source, ids: np.ndarray, what: tuple, make) -> dict[str, np.ndarray]:
-    """``make()``'s arrays, kept in the cache folder (``sinks/``): :func:`results.cached`."""
+    """``make()``'s arrays, kept in the cache folder (``sinks/``): :func:`result_cache.cached`."""
     arrays = lambda: {name: np.asarray(a) for name, a in make().items()}  # noqa: E731
-    return results.cached("sinks", source, np.asarray(ids, np.int32), what, arrays)
+    return result_cache.cached("sinks", source, np.asarray(ids, np.int32), what, arrays)
 
 
 def interval(values, *, resamples: int = RESAMPLES, seed: int = 0, level: float = 0.95):
@@ -162,8 +99,10 @@ def beside_table_1(rows: dict, bos: bool = TABLE_1_BOS) -> dict:
     row; those read as Gu et al.'s inputs were (with a BOS), by model. Refused where a
     model lacks them (its other rows are not like for like)."""
     if missing := sorted({model for model, _ in rows} - {m for m, b in rows if b == bos}):
-        raise ValueError(f"no rows {'with' if bos else 'without'} a BOS for {missing}: "
-                         f"Gu et al.'s Table 1 is not like for like with the others")  # fmt: skip
+        raise ValueError(
+            f"no rows {'with' if bos else 'without'} a BOS for {missing}: "
+            f"Gu et al.'s Table 1 is not like for like with the others"
+        )
     return {model: row for (model, b), row in rows.items() if b == bos}
 
 
@@ -176,8 +115,10 @@ def repeated_goes_to_zero(rates: dict[str, float]) -> tuple[str, str]:
     verdict = "holds" if repeated < REPEATED_BELOW else "fails"
     if rates["natural"] < REPEATED_BELOW:  # no sink on any input: nothing to tell apart
         verdict = "untestable"
-    return verdict, (f"repeated {repeated:.2f}% (holds below {REPEATED_BELOW}%), "
-                     f"natural {rates['natural']:.2f}%, random {rates['random']:.2f}%")  # fmt: skip
+    return verdict, (
+        f"repeated {repeated:.2f}% (holds below {REPEATED_BELOW}%), "
+        f"natural {rates['natural']:.2f}%, random {rates['random']:.2f}%"
+    )
 
 
 def _alpha_of_layers(weights):
@@ -209,10 +150,12 @@ def under_modification(
     ids, epsilons = np.asarray(ids, np.int32), np.asarray(epsilons, np.float32)
     order = np.argsort(epsilons, kind="stable")
     ascending = epsilons[order]
-    what = (modification.component, modification.kind, modification.seed, modification.head,
-            modify_layer, ascending.tolist())  # fmt: skip
-    sweep = lambda: {"a": _swept(source, jnp.asarray(ids), modification,  # noqa: E731
-                                 jnp.asarray(ascending), modify_layer)}  # fmt: skip
+    m = modification
+    what = (m.component, m.kind, m.seed, m.head, modify_layer, ascending.tolist())
+
+    def sweep():
+        return {"a": _swept(source, jnp.asarray(ids), m, jnp.asarray(ascending), modify_layer)}
+
     alphas = _cached(source, ids, what, sweep)["a"]
     return np.swapaxes(alphas, 0, 1)[np.argsort(order)]  # back in the given order
 
@@ -222,8 +165,9 @@ def uniform_alpha(seq_len: int) -> float:
     return float(np.mean(1.0 / np.arange(1, seq_len + 1)))
 
 
-def measure(source, *, count: int = 100, seq_len: int = SEQ_LEN, bos: bool = False,
-            texts=None) -> dict:  # fmt: skip
+def measure(
+    source, *, count: int = 100, seq_len: int = SEQ_LEN, bos: bool = False, texts=None
+) -> dict:
     """``count`` inputs of each kind (:func:`inputs`) and ``source``'s α_k on them:
     ``{kind: {"ids", "alpha_k": (inputs, layers, heads, T), "alpha": α₁ (…, heads)}}``."""
     found = {}
@@ -239,34 +183,45 @@ def measure(source, *, count: int = 100, seq_len: int = SEQ_LEN, bos: bool = Fal
 LINES = {"query": "query", "key": "query", "value": "value"}
 
 
-def study(source, ids, epsilons, *, layers, kinds=("scale", "inverse")) -> dict:
+def modification_alphas(source, ids, epsilons, *, layers, kinds=("scale", "inverse")) -> dict:
     """α₁ ``(ε, inputs, layers, heads)`` under each line of :data:`LINES` (every head of
     a component modified) and kind, in each of ``layers``: ``{(kind, layer): {line:
     alphas}}``."""
     return {
-        (kind, layer): {line: under_modification(source, ids, Modification(component, kind, 1.0),
-                                                 epsilons, modify_layer=layer)
-                        for line, component in LINES.items()}
+        (kind, layer): {
+            line: under_modification(
+                source, ids, Modification(component, kind, 1.0), epsilons, modify_layer=layer
+            )
+            for line, component in LINES.items()
+        }
         for kind in kinds
         for layer in layers
-    }  # fmt: skip
+    }
 
 
 def value_controls(epsilons) -> dict[str, tuple[Modification, np.ndarray]]:
     """The Value modifications of an ablation study and their ε: ``scale`` over ``epsilons``
     (the least: zero ablation) and the mean-ablation control, ``mean`` at ε = 0."""
-    return {"scale": (Modification("value", "scale", 1.0), np.asarray(epsilons, float)),
-            "mean ablation": (Modification("value", "mean", 1.0), np.zeros(1))}  # fmt: skip
+    return {
+        "scale": (Modification("value", "scale", 1.0), np.asarray(epsilons, float)),
+        "mean ablation": (Modification("value", "mean", 1.0), np.zeros(1)),
+    }
 
 
 def ablation_rates(source, ids, epsilons, *, layer: int = 0) -> dict[str, np.ndarray]:
     """The sink rate (%) of the layers above ``layer``, ``(ε, inputs)``, under each of
     :func:`value_controls` made in ``layer``."""
     return {
-        name: np.stack([per_input(alphas[:, layer + 1 :])["sink_rate"] for alphas in
-                        under_modification(source, ids, modification, values, modify_layer=layer)])
+        name: np.stack(
+            [
+                per_input(alphas[:, layer + 1 :])["sink_rate"]
+                for alphas in under_modification(
+                    source, ids, modification, values, modify_layer=layer
+                )
+            ]
+        )
         for name, (modification, values) in value_controls(epsilons).items()
-    }  # fmt: skip
+    }
 
 
 def ablations(source, ids, epsilons, *, layer: int = 0) -> dict[str, np.ndarray]:
@@ -277,8 +232,11 @@ def ablations(source, ids, epsilons, *, layer: int = 0) -> dict[str, np.ndarray]
         raise ValueError(f"epsilons must reach 1 (unmodified), got at most {epsilons.max()}")
     rates = ablation_rates(source, ids, epsilons, layer=layer)
     scaled = rates["scale"]
-    return {"unmodified": scaled[epsilons.argmax()], "zero": scaled[epsilons.argmin()],
-            "mean": rates["mean ablation"][0]}  # fmt: skip
+    return {
+        "unmodified": scaled[epsilons.argmax()],
+        "zero": scaled[epsilons.argmin()],
+        "mean": rates["mean ablation"][0],
+    }
 
 
 def value_at(alphas: np.ndarray, layer: int, above: bool) -> float:
@@ -286,8 +244,8 @@ def value_at(alphas: np.ndarray, layer: int, above: bool) -> float:
     return float(metrics.sink_rate(alphas[:, layer + 1 :]) if above else alphas[:, layer].mean())
 
 
-def curves(results: dict, *, above: bool) -> dict:
-    """From :func:`study`: per panel and line, a value per ε: the mean α₁ of the
+def panel_values(results: dict, *, above: bool) -> dict:
+    """From :func:`modification_alphas`: per panel and line, a value per ε: the mean α₁ of the
     modified layer (``above=False``) or the sink rate (%) of the layers above it (the
     last layer, with none above, has no panel then)."""
     return {

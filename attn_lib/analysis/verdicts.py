@@ -224,8 +224,9 @@ def where_one_hot(seed: dict, masked=None) -> Verdict:
     )
 
 
-# The seed document's observations (shared/seed/READINGS.md) and the other claims
-# made of the grids, each with its check.
+# The seed document's observations of its figure (O1–O6; each statement is here in full,
+# and the README's findings list them) and the other claims made of the grids, each with
+# its check.
 OBSERVATIONS = {
     "O1": ("every panel is about 10×10, its values in [0, 1]", size_and_range),
     "O2": ("every panel is diagonal-dominant", diagonal_dominant),
@@ -255,7 +256,12 @@ def markdown(rows: list[dict], name: str = "check") -> str:
     """Rows of :func:`check_all` as a Markdown table, every text in full."""
     lines = ["| | holds? | number | standard | evidence |", "|---|---|---|---|---|"]
     for row in rows:
-        cells = (f"**{row[name]}** {row['statement']}", row["verdict"], f"{row['number']:.4g}",
-                 row["standard"], row["evidence"])  # fmt: skip
+        cells = (
+            f"**{row[name]}** {row['statement']}",
+            row["verdict"],
+            f"{row['number']:.4g}",
+            row["standard"],
+            row["evidence"],
+        )
         lines.append("| " + " | ".join(str(c).replace("|", "∣") for c in cells) + " |")
     return "\n".join(lines)

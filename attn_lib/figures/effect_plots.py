@@ -69,8 +69,9 @@ def head_distribution(deltas: dict[str, np.ndarray], *, small: float, title: str
         for (name, values), colour in zip(deltas.items(), ("black", "0.55"), strict=False):
             ordered = np.sort(np.ravel(values))
             share = np.arange(1, ordered.size + 1) / ordered.size
-            ax.step(ordered, share, where="post", color=colour,
-                    label=f"{name} ({ordered.size} heads)")  # fmt: skip
+            ax.step(
+                ordered, share, where="post", color=colour, label=f"{name} ({ordered.size} heads)"
+            )
         ax.axvline(small, ls=":", color="0.4", lw=1, label=f"Δloss = {small:g} nats")
         ax.axvline(-small, ls=":", color="0.4", lw=1)
         ax.set_xscale("symlog", linthresh=small)
@@ -91,13 +92,31 @@ def sink_price(found: dict, epsilons: np.ndarray, *, title: str) -> Figure:
     with style.drawing():
         fig = style.new(style.NARROW, 4.2)
         ax = fig.add_subplot()
-        ax.plot(scale["sink_rate"], scale["delta_loss"], color=style.COMPONENTS["value"],
-                lw=1, zorder=1, label="Value scale")  # fmt: skip
-        points = ax.scatter(scale["sink_rate"], scale["delta_loss"], c=np.log10(epsilons),
-                            cmap="cividis", zorder=2, s=24)  # fmt: skip
+        ax.plot(
+            scale["sink_rate"],
+            scale["delta_loss"],
+            color=style.COMPONENTS["value"],
+            lw=1,
+            zorder=1,
+            label="Value scale",
+        )
+        points = ax.scatter(
+            scale["sink_rate"],
+            scale["delta_loss"],
+            c=np.log10(epsilons),
+            cmap="cividis",
+            zorder=2,
+            s=24,
+        )
         fig.colorbar(points, ax=ax, label="log₁₀ ε of the Value scale")
-        ax.scatter(control["sink_rate"], control["delta_loss"], marker="s", color="0.5",
-                   zorder=3, label="Value mean (ε = 0):\nthe mean-ablation control")  # fmt: skip
+        ax.scatter(
+            control["sink_rate"],
+            control["delta_loss"],
+            marker="s",
+            color="0.5",
+            zorder=3,
+            label="Value mean (ε = 0):\nthe mean-ablation control",
+        )
         ax.set_xlabel(r"Sink$_1^{0.3}$ of the layers above (%)")
         ax.set_ylabel("Δ next-token loss, nats")
         ax.legend(loc="best")

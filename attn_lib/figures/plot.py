@@ -1,5 +1,5 @@
 """The panel and grid drawings, in the house style (:mod:`attn_lib.figures.style`), and
-byte-deterministic saving, which checks every figure first (:func:`style.check`).
+byte-deterministic saving, which checks every figure first (:func:`style_check.check`).
 
 Heatmaps: a red (1.0) to blue (0.0) colour map from 0 to 1, square cells, a colour bar
 labelled "Attention Weight", titles in the seed figure's form; masked (future) cells of
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from attn_lib.figures import style
+from attn_lib.figures import style, style_check
 from attn_lib.figures.style import DPI, format_epsilon, plain
 from attn_lib.files import atomic_path
 
@@ -44,8 +44,8 @@ def heatmap(panel: dict, ax, *, colorbar: bool = True):
     read as weights of 0 (or, in this colour map, 0.5): dark grey, cross-hatched
     (:data:`MASKED`), with a legend entry (:func:`mask_legend`).
 
-    Drawn with matplotlib alone, as ``seaborn.heatmap`` draws it: seaborn's import
-    (SciPy's statistics, pandas) took 2.1 s of a panel kernel's 3.6 s of imports."""
+    Drawn with matplotlib alone, as ``seaborn.heatmap`` draws it, without seaborn's
+    imports in every panel kernel (benchmarks/RESULTS.md)."""
     weights = np.asarray(panel["weights"])
     mask = mask_of(panel)
     mesh = ax.pcolormesh(
@@ -121,28 +121,37 @@ def grid_figure(panels: Sequence[Sequence[dict]], caption: str, subtitle: str = 
     return fig
 
 
-def html(fig, alt: str) -> dict:
-    """``fig`` as a notebook output with alternative text: an ``<img>`` carrying ``alt``
+def html(picture, alt: str) -> dict:
+    """``picture`` as a notebook output with alternative text: an ``<img>`` carrying ``alt``
     (``text/html``, which HTML exports and screen readers read) and ``alt`` alone
-    (``text/plain``, for plain renderers and nbval). The whole canvas is drawn, as laid
-    out (a tight bounding box would draw it twice: 110 ms against 88 for the explorer's)."""
+    (``text/plain``, for plain renderers and nbval).
+
+    ``picture`` is a figure, drawn whole as laid out (a tight bounding box would draw it
+    twice), or the path of a PNG already saved (:func:`save`), shown as it is: a figure
+    is encoded once."""
     import base64
     import html as markup
-    import io
 
-    buffer = io.BytesIO()
-    with style.drawing():
-        fig.savefig(buffer, format="png", dpi=DPI, metadata=METADATA["png"])
-    data = base64.b64encode(buffer.getvalue()).decode()
+    if isinstance(picture, str | Path):
+        png = Path(picture).read_bytes()
+    else:
+        import io
+
+        buffer = io.BytesIO()
+        with style.drawing():
+            picture.savefig(buffer, format="png", dpi=DPI, metadata=METADATA["png"])
+        png = buffer.getvalue()
+    data = base64.b64encode(png).decode()
     tag = f'<img alt="{markup.escape(alt)}" src="data:image/png;base64,{data}">'
     return {"text/html": tag, "text/plain": alt}
 
 
-def show(fig, alt: str) -> None:
-    """Display ``fig`` in a notebook with alternative text (see :func:`html`)."""
+def show(picture, alt: str) -> None:
+    """Display ``picture`` (a figure, or the path of its saved PNG) in a notebook with
+    alternative text (see :func:`html`)."""
     from IPython.display import display
 
-    display(html(fig, alt), raw=True)
+    display(html(picture, alt), raw=True)
 
 
 def save(
@@ -153,12 +162,12 @@ def save(
 
     Each file is written to a temporary name in the same folder and renamed, so an
     interrupted save never leaves a truncated file. A figure that fails the house
-    style's checks (:func:`style.check`: a text past the canvas, ticks between
+    style's checks (:func:`style_check.check`: a text past the canvas, ticks between
     integers, a legend entry hidden under another line) is refused, and nothing written.
     """
     stem = Path(stem)
     with style.drawing():
-        problems = style.check(fig)
+        problems = style_check.check(fig)
     if problems:
         raise ValueError(f"figure {stem.name!r} is not fit to save: " + "; ".join(problems))
     stem.parent.mkdir(parents=True, exist_ok=True)

@@ -26,9 +26,17 @@ def _bars(ax, groups: dict, colours: dict, *, top: float) -> None:
             ax.errorbar(x, values, spread, fmt="none", ecolor="black", lw=0.8, capsize=1.5)
         for position, value in zip(x, values, strict=True):
             if value < ZERO * top / 100:
-                ax.annotate(f"{value:.2g}", (position, 0), xytext=(0, 2), rotation=90,
-                            textcoords="offset points", ha="center", va="bottom", fontsize=8,
-                            color=colour)  # fmt: skip
+                ax.annotate(
+                    f"{value:.2g}",
+                    (position, 0),
+                    xytext=(0, 2),
+                    rotation=90,
+                    textcoords="offset points",
+                    ha="center",
+                    va="bottom",
+                    fontsize=8,
+                    color=colour,
+                )
     ax.set_xticks(np.arange(len(groups)), list(groups), rotation=15, ha="right")
     ax.set_ylim(0, top)
 
@@ -44,8 +52,9 @@ def rates(panels: dict[str, dict], *, title: str) -> Figure:
     value or (value, low, high)}}``), coloured by input kind (:data:`style.INPUTS`)."""
     with style.drawing():
         fig = style.new(style.WIDE, 4.2)
-        axes = fig.subplots(1, len(panels), sharey=True,
-                            width_ratios=[len(rows) for rows in panels.values()])  # fmt: skip
+        axes = fig.subplots(
+            1, len(panels), sharey=True, width_ratios=[len(rows) for rows in panels.values()]
+        )
         for ax, (name, rows) in zip(np.atleast_1d(axes), panels.items(), strict=True):
             _bars(ax, rows, style.INPUTS, top=100.0)
             ax.set_title(name, fontsize=10)
@@ -75,8 +84,15 @@ def largest_key(shares: dict[str, dict[str, np.ndarray]], *, title: str) -> Figu
     return fig
 
 
-def under_modification(curves: dict, epsilons: np.ndarray, *, title: str, ylabel: str,
-                       ylim: tuple[float, float], prediction=None) -> Figure:  # fmt: skip
+def under_modification(
+    curves: dict,
+    epsilons: np.ndarray,
+    *,
+    title: str,
+    ylabel: str,
+    ylim: tuple[float, float],
+    prediction=None,
+) -> Figure:
     """One panel per (kind, modified layer), ``curves[(kind, layer)][component]`` a value
     per ε, coloured by component (:data:`style.COMPONENTS`; a line that coincides with
     another is marked so); ``prediction`` (kind → value or None) a dashed line where the

@@ -47,7 +47,8 @@ def modify_and_attend(
     *, softcap: float | None = None,
 ):  # fmt: skip
     """Softmax attention of ``query (..., heads, T, d)`` over ``key`` and ``value``
-    ``(..., kv_heads, T, d)``, with ``modification`` applied to its component first;
+    ``(..., kv_heads, T, d)``, with ``modification`` applied first, to its component
+    (or several, each to its own: :class:`~attn_lib.composed.Modifications`);
     ``visible`` says which keys each query sees; ``softcap`` soft-caps the scores
     (:func:`attn_lib.softmax.soft_capped`).
 
@@ -59,19 +60,18 @@ def modify_and_attend(
     of the weights, never forming them. On a causal source (``visible.causal``) a kind
     that reads the whole sequence (``mean``) reads each token's prefix only.
     """
-    qkv = {"query": query, "key": key, "value": value}
     if modification is not None:
-        x = qkv[modification.component]
-        qkv[modification.component] = modification.apply_heads(x, causal=visible.causal)
-    return (path or dense)(qkv["query"], qkv["key"], qkv["value"], visible, softcap=softcap)
+        query, key, value = modification(query, key, value, causal=visible.causal)
+    return (path or dense)(query, key, value, visible, softcap=softcap)
 
 
 def modified_attention(
     query, key, value, module=None, *, visible: Visibility, modification: Modification | None,
     path=None,
 ):  # fmt: skip
-    """A Flax ``attention_fn``: modify one component, then softmax attention over the
-    keys ``visible`` allows (the source gives it; Flax is given no mask).
+    """A Flax ``attention_fn``: apply ``modification`` (see :func:`modify_and_attend`),
+    then softmax attention over the keys ``visible`` allows (the source gives it; Flax
+    is given no mask).
 
     ``module`` is a named parameter on purpose: Flax linen passes only the keyword
     arguments that appear in the function's signature. Inputs are Flax's ``(..., T,

