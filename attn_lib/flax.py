@@ -1,5 +1,8 @@
-"""Your own Flax model, modified in one line: an ``attention_fn`` for
-``flax.linen.MultiHeadDotProductAttention`` and ``flax.nnx.MultiHeadAttention``.
+"""Attention with a modification of its Query, Key or Value: :func:`modify_and_attend`,
+the attention every source's layer uses, and :func:`attention_fn`, an ``attention_fn``
+for ``flax.linen.MultiHeadDotProductAttention`` and ``flax.nnx.MultiHeadAttention``:
+your own Flax model, modified in one line, and the library's own Flax models
+(:mod:`attn_lib.models.synthetic`, :mod:`attn_lib.models.minilm`).
 
     attend = nn.MultiHeadDotProductAttention(num_heads=4, attention_fn=attention_fn(
         Modification("query", "inverse", 1e-3)))
@@ -11,8 +14,10 @@ sown where Flax sows them (``intermediates``/``attention_weights`` with
 ``sow_weights=True``). The modified component keeps its dtype, as Flax computes in it:
 in float16, an extreme ε under- or overflows (use float32 or bfloat16). The softmax is
 Flax's too: scores beyond float32 (e.g. ``inverse`` at 1e-30 on the Value, whose next
-layer then overflows) give NaN as in Flax, where the built-in sources, on attn_lib's
-own attention (:func:`attn_lib.models.base.modify_and_attend`), stay finite at any ε.
+layer then overflows) give NaN as in Flax. Given ``visible`` (which keys each query
+sees), the attention is attn_lib's own instead (:func:`modify_and_attend`), as in the
+built-in sources: float32 or wider, finite at any ε, its weights (or, on a ``path``, its
+per-row metrics) sown at the same place.
 
 ε is a pytree leaf of :class:`~attn_lib.modification.Modification`: build the model (or
 the function) inside ``jax.jit`` with a traced ε, and ``jax.vmap`` over ε compiles once.
@@ -34,36 +39,103 @@ import flax.linen as linen
 import jax.numpy as jnp
 from flax import nnx
 
+from attn_lib.blockwise import Visibility, dense
 from attn_lib.checks import check_integer
 from attn_lib.composed import ModificationLike, Modifications, checked_modification, members
 from attn_lib.modification import KINDS, Modification
 
 
-def attention_fn(modification: ModificationLike | None = None, *, head: int | None = None):
+def modify_and_attend(
+    query,
+    key,
+    value,
+    visible: Visibility,
+    modification: Modification | None,
+    path=None,
+    *,
+    softcap: float | None = None,
+):
+    """Softmax attention of ``query (..., heads, T, d)`` over ``key`` and ``value``
+    ``(..., kv_heads, T, d)``, with ``modification`` applied first, to its component
+    (or several, each to its own: :class:`~attn_lib.composed.Modifications`);
+    ``visible`` says which keys each query sees; ``softcap`` soft-caps the scores
+    (:func:`attn_lib.softmax.soft_capped`).
+
+    Grouped-query attention: with fewer KV heads than query heads, KV head ``g`` serves
+    query heads ``g·r … g·r + r − 1`` (``r = heads / kv_heads``). The modification acts
+    on the heads of its own component, so a Key or Value modification of one KV head
+    reaches its ``r`` query heads. Returns the output and the weights ``(..., heads, T,
+    T)``; on ``path`` (:class:`~attn_lib.blockwise.Blockwise`) what it returns instead
+    of the weights, never forming them. On a causal source (``visible.causal``) a kind
+    that reads the whole sequence (``mean``) reads each token's prefix only.
+    """
+    if modification is not None:
+        query, key, value = modification(query, key, value, causal=visible.causal)
+    return (path or dense)(query, key, value, visible, softcap=softcap)
+
+
+def attention_fn(
+    modification: ModificationLike | None = None,
+    *,
+    head: int | None = None,
+    visible: Visibility | None = None,
+    path=None,
+):
     """An ``attention_fn`` that applies ``modification`` (None: none, Flax's attention
     unchanged; a tuple: each of its own component) to the projected ``query``, ``key``
     or ``value`` of every head, or of ``head`` only (which overrides the modification's
     own ``head``, every member's in a tuple).
 
+    ``visible``: attend with attn_lib's own attention (:func:`modify_and_attend`) over
+    the keys it lets each query see, not with Flax's, which is then given no mask, bias,
+    dropout or ``is_causal``; its ``dtype`` and ``precision`` are attn_lib's (float32 or
+    wider). ``path`` (with ``visible``; :class:`~attn_lib.blockwise.Blockwise` or
+    :class:`~attn_lib.outputs.Outputs`): what it gives is sown in the weights' place.
+
     Raises ``ValueError`` for a ``modification`` that is not a
     :class:`~attn_lib.modification.Modification` or a valid tuple of them
-    (:class:`~attn_lib.composed.Modifications`) or a bad ``head``, before any work; the
-    attention it returns raises one for a kind that reads the whole sequence on a decode
-    cache (see the module's docstring), before any work of its own."""
+    (:class:`~attn_lib.composed.Modifications`), a bad ``head`` or a ``path`` without
+    ``visible``, before any work; the attention it returns raises one for a kind that
+    reads the whole sequence on a decode cache (see the module's docstring), and for a
+    mask, bias, dropout or ``is_causal`` from Flax with ``visible``, before any work of
+    its own."""
     modification = checked_modification(modification)
     if head is not None:
         if modification is None:
             raise ValueError("head needs a modification to limit to one head")
         modification = modification.with_head(check_integer("head", head, 0))
+    if path is not None and visible is None:
+        raise ValueError("path needs visible: a path is one of attn_lib's own attention")
 
     # Every keyword argument either Flax passes is named: linen passes only those the
     # signature names (a **kwargs function would lose the mask), nnx passes them all.
     def attend(
-        query, key, value, bias=None, mask=None, broadcast_dropout=True, dropout_rng=None,
-        dropout_rate=0.0, deterministic=False, dtype=None, precision=None, module=None,
-        force_fp32_for_softmax=False, qk_attn_weights_einsum=None,
-        attn_weights_value_einsum=None, is_causal=False,
-    ):  # fmt: skip
+        query,
+        key,
+        value,
+        bias=None,
+        mask=None,
+        broadcast_dropout=True,
+        dropout_rng=None,
+        dropout_rate=0.0,
+        deterministic=False,
+        dtype=None,
+        precision=None,
+        module=None,
+        force_fp32_for_softmax=False,
+        qk_attn_weights_einsum=None,
+        attn_weights_value_einsum=None,
+        is_causal=False,
+    ):
+        if visible is not None:
+            dropout = dropout_rate > 0 and not deterministic
+            _check_flax_free(
+                mask=mask is not None, bias=bias is not None, dropout=dropout, is_causal=is_causal
+            )
+            heads_first = (jnp.swapaxes(x, -3, -2) for x in (query, key, value))
+            output, weights = modify_and_attend(*heads_first, visible, modification, path)
+            _sow(module, weights)
+            return jnp.swapaxes(output, -3, -2)
         _check_whole_sequence(modification, query, key, mask)
         query, key, value = modify(modification, query, key, value, causal=is_causal)
         common = (bias, mask, broadcast_dropout, dropout_rng, dropout_rate, deterministic)
@@ -72,13 +144,40 @@ def attention_fn(modification: ModificationLike | None = None, *, head: int | No
                 query, key, value, *common, dtype, precision, module, is_causal=is_causal
             )
         return linen.dot_product_attention(
-            query, key, value, *common, dtype, precision, module,
+            query,
+            key,
+            value,
+            *common,
+            dtype,
+            precision,
+            module,
             force_fp32_for_softmax=force_fp32_for_softmax,
             qk_attn_weights_einsum=qk_attn_weights_einsum,
             attn_weights_value_einsum=attn_weights_value_einsum,
-        )  # fmt: skip
+        )
 
     return attend
+
+
+def _check_flax_free(**given: bool) -> None:
+    """Refuse what Flax gives an ``attention_fn`` that attn_lib's own attention would
+    ignore: with ``visible``, that rule alone says which keys each query sees."""
+    named = [name for name, present in given.items() if present]
+    if named:
+        raise ValueError(
+            f"with visible, the attention is attn_lib's own and takes no {', '.join(named)} "
+            f"from Flax: visible alone says which keys each query sees"
+        )
+
+
+def _sow(module, weights) -> None:
+    """Sow ``weights`` where Flax sows its own (linen's ``intermediates``, nnx's
+    ``Intermediate``, as ``attention_weights``); nothing without a ``module`` (Flax
+    passes one with ``sow_weights=True``)."""
+    if isinstance(module, nnx.Module):
+        module.sow(nnx.Intermediate, "attention_weights", weights)
+    elif module is not None:
+        module.sow("intermediates", "attention_weights", weights)
 
 
 def _check_whole_sequence(modification, query, key, mask) -> None:

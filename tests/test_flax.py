@@ -9,7 +9,8 @@ import pytest
 from flax import nnx
 
 from attn_lib import Modification
-from attn_lib.flax import attention_fn, modify
+from attn_lib.blockwise import Blockwise, Visibility
+from attn_lib.flax import attention_fn, modify, modify_and_attend
 
 HEADS, FEATURES, T = 4, 16, 6
 X = jax.random.normal(jax.random.key(0), (2, T, FEATURES))
@@ -145,6 +146,7 @@ def test_epsilon_is_traced_through_the_whole_model_one_compilation():
         (((),), {}, "modification: an empty tuple modifies nothing"),
         (((HALVES[0], HALVES[0]),), {}, "modification: 2 modifications of the query"),
         ((Modification("key", "scale", 0.5),), {"head": -1}, r"head must be an integer >= 0"),
+        ((None,), {"path": Blockwise(4)}, "path needs visible"),
     ],
 )
 def test_bad_arguments_are_refused_before_any_work(args, kwargs, message):
@@ -244,3 +246,72 @@ def test_nnx_takes_a_tuple():
 
     np.testing.assert_allclose(run(attention_fn(HALVES)), run(attention_fn(QUARTER)), atol=1e-6)
     assert jnp.abs(run(attention_fn(HALVES[:1])) - run(attention_fn(QUARTER))).max() > 1e-4
+
+
+# attn_lib's own attention (visible=), as the built-in sources attend
+CAUSAL = Visibility(T, causal=True)
+SHARPER = Modification("query", "inverse", 1e-2)
+
+
+def _heads_first(*arrays):
+    return (jnp.swapaxes(x, -3, -2) for x in arrays)
+
+
+def _nnx_sown(fn):
+    """What ``fn`` returns and sows for ``_qkv()`` in an nnx module."""
+    q, k, v, _ = _qkv()
+
+    class Spy(nnx.Module):
+        def __call__(self):
+            return fn(q, k, v, module=self)
+
+    out, sown = nnx.capture(Spy(), nnx.Intermediate)()
+    return out, sown["attention_weights"][0]
+
+
+def test_visible_attends_as_the_sources_do_and_sows_where_flax_does():
+    q, k, v, _ = _qkv()
+    out, weights = modify_and_attend(*_heads_first(q, k, v), CAUSAL, SHARPER)
+    fn = attention_fn(SHARPER, visible=CAUSAL)
+    np.testing.assert_array_equal(fn(q, k, v), jnp.swapaxes(out, -3, -2))
+    np.testing.assert_array_equal(_sown(fn), weights)
+    np.testing.assert_array_equal(_nnx_sown(fn)[1], weights)
+    assert not np.asarray(weights)[..., ~np.tril(np.ones((T, T), bool))].any(), "causal"
+
+
+def test_visible_stays_finite_where_flax_gives_nan():
+    q, k, v, _ = _qkv()
+    huge = (Modification("query", "inverse", 1e-30), Modification("key", "inverse", 1e-30))
+    assert np.isnan(attention_fn(huge)(q, k, v)).any(), "Flax's scores overflow"
+    assert np.isfinite(attention_fn(huge, visible=CAUSAL)(q, k, v)).all()
+
+
+@pytest.mark.parametrize(
+    ("given", "named"),
+    [
+        ({"mask": MASK}, "mask"),
+        ({"bias": _qkv()[3]}, "bias"),
+        ({"dropout_rate": 0.1, "dropout_rng": jax.random.key(4)}, "dropout"),
+        ({"is_causal": True}, "is_causal"),
+    ],
+)
+def test_visible_refuses_what_flax_would_attend_with(given, named):
+    q, k, v, _ = _qkv()
+    fn = attention_fn(SHARPER, visible=CAUSAL)
+    with pytest.raises(ValueError, match=rf"attn_lib's own and takes no {named} from Flax"):
+        fn(q, k, v, **given)
+    # the counter-example: dropout switched off (deterministic), as linen's evaluation
+    expected = fn(q, k, v)
+    np.testing.assert_array_equal(fn(q, k, v, dropout_rate=0.1, deterministic=True), expected)
+
+
+def test_a_path_sows_what_it_gives_in_the_weights_place():
+    q, k, v, _ = _qkv()
+    path = Blockwise(4)
+    out, rows = modify_and_attend(*_heads_first(q, k, v), CAUSAL, SHARPER, path)
+    fn = attention_fn(SHARPER, visible=CAUSAL, path=path)
+    np.testing.assert_array_equal(fn(q, k, v), jnp.swapaxes(out, -3, -2))
+    sown = _sown(fn)
+    assert sown.keys() == rows.keys() and "entropy" in rows
+    for name, row in rows.items():
+        np.testing.assert_array_equal(sown[name], row)

@@ -14,8 +14,9 @@ from flax import struct
 from attn_lib import models
 from attn_lib.checks import check_integer
 from attn_lib.figures import panels, plot
+from attn_lib.flax import modify_and_attend
 from attn_lib.models import minilm
-from attn_lib.models.base import Labels, Source, modify_and_attend
+from attn_lib.models.base import Labels, Source
 from attn_lib.models.entry import Entry
 from attn_lib.models.synthetic import Synthetic
 

@@ -4,9 +4,10 @@ from it.
 A source is a pytree (``flax.struct.dataclass``: arrays are leaves, configuration is
 static) that subclasses :class:`Source` and provides ``embed()`` (the input of layer 0),
 ``layer(i, h, modification, path=None)`` (one layer: its output and its softmax weights
-``(..., heads, T, T)``, attending through :func:`modify_and_attend`), ``layers``,
-``tokens`` (the axis labels) and ``seq_len``. Which keys a query may see is worked out
-here only (:meth:`Source.visibility`), from the source's ``causal``, its padding
+``(..., heads, T, T)``, attending through :func:`attn_lib.flax.modify_and_attend`, a
+Flax module through :func:`attn_lib.flax.attention_fn`), ``layers``, ``tokens`` (the
+axis labels) and ``seq_len``. Which keys a query may see is worked out here only
+(:meth:`Source.visibility`), from the source's ``causal``, its padding
 (:meth:`Source.padding`) and a layer's sliding window (:meth:`Source.window`). From
 these, :class:`Source` runs the stack with a modification in one layer, and splits the
 run at that layer so that a sweep over ε computes the layers below it once
@@ -19,10 +20,13 @@ takes no ``path`` runs the dense path only.
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, Float, Int
 
-from attn_lib.blockwise import Visibility, dense
+from attn_lib.blockwise import Blockwise, Visibility
 from attn_lib.checks import check_index
+from attn_lib.composed import ModificationLike
 from attn_lib.modification import Modification
+from attn_lib.outputs import Outputs
 from attn_lib.softmax import float32_products
 
 DEFAULT_TEXT = "The quick brown fox jumps over the lazy dog."  # what a model reads unless told
@@ -40,48 +44,6 @@ class Labels(tuple):
 jax.tree_util.register_pytree_node(
     Labels, lambda labels: ((), len(labels)), lambda count, _: Labels([""] * count)
 )
-
-
-def modify_and_attend(
-    query, key, value, visible: Visibility, modification: Modification | None, path=None,
-    *, softcap: float | None = None,
-):  # fmt: skip
-    """Softmax attention of ``query (..., heads, T, d)`` over ``key`` and ``value``
-    ``(..., kv_heads, T, d)``, with ``modification`` applied first, to its component
-    (or several, each to its own: :class:`~attn_lib.composed.Modifications`);
-    ``visible`` says which keys each query sees; ``softcap`` soft-caps the scores
-    (:func:`attn_lib.softmax.soft_capped`).
-
-    Grouped-query attention: with fewer KV heads than query heads, KV head ``g`` serves
-    query heads ``g·r … g·r + r − 1`` (``r = heads / kv_heads``). The modification acts
-    on the heads of its own component, so a Key or Value modification of one KV head
-    reaches its ``r`` query heads. Returns the output and the weights ``(..., heads, T,
-    T)``; on ``path`` (:class:`~attn_lib.blockwise.Blockwise`) what it returns instead
-    of the weights, never forming them. On a causal source (``visible.causal``) a kind
-    that reads the whole sequence (``mean``) reads each token's prefix only.
-    """
-    if modification is not None:
-        query, key, value = modification(query, key, value, causal=visible.causal)
-    return (path or dense)(query, key, value, visible, softcap=softcap)
-
-
-def modified_attention(
-    query, key, value, module=None, *, visible: Visibility, modification: Modification | None,
-    path=None,
-):  # fmt: skip
-    """A Flax ``attention_fn``: apply ``modification`` (see :func:`modify_and_attend`),
-    then softmax attention over the keys ``visible`` allows (the source gives it; Flax
-    is given no mask).
-
-    ``module`` is a named parameter on purpose: Flax linen passes only the keyword
-    arguments that appear in the function's signature. Inputs are Flax's ``(..., T,
-    heads, d)``; the weights ``(..., heads, T, T)`` (or ``path``'s metrics) are sown as
-    ``intermediates/weights``.
-    """
-    heads_first = (jnp.swapaxes(x, -3, -2) for x in (query, key, value))
-    output, weights = modify_and_attend(*heads_first, visible, modification, path)
-    module.sow("intermediates", "weights", weights)
-    return jnp.swapaxes(output, -3, -2)
 
 
 class Source:
@@ -116,10 +78,17 @@ class Source:
         """The input of layer 0, ``(..., T, d_model)``."""
         raise NotImplementedError
 
-    def layer(self, i, h: jax.Array, modification: Modification | None, path=None):
+    def layer(
+        self,
+        i: int | Int[Array, ""],
+        h: Float[Array, "*batch T d"],
+        modification: ModificationLike | None,
+        path: Blockwise | Outputs | None = None,
+    ) -> tuple[Float[Array, "*batch T d"], Float[Array, "*batch heads T T"] | dict]:
         """Layer ``i`` (maybe traced) on ``h``, with ``modification`` applied: its output
         and its softmax weights ``(..., heads, T, T)``, or on ``path`` its per-row
-        metrics (it attends through :func:`modify_and_attend`, passing ``path`` on)."""
+        metrics (it attends through :func:`attn_lib.flax.modify_and_attend`, or a Flax
+        module through :func:`attn_lib.flax.attention_fn`, passing ``path`` on)."""
         raise NotImplementedError
 
     def padding(self) -> jax.Array | None:

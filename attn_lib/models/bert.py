@@ -24,8 +24,10 @@ def read_config(folder: Path, config: dict | None = None) -> dict:
         raise ValueError(f"{where}: model_type {shown(config.get('model_type'))}; not a BERT")
     found = contract.read(config, family.allowlist, where)
     if found["hidden_size"] % found["num_attention_heads"]:
-        raise ValueError(f"{where}: hidden_size={found['hidden_size']} is not a multiple of "
-                         f"num_attention_heads={found['num_attention_heads']}")  # fmt: skip
+        raise ValueError(
+            f"{where}: hidden_size={found['hidden_size']} is not a multiple of "
+            f"num_attention_heads={found['num_attention_heads']}"
+        )
     return found
 
 
@@ -89,18 +91,20 @@ def convert(weights: dict[str, np.ndarray], config: dict) -> dict:
         prefix = f"encoder.layer.{i}"
         out = dense(f"{prefix}.attention.output.dense")
         out["kernel"] = out["kernel"].reshape(heads, head_dim, hidden)
-        per_layer.append({
-            "attention": {
-                "query": projection(f"{prefix}.attention.self.query"),
-                "key": projection(f"{prefix}.attention.self.key"),
-                "value": projection(f"{prefix}.attention.self.value"),
-                "out": out,
-            },
-            "attention_norm": norm(f"{prefix}.attention.output.LayerNorm"),
-            "intermediate": dense(f"{prefix}.intermediate.dense"),
-            "output": dense(f"{prefix}.output.dense"),
-            "output_norm": norm(f"{prefix}.output.LayerNorm"),
-        })  # fmt: skip
+        per_layer.append(
+            {
+                "attention": {
+                    "query": projection(f"{prefix}.attention.self.query"),
+                    "key": projection(f"{prefix}.attention.self.key"),
+                    "value": projection(f"{prefix}.attention.self.value"),
+                    "out": out,
+                },
+                "attention_norm": norm(f"{prefix}.attention.output.LayerNorm"),
+                "intermediate": dense(f"{prefix}.intermediate.dense"),
+                "output": dense(f"{prefix}.output.dense"),
+                "output_norm": norm(f"{prefix}.output.LayerNorm"),
+            }
+        )
     params["layers"] = stacked(per_layer)
     return jax.tree.map(jnp.asarray, params)
 

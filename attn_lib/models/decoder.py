@@ -27,7 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from attn_lib.models.base import modify_and_attend, stacked
+from attn_lib.flax import modify_and_attend
+from attn_lib.models.base import stacked
 from attn_lib.models.checkpoint import CheckpointSource
 from attn_lib.modification import Modification
 

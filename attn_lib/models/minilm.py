@@ -7,8 +7,9 @@ files. The model is sentence-transformers/all-MiniLM-L6-v2, Apache-2.0.
 
 Each layer is BERT's post-norm block: ``h ← LN(h + Attention(h))``, then
 ``h ← LN(h + W₂·gelu(W₁·h))``. Attention is Flax's ``MultiHeadDotProductAttention``
-with :func:`attn_lib.models.base.modified_attention`, so a modification of Q, K or V
-enters exactly as in the synthetic stack. Padding keys are masked.
+with :func:`attn_lib.flax.attention_fn`, the ``attention_fn`` a Flax model of your own
+takes, on attn_lib's own attention (``visible=``), as in the synthetic stack. Padding
+keys are masked.
 """
 
 import functools
@@ -22,8 +23,9 @@ import numpy as np
 from flax import struct
 
 from attn_lib.checks import check_text, shown
+from attn_lib.flax import attention_fn
 from attn_lib.models import bert, hf_files
-from attn_lib.models.base import Labels, Source, modified_attention
+from attn_lib.models.base import Labels, Source
 from attn_lib.models.entry import Entry, TextParams
 from attn_lib.models.weights import check_sha256, file_stamp, package_path
 from attn_lib.modification import Modification
@@ -75,9 +77,7 @@ class BertLayer(nn.Module):
             num_heads=self.heads,
             qkv_features=self.hidden,
             out_features=self.hidden,
-            attention_fn=partial(
-                modified_attention, visible=visible, modification=modification, path=path
-            ),
+            attention_fn=attention_fn(modification, visible=visible, path=path),
             name="attention",
         )
         norm = partial(nn.LayerNorm, epsilon=self.norm_eps, use_fast_variance=False)
@@ -202,7 +202,7 @@ class MiniLM(Source):
             path,
             mutable=["intermediates"],
         )
-        return h, state["intermediates"]["attention"]["weights"][0]
+        return h, state["intermediates"]["attention"]["attention_weights"][0]
 
     def padding(self) -> jax.Array | None:
         return self.real

@@ -24,7 +24,6 @@ neighbours ``near`` (1.1e-3 in head 0) below its diagonal, the keys beyond about
 """
 
 import dataclasses
-from functools import partial
 
 import flax.linen as nn
 import jax
@@ -33,7 +32,8 @@ import numpy as np
 from flax import struct
 
 from attn_lib.checks import check_flag, check_integer, check_real
-from attn_lib.models.base import Labels, Source, modified_attention, stacked
+from attn_lib.flax import attention_fn
+from attn_lib.models.base import Labels, Source, stacked
 from attn_lib.models.entry import Entry
 from attn_lib.modification import MAX_SEED, Modification
 
@@ -146,7 +146,8 @@ def stack_params(
 class Synthetic(Source):
     """The synthetic source: the stack, its parameters and its input, as one pytree.
 
-    Layers are ``h ← h + MultiHeadDotProductAttention(h)`` (Flax linen), no
+    Layers are ``h ← h + MultiHeadDotProductAttention(h)`` (Flax linen, attending
+    through :func:`attn_lib.flax.attention_fn` as a model of your own does), no
     normalisation. Build it with :meth:`create`; ``weights(modification,
     modify_layer=l)`` gives the softmax weights of every layer, ``(layers, heads, T, T)``.
     """
@@ -225,15 +226,12 @@ class Synthetic(Source):
         return self.inputs
 
     def layer(self, i: int, h: jax.Array, modification: Modification | None, path=None):
-        attention_fn = partial(
-            modified_attention, visible=self.visibility(), modification=modification, path=path
-        )
         attend = nn.MultiHeadDotProductAttention(
             num_heads=self.heads,
             qkv_features=self.heads * self.head_dim,
             out_features=h.shape[-1],
             use_bias=False,
-            attention_fn=attention_fn,
+            attention_fn=attention_fn(modification, visible=self.visibility(), path=path),
         )
         out, state = attend.apply(
             {"params": self.layer_params(i)},
@@ -241,7 +239,7 @@ class Synthetic(Source):
             sow_weights=True,
             mutable=["intermediates"],
         )
-        return h + out, state["intermediates"]["weights"][0]
+        return h + out, state["intermediates"]["attention_weights"][0]
 
     def head_count(self, component: str) -> int:
         return self.heads
