@@ -125,7 +125,7 @@ def test_a_long_file_is_read_and_tokenised_only_as_far_as_needed(tmp_path, monke
     path.write_text(TEXT * 20_000)  # 2.5 MB
     read = []
     prefix = text_file._prefix
-    monkeypatch.setattr(long_context, "_prefix", lambda p, n: read.append(n) or prefix(p, n))
+    monkeypatch.setattr(text_file, "_prefix", lambda p, n: read.append(n) or prefix(p, n))
     source = text_file.source_over(family, path, 30)
     assert 0 < max(read) <= 2_000 and -1 not in read
     np.testing.assert_array_equal(source.ids, text_file.source_over(family, TEXT, 30).ids)
@@ -151,7 +151,7 @@ def test_a_text_shorter_than_max_tokens_is_taken_whole(tmp_path, capsys, monkeyp
 
 
 def test_a_text_file_is_checked_whole_a_chunk_at_a_time(tmp_path, monkeypatch):
-    monkeypatch.setattr(long_context, "CHUNK", 3)  # characters cut across chunks
+    monkeypatch.setattr(text_file, "CHUNK", 3)  # characters cut across chunks
     good, late, cut, blank = (tmp_path / name for name in ("good", "late", "cut", "blank"))
     good.write_text("héllo wörld 😀 " * 10)
     late.write_bytes(good.read_bytes() + b"\xff")

@@ -252,8 +252,11 @@ def test_a_new_kind_is_one_function_and_one_entry(monkeypatch):
         return jnp.asarray(x, jnp.float32) + eps
 
     params = {**panels.PANEL_DEFAULTS, "kind": "shift"}
+    settings = {"components": ("key",), "epsilons": (0.0, 2.0), "modify_layers": (0,)}
     with pytest.raises(ValueError, match="kind must be one of"):
         panels.validate_panel_parameters(params)
+    with pytest.raises(ValueError, match="kinds must be a non-empty list"):
+        Grid(kinds=("shift",), **settings)
     monkeypatch.setitem(KINDS, "shift", Kind(shift, "x → x + ε", True, False, False))
     source = Synthetic.create(seq_len=6)
     swept = sweep(source, Modification("query", "shift", 1.0), [0.0, 2.0], modify_layer=0)
@@ -262,5 +265,4 @@ def test_a_new_kind_is_one_function_and_one_entry(monkeypatch):
     assert not np.allclose(swept[1], swept[0]), "ε moves the map"
     assert panels.validate_panel_parameters(params)["kind"] == "shift"
     assert "shift" in Widget(Explorer()).controls["kind"].options
-    grid = Grid(components=("key",), kinds=("shift",), epsilons=(0.0, 2.0), modify_layers=(0,))
-    assert grid.kinds == ("shift",)
+    assert Grid(kinds=("shift",), **settings).kinds == ("shift",)
