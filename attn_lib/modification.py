@@ -198,8 +198,8 @@ class Modification:
         check_choice("kind", self.kind, tuple(KINDS))
         # A concrete ε, seed or head is checked here; a traced one is checked by sweep
         # before tracing, and the placeholders JAX's tree utilities rebuild pytrees with pass.
-        if isinstance(self.seed, (str, bytes, bool, int, float, np.generic)):
-            check_integer("seed", self.seed, 0, MAX_SEED)
+        if isinstance(self.seed, (str, bytes, bool, int, float, np.generic, np.ndarray)):
+            check_integer("seed", self.seed, 0, MAX_SEED)  # a NumPy array is refused
             object.__setattr__(self, "seed", np.uint32(self.seed))
         if isinstance(self.head, (str, bytes, bool, int, float, np.generic)):
             check_integer("head", self.head, 0)  # None: every head

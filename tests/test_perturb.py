@@ -141,6 +141,7 @@ def test_zero_is_allowed_where_nothing_divides_by_it(kind):
         ({"epsilon": "0.5"}, "epsilon must be a number"),
         ({"epsilon": np.array([0.5, -1.0])}, "epsilon must be 0 or between"),
         ({"seed": 1.5}, "seed must be an integer"),
+        ({"seed": np.array(-1)}, "seed must be an integer"),  # a leaf now, still checked
     ],
 )
 def test_modification_validates_its_fields(fields, message):
