@@ -13,10 +13,11 @@ devices). Across hosts (``jax.distributed.initialize``), each process takes
 every ``process_count``-th chunk and writes its own region of the store.
 
 The store, its settings (:class:`Grid`) and its completion records are
-:mod:`attn_lib.analysis.atlas_store`; the questions to it (:func:`responses`,
-:func:`top_heads`, :func:`head_curves`) :mod:`attn_lib.analysis.atlas_query`. This module
-names them all, so ``atlas.Grid``, ``atlas.build``, ``atlas.load`` and the questions are
-one import. One run at a time writes a store (a lock on ``.<store>.lock`` beside it).
+:mod:`attn_lib.analysis.atlas_store`, its making :mod:`attn_lib.analysis.atlas_template`;
+the questions to it (:func:`responses`, :func:`top_heads`, :func:`head_curves`)
+:mod:`attn_lib.analysis.atlas_query`. This module names them all, so ``atlas.Grid``,
+``atlas.build``, ``atlas.load`` and the questions are one import. One run at a time
+writes a store (a lock on ``.<store>.lock`` beside it).
 """
 
 import contextlib
@@ -46,10 +47,10 @@ from attn_lib.analysis.atlas_store import (
     kept,
     load,
     metric_names,
-    prepare,
     record_path,
     region,
 )
+from attn_lib.analysis.atlas_template import prepare
 from attn_lib.analysis.long_context import BINS, log_bins
 from attn_lib.blockwise import Blockwise
 from attn_lib.compute import all_weights, reference
@@ -110,11 +111,11 @@ def build(
     layers above the modified one a second time and reads the whole output (a language
     model's vocabulary), which about doubles a setting's work.
 
-    ``parameters`` (e.g. the source's name and text) and the grid are kept in the
-    store's attributes; an atlas made with other ones is refused unless ``overwrite``,
-    which replaces it. A folder that is not an atlas is refused either way
-    (:func:`check_store`). Returns a summary: chunks done now and before, settings,
-    seconds, maps per second.
+    ``parameters`` (e.g. the source's name and text), the grid and the metrics
+    (:func:`metric_names`) are kept in the store's attributes; an atlas made with other
+    ones (a metric registered since) is refused unless ``overwrite``, which replaces it.
+    A folder that is not an atlas is refused either way (:func:`check_store`). Returns a
+    summary: chunks done now and before, settings, seconds, maps per second.
     """
     store = check_store(store)
     names = output_of(source).names if effects else ()  # refused where it has no output

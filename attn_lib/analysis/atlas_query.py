@@ -3,6 +3,7 @@ responds, which respond most, and their curves over ε."""
 
 import numpy as np
 
+from attn_lib.analysis.atlas_store import check_holds
 from attn_lib.modification import (
     first_affected_layer,
 )
@@ -12,9 +13,11 @@ def responses(dataset, metric: str, kind: str, epsilon: float):
     """How each head responds where its modification shows: ``metric`` at ``kind`` and
     the grid's ε nearest ``epsilon``, ``(component, observe_layer, head)``, for Query
     and Key modified in the observed layer and Value in the layer below (a layer's
-    weights do not depend on its own Value). NaN where no such setting was computed."""
+    weights do not depend on its own Value). NaN where no such setting was computed.
+    A ``metric`` the store does not hold is refused by name."""
     import xarray as xr
 
+    check_holds(dataset, [metric])
     at = dataset[metric].sel(kind=kind).sel(epsilon=epsilon, method="nearest").load()
     components, layers = dataset.component.values, dataset.observe_layer.values
     modified = set(dataset.modify_layer.values.tolist())
@@ -58,7 +61,9 @@ def top_heads(dataset, kind: str, epsilon: float, count: int = 5):
 
 def head_curves(dataset, metric: str, kind: str, heads) -> dict[str, np.ndarray]:
     """``metric`` against ε for each row of ``heads`` (a :func:`top_heads` frame), where
-    its modification shows (Value one layer down), named "component L<layer> H<head>"."""
+    its modification shows (Value one layer down), named "component L<layer> H<head>".
+    A ``metric`` the store does not hold is refused by name."""
+    check_holds(dataset, [metric])
     out = {}
     for row in heads.itertuples():
         below = first_affected_layer(row.component, 0)

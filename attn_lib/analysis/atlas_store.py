@@ -1,24 +1,21 @@
 """The atlas's store: its settings (:class:`Grid`), the Zarr layout, the mark that makes
 a folder an atlas, the completion records of its chunks, and reading it back.
 
-The store is Zarr, written through xarray: a template first (``compute=False``, into a
-new hidden folder beside the store, then renamed), then each chunk with ``region=``.
+The store is Zarr, written through xarray: a template first
+(:mod:`attn_lib.analysis.atlas_template`), then each chunk with ``region=``.
 The template carries the atlas's mark, a new id: a folder without it is not an atlas,
 and is never written into or deleted. A chunk's completion record
 (``<store>/.attn-lib-done/<chunk>.json``) is written after its region and names the
 store's id, the chunk and a sha256 of the region's values; a chunk whose record is
 missing, empty, of another store or of other values is computed again, and
-:func:`load` refuses to present it as data.
+:func:`load` refuses to present it as data. The template records the metrics it holds:
+a store of other metrics than the registry's is refused by name (:func:`check_metrics`).
 """
 
 import dataclasses
 import hashlib
 import itertools
 import json
-import os
-import shutil
-import tempfile
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -59,9 +56,42 @@ def curve_names() -> tuple[str, ...]:
     return tuple(by_position(name) for name in metric_names())
 
 
+def held(dataset) -> tuple[str, ...]:
+    """The metrics the store ``dataset`` holds: those its attribute ``metrics`` records
+    or, in a store made before they were recorded, its variables over :data:`DIMS`."""
+    if "metrics" in dataset.attrs:
+        return tuple(json.loads(dataset.attrs["metrics"]))
+    return tuple(name for name, variable in dataset.data_vars.items() if variable.dims == DIMS)
+
+
+def check_holds(dataset, names) -> None:
+    """Refuse, by name, a metric of ``names`` the store ``dataset`` does not hold."""
+    store, found = dataset.encoding.get("source", "the atlas"), held(dataset)
+    for name in (name for name in names if name not in found):
+        if name in metric_names():
+            why = f"it was made before {name} was registered: re-make it with --overwrite"
+        else:
+            why = f"the atlas keeps {list(metric_names())}"
+        raise ValueError(f"{store} holds no {name}; {why}")
+
+
+def check_metrics(dataset) -> None:
+    """Refuse, by name, a store ``dataset`` whose metrics are not :func:`metric_names`:
+    one registered since it was made, or one no longer registered (its chunks' sha256
+    covers it)."""
+    check_holds(dataset, metric_names())
+    if extra := [name for name in held(dataset) if name not in metric_names()]:
+        raise ValueError(
+            f"{dataset.encoding.get('source', 'the atlas')} holds {extra}, no longer "
+            "registered (attn_lib.metrics.METRICS): re-make it with --overwrite"
+        )
+
+
 def kept(dataset) -> tuple[str, ...]:
     """The variables an atlas keeps: :func:`metric_names`, :func:`curve_names` in a
-    long-context one, and the :data:`EFFECTS` of its source's output where it has them."""
+    long-context one, and the :data:`EFFECTS` of its source's output where it has them.
+    A store of other metrics is refused by name (:func:`check_metrics`)."""
+    check_metrics(dataset)
     curves = curve_names()
     curves = curves if curves[0] in dataset else ()
     return metric_names() + curves + tuple(name for name in EFFECTS if name in dataset)
@@ -187,85 +217,6 @@ def check_store(store: str | Path) -> Path:
     return path
 
 
-def template(grid: Grid, layers: int, heads: int, attrs: dict, edges=None, effects=()):
-    """The store's variables, all NaN; with ``edges`` (of position bins) the curves
-    too, with a ``position`` coordinate (each bin's first position) and ``position_end``;
-    the ``effects`` (names of :data:`EFFECTS`), one value a setting."""
-    import dask.array as da
-    import xarray as xr
-
-    shape = (
-        len(grid.components),
-        len(grid.kinds),
-        len(grid.epsilons),
-        len(grid.modify_layers),
-        layers,
-        heads,
-    )
-    chunks = (1, 1, grid.eps_chunk, 1, layers, heads)
-    data = {
-        name: (DIMS, da.full(shape, np.nan, dtype=np.float32, chunks=chunks))
-        for name in metric_names()
-    }
-    setting = da.full(shape[:4], np.nan, dtype=np.float32, chunks=chunks[:4])
-    data.update({name: (SETTING_DIMS, setting) for name in effects})
-    extra = {}
-    if edges is not None:
-        bins = len(edges) - 1
-        curve = da.full((*shape, bins), np.nan, dtype=np.float32, chunks=(*chunks, bins))
-        data.update({name: (CURVE_DIMS, curve) for name in curve_names()})
-        extra = {
-            "position": np.asarray(edges[:-1]),
-            "position_end": ("position", np.asarray(edges[1:])),
-        }
-    coords = {
-        "component": list(grid.components),
-        "kind": list(grid.kinds),
-        "epsilon": np.asarray(grid.epsilons),
-        "modify_layer": list(grid.modify_layers),
-        "observe_layer": np.arange(layers),
-        "head": np.arange(heads),
-        **extra,
-    }
-    return xr.Dataset(data, coords=coords, attrs={**attrs, MARK: uuid.uuid4().hex})
-
-
-def prepare(
-    store: Path,
-    grid: Grid,
-    layers: int,
-    heads: int,
-    attrs: dict,
-    overwrite: bool,
-    edges=None,
-    effects=(),
-):
-    """Leave ``store`` an atlas of ``attrs``: kept, replaced (``overwrite``) or new.
-    Called under the store's lock, where what :func:`check_store` saw still holds."""
-    import xarray as xr
-
-    check_store(store)
-    if store.exists():
-        found = xr.open_zarr(store).attrs
-        found = {"effects": "[]", **found}  # a store older than the effects has none
-        if all(found.get(k) == attrs[k] for k in ("parameters", "grid", "effects")):
-            return
-        if not overwrite:
-            raise ValueError(
-                f"{store} holds an atlas of other parameters, settings or effects; "
-                "pass overwrite=True (--overwrite) to replace it"
-            )
-        shutil.rmtree(store)  # an atlas by its mark (check_store), records inside it
-    # Written into a new folder of our own, then renamed: never half a template.
-    aside = Path(tempfile.mkdtemp(dir=store.parent, prefix=f".{store.name}.template-"))
-    try:
-        new = template(grid, layers, heads, attrs, edges, effects)
-        new.to_zarr(aside, mode="w", compute=False, zarr_format=2)
-        os.rename(aside, store)
-    finally:
-        shutil.rmtree(aside, ignore_errors=True)
-
-
 def load(store: str | Path, *, complete: bool = True):
     """The atlas in ``store`` as an ``xarray.Dataset``, every chunk's record checked.
 
@@ -280,6 +231,7 @@ def load(store: str | Path, *, complete: bool = True):
     if ident is None:
         raise ValueError(f"{store} is not an atlas (no Zarr group with the atlas's mark)")
     dataset = xr.open_zarr(store)
+    check_metrics(dataset)
     fields = json.loads(dataset.attrs["grid"])
     grid = Grid(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
     missing = [c for c in grid.chunks() if not is_complete(store, ident, grid, dataset, c)]
