@@ -1,6 +1,6 @@
-"""Several modifications at once, e.g. Query and Key together: :class:`Modifications`,
-accepted wherever one :class:`~attn_lib.modification.Modification` is (a tuple or list
-of them too: the public entry points make it a ``Modifications`` before any work).
+"""Several modifications at once, e.g. Query and Key together: :class:`Modifications`;
+the calls that take a tuple or list of ``Modification`` (docs/library.md) make it one
+before any work, those that read one's kind, ε or component refuse it (:func:`single`).
 
 What a ``Modifications`` means:
 
@@ -98,9 +98,15 @@ def checked_modification(modification) -> Modification | Modifications | None:
 
 
 def members(modification) -> tuple[Modification, ...]:
-    """The modifications that ``modification`` (as :func:`checked_modification` takes
-    it) makes, one a component: none for None."""
+    """``modification``'s members (:func:`checked_modification`), one a component: none for None."""
     modification = checked_modification(modification)
     if modification is None:
         return ()
     return (modification,) if isinstance(modification, Modification) else tuple(modification)
+
+
+def single(where: str, modification, why: str) -> None:
+    """Refuse by name a tuple, list or :class:`Modifications` where ``where`` takes one."""
+    if isinstance(modification, tuple | list):
+        why = f"modification= takes one Modification here, not a tuple ({why})"
+        raise ValueError(f"{where}: {why}")

@@ -21,7 +21,7 @@ from attn_lib import metrics
 from attn_lib.blockwise import Blockwise
 from attn_lib.checks import check_index, check_integer
 from attn_lib.composed import ModificationLike, checked_modification, members
-from attn_lib.modification import Modification, check_epsilon, check_head
+from attn_lib.modification import check_epsilon, check_head
 
 if TYPE_CHECKING:  # a type only: the core imports no model
     from attn_lib.models.base import Source
@@ -132,7 +132,7 @@ def _reference(source, block_size):
 
 def row_metrics(
     source,
-    modification: Modification | None = None,
+    modification: ModificationLike | None = None,
     *,
     modify_layer: int = 0,
     block_size: int = 512,

@@ -50,7 +50,7 @@ def modify_and_attend(
     key,
     value,
     visible: Visibility,
-    modification: Modification | None,
+    modification: Modification | Modifications | None,
     path=None,
     *,
     softcap: float | None = None,

@@ -17,7 +17,8 @@ from jax.scipy.special import entr
 from jaxtyping import Array, ArrayLike, Bool, Float
 
 from attn_lib.checks import check_real
-from attn_lib.modification import Modification
+from attn_lib.composed import single
+from attn_lib.modification import Modification, check_head
 from attn_lib.softmax import compute_dtype
 
 
@@ -225,16 +226,22 @@ def label(name: str) -> str:
     return f"{metric.label} ({metric.unit})" if metric.unit else metric.label
 
 
-@partial(jax.jit, static_argnames=("modify_layer",))
 def sensitivity(
     source, modification: Modification, *, modify_layer: int
 ) -> tuple[Float[Array, "layers heads T T"], Float[Array, "layers heads T T"]]:
     """The weights ``A(ε)`` and their derivative ``dA/dε`` at ``modification.epsilon``.
 
     Forward-mode (``jax.jvp``) through the whole source: one pass gives both.
-    Returns two arrays ``(layers, heads, T, T)``.
+    Returns two arrays ``(layers, heads, T, T)``. A tuple, or a head its component lacks
+    (traced, it would not be checked), is refused by name before any work.
     """
+    single("sensitivity", modification, "the derivative is taken at its own ε")
+    check_head(modification, source.head_count(modification.component))
+    return _sensitivity(source, modification, modify_layer=modify_layer)
 
+
+@partial(jax.jit, static_argnames=("modify_layer",))
+def _sensitivity(source, modification, *, modify_layer):
     def weights_at(epsilon):
         return source.weights(modification.with_epsilon(epsilon), modify_layer=modify_layer)
 

@@ -34,7 +34,6 @@ from attn_lib.checks import check_integer
 from attn_lib.composed import ModificationLike, checked_modification
 from attn_lib.compute import check_modified, checked_epsilons, every_head
 from attn_lib.logits import logit_rows
-from attn_lib.modification import Modification
 
 if TYPE_CHECKING:  # a type only: the core imports no model
     from attn_lib.models.base import Source
@@ -106,7 +105,7 @@ def output_of(source) -> Output:
     return output
 
 
-def _checked(source, modification: Modification, modify_layer: int, block_size: int) -> None:
+def _checked(source, modification: ModificationLike, modify_layer: int, block_size: int) -> None:
     output_of(source)
     check_modified(source, modification, modify_layer)
     check_integer("block_size", block_size, 1)

@@ -13,6 +13,7 @@ from attn_lib import metrics
 from attn_lib.analysis.report import BAND, DISTINCT, HEAD, MODIFY_LAYER, OBSERVED_LAYER
 from attn_lib.analysis.showcase import SEED_EPSILONS
 from attn_lib.analysis.verdicts import apart
+from attn_lib.composed import single
 from attn_lib.compute import sweep
 from attn_lib.models.synthetic import Synthetic
 from attn_lib.modification import COMPONENTS, Modification
@@ -78,8 +79,10 @@ def finite_difference_check(
 ) -> dict[str, np.ndarray]:
     """d(diagonal mass)/dε of the observed map by ``jax.jvp`` and by central differences.
 
-    Returns ``{"epsilon", "jvp", "finite_difference"}``, each over ``epsilons``.
+    Returns ``{"epsilon", "jvp", "finite_difference"}``, each over ``epsilons``. A tuple
+    is refused by name before any work: the observed layer is one component's.
     """
+    single("finite_difference_check", modification, "the observed layer is its component's")
     layer = OBSERVED_LAYER[modification.component]
     jvp, fd = [], []
     for eps in np.asarray(epsilons, float).tolist():

@@ -17,7 +17,8 @@ import numpy as np
 from attn_lib import compute, metrics
 from attn_lib.analysis import result_cache
 from attn_lib.checks import check_integer
-from attn_lib.modification import Modification
+from attn_lib.composed import members
+from attn_lib.modification import Modification, format_epsilon
 
 BINS = 32
 FIRST = 4  # StreamingLLM keeps the first four tokens
@@ -39,8 +40,6 @@ def binned(values, edges) -> jax.Array:
 def settings(components=("key", "query"), epsilons=(5e-1, 1e-3, 1e-10)) -> dict:
     """The unmodified run and ``scale`` of each component at each ε, by label ("Key
     scale ε = 1e-3": ε written as the figures write it)."""
-    from attn_lib.figures.style import format_epsilon
-
     found = {"unmodified": None}
     for component in components:
         for epsilon in epsilons:
@@ -59,19 +58,25 @@ def position_curves(
     first: int = FIRST,
     progress: bool = True,
 ) -> dict:
-    """Per setting of ``modifications`` (label → Modification or None) in layer
-    ``modify_layer``: each metric the blockwise path gives without a reference
+    """Per setting of ``modifications`` (label → Modification, a tuple of them: several
+    at once, or None; each checked before any work) in layer ``modify_layer``: each
+    metric the blockwise path gives without a reference
     (:func:`attn_lib.metrics.blockwise_names`) binned over query position, ``(layers,
     heads, bins)``, and ``first``: the share of all attention that goes to each of the
     first ``first`` tokens, ``(layers, heads, first)``. Returns ``{"edges": bin edges,
     "windows": each layer's window (0: none), "modify_layer", "modified": each modified
-    setting's component, by label, "settings": {label: {name: array}}}``.
+    setting's component (a tuple's joined by "+"), by label, "settings": {label: {name:
+    array}}}``.
 
     Each setting's curves are kept in the cache folder (``long_context/``, see
     :func:`attn_lib.analysis.result_cache.cached`): a notebook run again reads them back."""
     from tqdm.auto import tqdm
 
     check_integer("first", first, 1, source.seq_len)
+    modifications = {
+        label: compute.check_modified(source, modification, modify_layer)
+        for label, modification in modifications.items()
+    }
     edges = log_bins(source.seq_len, bins)
     found, names = {}, metrics.blockwise_names(reference=False)  # the curves' metrics
     for label, modification in tqdm(modifications.items(), desc="settings", disable=not progress):
@@ -87,7 +92,11 @@ def position_curves(
         )
         found[label] = result_cache.cached("long_context", source, source.ids, what, make)
     windows = np.array([int(source.window(i)) for i in range(source.layers)])
-    modified = {label: m.component for label, m in modifications.items() if m is not None}
+    modified = {
+        label: "+".join(member.component for member in members(m))
+        for label, m in modifications.items()
+        if m is not None
+    }
     return {
         "edges": edges,
         "windows": windows,

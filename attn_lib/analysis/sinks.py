@@ -14,7 +14,9 @@ import numpy as np
 from attn_lib import metrics
 from attn_lib.analysis import result_cache
 from attn_lib.analysis.sink_inputs import KINDS, SEQ_LEN, inputs
-from attn_lib.checks import check_index, check_integer
+from attn_lib.checks import check_integer
+from attn_lib.composed import single
+from attn_lib.compute import check_modified
 from attn_lib.modification import Modification, check_epsilon
 
 THRESHOLD = 0.3
@@ -143,10 +145,13 @@ def under_modification(
     ``modify_layer``, over each row of ``ids``: ``(ε, inputs, layers, heads)``, in the
     order ``epsilons`` come. The inputs run together (``vmap``), each ε after another;
     the layers below run once. The cache keeps them by ascending ε, as the atlas does:
-    one entry serves every order."""
+    one entry serves every order. Refused by name before any work: a tuple (the cache
+    keys one component, kind, seed and head), an ε its kind cannot take, and a layer or
+    a head the source lacks."""
+    single("under_modification", modification, "its cache keys one component, kind, seed and head")
     for value in np.asarray(epsilons).tolist():
         check_epsilon(modification.kind, value)
-    check_index("modify_layer", modify_layer, source.layers)
+    check_modified(source, modification, modify_layer)
     ids, epsilons = np.asarray(ids, np.int32), np.asarray(epsilons, np.float32)
     order = np.argsort(epsilons, kind="stable")
     ascending = epsilons[order]
