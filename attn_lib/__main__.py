@@ -14,9 +14,10 @@ import hashlib
 import os
 import sys
 import threading
+from collections.abc import Sequence
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m attn_lib")
     commands = parser.add_subparsers(dest="command", required=True)
     figures = commands.add_parser(
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         "atlas", help="metrics of every layer and head under every setting, into a Zarr store"
     )
     atlas.add_argument("--source", default="synthetic", help="a source of attn_lib.models")
-    argv = sys.argv[1:] if argv is None else argv
+    argv = list(sys.argv[1:] if argv is None else argv)  # a tuple too: compared as a list
     if argv[:1] == ["atlas"]:  # they are read from the models, which load JAX: atlas only
         _source_arguments(atlas)
     atlas.add_argument("--out", required=True, help="the Zarr store, e.g. build/atlas/x.zarr")
@@ -207,8 +208,7 @@ def _long_text(args, given: dict) -> tuple:
     memory (only the prefix its tokens need is), or the shipped text; and its sha256."""
     from pathlib import Path
 
-    from attn_lib.analysis.sink_inputs import long_text
-    from attn_lib.analysis.text_file import check_text_file
+    from attn_lib.analysis.text_file import check_text_file, long_text
     from attn_lib.checks import check_integer
 
     if given.get("text") is not None:

@@ -201,8 +201,8 @@ class Modification:
         if isinstance(self.seed, (str, bytes, bool, int, float, np.generic, np.ndarray)):
             check_integer("seed", self.seed, 0, MAX_SEED)  # a NumPy array is refused
             object.__setattr__(self, "seed", np.uint32(self.seed))
-        if isinstance(self.head, (str, bytes, bool, int, float, np.generic)):
-            check_integer("head", self.head, 0)  # None: every head
+        if isinstance(self.head, (str, bytes, bool, int, float, np.generic, tuple, list)):
+            check_integer("head", self.head, 0)  # None: every head; one head, not a tuple
         epsilon = self.epsilon
         if isinstance(epsilon, (str, bytes, bool, int, float, np.generic)) or (
             isinstance(epsilon, np.ndarray | jax.Array) and np.ndim(epsilon) == 0
@@ -274,3 +274,11 @@ def first_affected_layer(component: str | tuple[str, ...], modify_layer: int) ->
         return min(first_affected_layer(name, modify_layer) for name in component)
     check_choice("component", component, COMPONENTS)
     return modify_layer + (component == "value")
+
+
+def format_epsilon(epsilon: float) -> str:
+    """ε as the seed figure writes it: 0.5 → '5e-1', 1e-10 → '1e-10', 0 → '0'."""
+    if epsilon == 0:
+        return "0"
+    mantissa, exponent = f"{epsilon:.0e}".split("e")
+    return f"{mantissa}e{int(exponent)}"

@@ -64,8 +64,7 @@ def _loop_case(name: str, n_eps: int, layers: list[int]) -> dict:
     @partial(jax.jit, static_argnums=2)
     def one(source, modification, layer):
         weights = all_weights(source, modification, modify_layer=layer)
-        names = attn_lib.analysis.atlas.metric_names()
-        return attn_lib.analysis.atlas.summarise(weights, base, mask, names)
+        return attn_lib.analysis.atlas.summarise(weights, base, mask)
 
     modification = Modification("query", "scale", 1.0)
     for layer in layers:

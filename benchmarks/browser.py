@@ -65,7 +65,7 @@ check();
 def _sentence(tokens: int) -> str:
     """A text SmolLM2 reads as ``tokens`` tokens: the start of the shipped long text."""
     from attn_lib import models
-    from attn_lib.analysis.sink_inputs import long_text
+    from attn_lib.analysis.text_file import long_text
 
     tokenizer = models.build("smollm2", text="a").checkpoint.tokenizer
     ids = tokenizer.encode(long_text(), add_special_tokens=False).ids[:tokens]

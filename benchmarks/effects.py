@@ -28,8 +28,7 @@ def _size(quick: bool) -> tuple[int, int]:
 
 
 def _source(name: str, seq_len: int):
-    from attn_lib.analysis.sink_inputs import long_text
-    from attn_lib.analysis.text_file import source_over
+    from attn_lib.analysis.text_file import long_text, source_over
 
     return source_over(name, long_text(), seq_len)
 

@@ -32,8 +32,7 @@ def _case(seq_len: int, method: str, block_size: int = 512) -> dict:
     import numpy as np
 
     from attn_lib import Modification, all_weights, compute, metrics
-    from attn_lib.analysis.sink_inputs import long_text
-    from attn_lib.analysis.text_file import source_over
+    from attn_lib.analysis.text_file import long_text, source_over
 
     text = long_text() * (1 + seq_len // 10_000)  # the shipped text has 10,490 tokens
     source = source_over(SOURCE, text, seq_len)

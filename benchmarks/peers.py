@@ -262,8 +262,7 @@ def compare(epsilons: int, layer: int, seq_len: int, repeats: int) -> list[dict]
     import transformers
 
     from attn_lib import Modification, effects, sweep
-    from attn_lib.analysis.sink_inputs import long_text
-    from attn_lib.analysis.text_file import source_over
+    from attn_lib.analysis.text_file import long_text, source_over
 
     source = source_over("smollm2", long_text(), seq_len)
     ids = np.asarray(source.ids).tolist()

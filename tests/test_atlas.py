@@ -13,7 +13,7 @@ import pytest
 import xarray as xr
 import zarr
 
-from attn_lib import Modification, effects, models
+from attn_lib import Modification, all_weights, effects, models
 from attn_lib.analysis import atlas, atlas_store
 from attn_lib.models.synthetic import Synthetic
 
@@ -207,3 +207,13 @@ def test_effects_are_kept_per_setting_when_asked_for(tmp_path):
     assert "kl" not in atlas.load(plain)
     with pytest.raises(ValueError, match="no output to measure"):
         atlas.build(Synthetic.create(), tmp_path / "c.zarr", grid, parameters={}, effects=True)
+
+
+def test_summarise_gives_every_atlas_metric_unless_told_which(synthetic):
+    base = all_weights(synthetic, None, modify_layer=0)
+    weights = all_weights(synthetic, Modification("query", "scale", 0.5), modify_layer=0)
+    every = atlas.summarise(weights, base, synthetic.masks())
+    assert tuple(every) == atlas.metric_names()
+    told = atlas.summarise(weights, base, synthetic.masks(), ("entropy",))
+    assert list(told) == ["entropy"]
+    np.testing.assert_array_equal(told["entropy"], every["entropy"])

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import requires_minilm
 from test_families import FAMILIES, TEXT, _edit_config, assert_matches, gap, reference
 
-from attn_lib import models
-from attn_lib.models import families, hf_folder, tokenizer_builders
+from attn_lib import all_weights, models
+from attn_lib.models import families, hf_folder, minilm, tokenizer_builders
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -123,6 +124,31 @@ def test_a_new_family_is_one_record_and_its_entry(tmp_path, monkeypatch):
     assert_matches(source, reference("llama"))
     entry = models.entry(str(folder))
     assert (entry.layers, entry.heads, entry.kv_heads, entry.causal) == (2, 4, 2, True)
+
+
+@requires_minilm
+def test_a_bert_like_family_is_read_through_its_own_record(tmp_path, monkeypatch):
+    """A copy of all-MiniLM under another model_type, entered as a record of its own read
+    as a BERT: its config is read through that record's allow-list, not bert's, both when
+    the folder is described and when it is loaded."""
+    folder = shutil.copytree(minilm.package_folder(), tmp_path / "tiny_bert")
+    _edit_config(folder, model_type="tiny_bert")
+    bert = families.FAMILIES["bert"]
+    narrow = {key: rule for key, rule in bert.allowlist.items() if key != "layer_norm_eps"}
+    record = dataclasses.replace(bert, name="tiny_bert", model_type="tiny_bert", allowlist=narrow)
+    monkeypatch.setitem(families.FAMILIES, "tiny_bert", record)
+    # the counter-example: its own allow-list, which lacks a key bert's reads, refuses it
+    for read in (lambda: models.entry(str(folder)), lambda: models.load(folder, text="A cat.")):
+        with pytest.raises(ValueError, match="layer_norm_eps"):
+            read()
+    monkeypatch.setitem(
+        families.FAMILIES, "tiny_bert", dataclasses.replace(record, allowlist=bert.allowlist)
+    )
+    entry = models.entry(str(folder))
+    assert (entry.layers, entry.heads, entry.kv_heads, entry.causal) == (6, 12, 12, False)
+    loaded, built = models.load(folder, text="A cat."), models.build("minilm", text="A cat.")
+    expected = all_weights(built, None, modify_layer=0)
+    np.testing.assert_array_equal(all_weights(loaded, None, modify_layer=0), expected)
 
 
 def test_the_reader_reads_the_records_features(monkeypatch, tmp_path):

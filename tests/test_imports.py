@@ -66,3 +66,13 @@ def test_the_atlas_contract_refuses_the_figure_build_in_the_atlas(tmp_path):
     linted = lint()
     assert linted.returncode == 1
     assert "attn_lib.analysis.atlas is not allowed to import matplotlib" in linted.stdout
+
+
+def test_the_models_load_without_the_output_path():
+    # models.base names attn_lib.outputs' Outputs in a signature only (a type, imported
+    # when type checking): a model runs without it, and without compute, which it imports.
+    loaded = _run(
+        "import sys, attn_lib.models; "
+        "print(sorted({'attn_lib.outputs', 'attn_lib.compute'} & set(sys.modules)))"
+    )
+    assert loaded == "[]"

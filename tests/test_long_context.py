@@ -12,7 +12,7 @@ from conftest import requires_smollm2
 
 from attn_lib import __main__ as cli
 from attn_lib import all_weights, metrics, models
-from attn_lib.analysis import atlas, long_context, sink_inputs, text_file
+from attn_lib.analysis import atlas, long_context, text_file
 
 FAMILIES = Path(__file__).parent / "reference" / "families"
 TEXT = "the cat sat on the mat and the dog sat on the log by the door " * 2
@@ -105,7 +105,7 @@ def _tokenizer(name: str):
 
 @pytest.mark.parametrize("name", ["llama", "gpt2", pytest.param("smollm2", marks=requires_smollm2)])
 def test_the_first_tokens_of_a_prefix_are_the_whole_texts(name):
-    tokenizer, lincoln = _tokenizer(name), sink_inputs.long_text()
+    tokenizer, lincoln = _tokenizer(name), text_file.long_text()
     pick = random.Random(0).choices
     texts = {
         "english": lincoln,

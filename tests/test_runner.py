@@ -152,6 +152,41 @@ def test_runner_is_deterministic_caches_and_kernels_do_not_collide(tmp_path, mon
     assert record["library"] == files.library_hash()
 
 
+def test_outputs_are_hashed_once_and_a_grid_is_judged_on_its_panels_as_they_are(
+    tmp_path, monkeypatch, capsys
+):
+    """A stale job does not make the runner hash the up-to-date outputs twice (once to
+    find that something must run, once per job); a grid judged before the run is judged
+    again once a panel of its has run, on that panel's new outputs."""
+    written = {"bytes": b"x"}
+
+    def fake_papermill(notebook, executed, parameters, **kwargs):
+        stage = resolve(parameters["output_dir"])
+        for name in (parameters.get("name"), parameters.get("figure")):
+            for suffix in (".npz", ".png", ".pdf", ".svg"):
+                (stage / f"{name}{suffix}").write_bytes(written["bytes"])
+
+    monkeypatch.setattr(runner, "BUILD", tmp_path / "build")
+    monkeypatch.setattr(execute.papermill, "execute_notebook", fake_papermill)
+    spec, out = _tiny_spec(tmp_path, [{"name": "a", "epsilon": 0.5}]), tmp_path / "out"
+    assert runner.run(spec, out=out, jobs=1) == 0
+    hashed, digest = [], jobs.output_digest
+    monkeypatch.setattr(jobs, "output_digest", lambda path: hashed.append(path) or digest(path))
+
+    def stale_run(record: str) -> str:
+        path = out / "tiny" / record
+        path.write_text(path.read_text().replace('"library"', '"library_was"'))
+        capsys.readouterr()
+        assert runner.run(spec, out=out, jobs=1) == 0
+        return capsys.readouterr().out
+
+    assert " 1 ran, 2 up to date" in stale_run("grid.json")
+    assert hashed and len(hashed) == len(set(hashed)), "an output hashed twice"
+    assert " 1 ran, 2 up to date" in stale_run("query_a.json"), "the same outputs: grid as it was"
+    written["bytes"] = b"y"  # the panel's outputs change: the grid's record with them
+    assert " 2 ran, 1 up to date" in stale_run("query_a.json")
+
+
 # The command a user runs, then the modules its process loaded.
 FIGURES = """
 import sys

@@ -107,18 +107,18 @@ def test_the_rope_prediction_is_a_verdict_that_can_fail():
 
 
 def test_inputs_of_each_kind(tiny):
-    from attn_lib.analysis import sink_inputs
+    from attn_lib.analysis import sink_inputs, text_file
 
     specials = sink_inputs.special_ids(tiny.checkpoint.tokenizer)
     assert specials == {0, 1, 2}, "<unk>, <s>, </s>"
     natural = sink_inputs.inputs(tiny, "natural", count=5, seq_len=6)
-    text = tiny.checkpoint.tokenizer.encode(sink_inputs.long_text(), add_special_tokens=False).ids
+    text = tiny.checkpoint.tokenizer.encode(text_file.long_text(), add_special_tokens=False).ids
     windows = {tuple(text[i : i + 6]) for i in range(len(text) - 5)}
     assert natural.shape == (5, 6) and all(tuple(row) in windows for row in natural)
     random = sink_inputs.inputs(tiny, "random", count=50, seq_len=6, bos=True)
     assert (random[:, 0] == 1).all() and not set(random[:, 1:].ravel()) & specials
     # several texts: the windows shared out in their order, each from its own text
-    texts = (sink_inputs.long_text()[:3000], "the cat sat on the mat and the dog ran off " * 20)
+    texts = (text_file.long_text()[:3000], "the cat sat on the mat and the dog ran off " * 20)
     both = sink_inputs.inputs(tiny, "natural", count=5, seq_len=6, texts=texts)
     for rows, one in ((both[:3], texts[0]), (both[3:], texts[1])):
         tokens = tiny.checkpoint.tokenizer.encode(one, add_special_tokens=False).ids
@@ -130,7 +130,7 @@ def test_inputs_of_each_kind(tiny):
     assert len(sink_inputs.documents()) == len(sink_inputs.DOCUMENTS) == 5
     assert (
         sink_inputs.documents()[sink_inputs.DOCUMENTS.index("lincoln_1862.txt")]
-        == sink_inputs.long_text()
+        == text_file.long_text()
     )
     repeated = sink_inputs.inputs(tiny, "repeated", count=4, seq_len=6)
     assert (repeated == repeated[:, :1]).all() and len(set(repeated[:, 0])) == 4

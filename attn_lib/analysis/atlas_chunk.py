@@ -19,9 +19,13 @@ from attn_lib.composed import checked_modification
 from attn_lib.compute import _sweep
 
 
-def summarise(weights: jax.Array, base: jax.Array, mask, names: tuple) -> dict[str, jax.Array]:
-    """The atlas metrics ``names`` (:func:`metric_names`) of ``weights (layers, heads, T,
-    T)``, each ``(layers, heads)``: row averages, the total variation to ``base``."""
+def summarise(
+    weights: jax.Array, base: jax.Array, mask, names: tuple | None = None
+) -> dict[str, jax.Array]:
+    """The atlas metrics ``names`` (None: :func:`metric_names`, every one) of ``weights
+    (layers, heads, T, T)``, each ``(layers, heads)``: row averages, the total variation
+    to ``base``."""
+    names = metric_names() if names is None else names
     return {
         name: metrics.average(name, metrics.METRICS[name].per_row(weights, mask, base))
         for name in names

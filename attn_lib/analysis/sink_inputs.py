@@ -2,10 +2,9 @@
 (ICLR 2025) read them: windows of natural text, random tokens, or one token repeated, for
 the checkpoint a source reads."""
 
-from importlib.resources import files
-
 import numpy as np
 
+from attn_lib.analysis.text_file import long_text, shipped
 from attn_lib.checks import check_choice, check_integer
 
 KINDS = ("natural", "random", "repeated")
@@ -21,18 +20,9 @@ DOCUMENTS = (
 )
 
 
-def long_text() -> str:
-    """The shipped public-domain text (``attn_lib/texts/``): Lincoln's 1862 message."""
-    return _text("lincoln_1862.txt")
-
-
 def documents() -> tuple[str, ...]:
     """The texts of :data:`DOCUMENTS`, in its order."""
-    return tuple(map(_text, DOCUMENTS))
-
-
-def _text(name: str) -> str:
-    return (files("attn_lib") / "texts" / name).read_text()
+    return tuple(map(shipped, DOCUMENTS))
 
 
 def special_ids(tokenizer) -> set[int]:
@@ -52,9 +42,10 @@ def inputs(
 ) -> np.ndarray:
     """``(count, seq_len)`` token ids of ``kind`` for the checkpoint ``source`` reads
     (``source.checkpoint``): windows at random places of ``texts`` (``natural``; None:
-    :func:`long_text`), ``count`` shared out in their order; ids drawn uniformly from the
-    vocabulary less its special tokens (``random``); or one such id repeated, a different
-    one per input (``repeated``). With ``bos`` the BOS comes first, then ``seq_len − 1``."""
+    :func:`~attn_lib.analysis.text_file.long_text`), ``count`` shared out in their order;
+    ids drawn uniformly from the vocabulary less its special tokens (``random``); or one
+    such id repeated, a different one per input (``repeated``). With ``bos`` the BOS comes
+    first, then ``seq_len − 1``."""
     check_choice("kind", kind, KINDS)
     check_integer("count", count, 1)
     check_integer("seq_len", seq_len, 2)

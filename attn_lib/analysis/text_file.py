@@ -1,6 +1,7 @@
-"""A long text for the long-context work: a text file checked before any work (what a
-``--text-file`` may be), and a source over its first tokens, tokenised from a prefix of
-the text only (:func:`first_ids`: the same ids as the whole text's)."""
+"""A long text for the long-context work: the shipped one (:func:`long_text`), a text file
+checked before any work (what a ``--text-file`` may be), and a source over its first
+tokens, tokenised from a prefix of the text only (:func:`first_ids`: the same ids as the
+whole text's)."""
 
 import codecs
 import dataclasses
@@ -9,12 +10,23 @@ import hashlib
 import io
 import os
 import stat
+from importlib.resources import files
 
 from attn_lib.checks import check_integer, check_text
 from attn_lib.models import build, entry
 
 CHUNK = 1 << 20  # bytes of a text file checked at a time
 MARGIN = 16  # tokens a prefix must give past those taken (see first_ids)
+
+
+def shipped(name: str) -> str:
+    """The text ``name`` of ``attn_lib/texts/`` (its README says whence each comes)."""
+    return (files("attn_lib") / "texts" / name).read_text()
+
+
+def long_text() -> str:
+    """The shipped public-domain long text (``attn_lib/texts/``): Lincoln's 1862 message."""
+    return shipped("lincoln_1862.txt")
 
 
 def _open(path) -> io.BufferedReader:

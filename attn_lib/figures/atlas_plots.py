@@ -8,8 +8,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from attn_lib.figures import style
-from attn_lib.figures.style import format_epsilon
-from attn_lib.modification import first_affected_layer
+from attn_lib.modification import first_affected_layer, format_epsilon
 
 CMAP = "magma"  # a response, not a layer (viridis) nor a weight (RdBu_r)
 

@@ -7,7 +7,7 @@ import numpy as np
 
 from attn_lib import metrics
 from attn_lib.figures import style
-from attn_lib.figures.style import format_epsilon
+from attn_lib.modification import format_epsilon
 
 EPSILON_MAP = "copper_r"  # the seed's ε, from 5e-1 (light) to 1e-10 (dark): sequential
 GAIN_MARKS = ((0, (1, 1.5)), (0, (4, 1.5)))  # the line styles of calibration's marked gains

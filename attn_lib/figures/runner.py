@@ -10,19 +10,12 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from attn_lib.checks import check_integer
-from attn_lib.figures.jobs import (
-    STAGING,
-    Job,
-    all_up_to_date,
-    expand,
-    land,
-    record,
-    up_to_date,
-)
+from attn_lib.figures.jobs import STAGING, Job, expand, land, record, up_to_date
 from attn_lib.figures.paths import BUILD, SPEC, resolve
 from attn_lib.figures.spec import load_spec
 from attn_lib.files import exclusive, library_hash
@@ -76,9 +69,18 @@ def run(
     total = sum(len(figure_panels) + 1 for figure_panels, _ in figures)
     # Two runners on one folder would do the work twice and delete each other's files.
     busy = f"another runner is drawing into {out}; wait for it to finish, or use another --out"
+
+    def judge(job: Job) -> tuple[dict, bool]:
+        """What ``job``'s outputs are made from now, and whether they are up to date
+        (never with ``force``: then no output is hashed)."""
+        made_from = record(job, spec[job.figure], library)
+        return made_from, not force and up_to_date(job, made_from)
+
     with exclusive(out / LOCK, busy):
-        if force or not all_up_to_date(spec, figures, library):
-            tally = _draw(spec, figures, library, build, jobs, force)
+        every = [job for panels, grid in figures for job in (*panels, grid)]
+        judged = {} if force else {job.record: judge(job) for job in every}
+        if force or not all(fresh for _, fresh in judged.values()):
+            tally = _draw(figures, judged, judge, build, jobs)
         else:  # nothing to run: no kernel, and no papermill to import
             tally = Tally(up_to_date=total)
         shutil.rmtree(out / STAGING, ignore_errors=True)
@@ -98,15 +100,17 @@ def run(
 
 
 def _draw(
-    spec: dict,
     figures: list[tuple[list[Job], Job]],
-    library: str,
+    judged: dict[Path, tuple[dict, bool]],
+    judge: Callable[[Job], tuple[dict, bool]],
     build: Path,
     workers: int,
-    force: bool,
 ) -> Tally:
-    """Run the jobs of ``figures`` that are not up to date (all of them if ``force``) on
-    ``workers`` threads, each figure's grid once its panels are done."""
+    """Run the jobs of ``figures`` that are not up to date on ``workers`` threads, each
+    figure's grid once its panels are done. A job is as ``judged`` (by its record's path)
+    found it before the run, or judged when it would start (``judge``) if it was not
+    (``force``) or if it is a grid whose panels ran: its record holds their outputs as
+    they are now."""
     from tqdm.auto import tqdm
 
     # papermill and nbformat load here, on the main thread, before any worker starts.
@@ -116,8 +120,12 @@ def _draw(
     tally = Tally()
 
     def run_job(job: Job) -> bool:
-        made_from = record(job, spec[job.figure], library)
-        if not force and up_to_date(job, made_from):
+        its_panels = grids[job.figure][0] if job.draws_figure else []
+        if job.record in judged and all(judged[p.record][1] for p in its_panels):
+            made_from, fresh = judged[job.record]
+        else:
+            made_from, fresh = judge(job)
+        if fresh:
             return False
         shutil.rmtree(job.stage, ignore_errors=True)  # what a killed run left
         job.stage.mkdir(parents=True)

@@ -5,6 +5,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from attn_lib.figures import style
+from attn_lib.modification import format_epsilon
 
 SINK = r"Sink$_1^{0.3}$"
 ALPHA = r"$\alpha_1$"
@@ -111,7 +112,7 @@ def under_modification(
                 ax.axhline(prediction[kind], ls="--", color="0.4", lw=1, label="uniform rows")
             ax.set_xscale("log")
             style.mark_epsilons(ax, [1.0], label="ε = 1: unmodified")
-            ax.set_xticks(ticks, [style.format_epsilon(e) for e in ticks])
+            ax.set_xticks(ticks, [format_epsilon(e) for e in ticks])
             ax.set_title(f"{kind}, modified layer {layer}", fontsize=10)
             ax.set_xlabel("ε")
         for ax in axes[:, 0]:

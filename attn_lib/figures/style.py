@@ -9,8 +9,8 @@
   repeated) are :data:`INPUTS` (grey, purple, magenta), never those three; a model's own
   unmodified state is black; layers run along :data:`LAYERS` (a sequential map, always
   with a colour bar); attention weights are ``RdBu_r`` (``plot.CMAP``).
-- **ε** is written as the seed writes it (:func:`format_epsilon`); the seed's three ε
-  are dotted grey lines labelled with their value (:func:`mark_epsilons`).
+- **ε** is written as the seed writes it (:func:`attn_lib.modification.format_epsilon`);
+  the seed's three ε are dotted grey lines labelled with their value (:func:`mark_epsilons`).
 """
 
 from collections.abc import Mapping, Sequence
@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
+
+from attn_lib.modification import format_epsilon
 
 DPI = 150
 NARROW, WIDE = 5.0, 10.0  # inches
@@ -48,14 +50,6 @@ COINCIDES = "(= "  # a legend label holding this names the line it coincides wit
 WITHIN = 0.01  # lines closer than this share of the y range hide one another
 HALO = (3.4, 1.3)  # line widths of the first and last line of :func:`lines` with a halo
 HALO_NOTE = "wider: drawn earlier"  # a legend title for lines with a halo
-
-
-def format_epsilon(epsilon: float) -> str:
-    """ε as the seed figure writes it: 0.5 → '5e-1', 1e-10 → '1e-10', 0 → '0'."""
-    if epsilon == 0:
-        return "0"
-    mantissa, exponent = f"{epsilon:.0e}".split("e")
-    return f"{mantissa}e{int(exponent)}"
 
 
 def plain(text: str) -> str:

@@ -17,6 +17,8 @@ its weights, and no ``(T, T)`` map is formed; a source of your own whose ``layer
 takes no ``path`` runs the dense path only.
 """
 
+from typing import TYPE_CHECKING
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,8 +28,10 @@ from attn_lib.blockwise import Blockwise, Visibility
 from attn_lib.checks import check_index
 from attn_lib.composed import ModificationLike
 from attn_lib.modification import Modification
-from attn_lib.outputs import Outputs
 from attn_lib.softmax import float32_products
+
+if TYPE_CHECKING:  # a type only: a model runs without the output path (attn_lib.outputs)
+    from attn_lib.outputs import Outputs
 
 DEFAULT_TEXT = "The quick brown fox jumps over the lazy dog."  # what a model reads unless told
 
@@ -83,7 +87,7 @@ class Source:
         i: int | Int[Array, ""],
         h: Float[Array, "*batch T d"],
         modification: ModificationLike | None,
-        path: Blockwise | Outputs | None = None,
+        path: "Blockwise | Outputs | None" = None,
     ) -> tuple[Float[Array, "*batch T d"], Float[Array, "*batch heads T T"] | dict]:
         """Layer ``i`` (maybe traced) on ``h``, with ``modification`` applied: its output
         and its softmax weights ``(..., heads, T, T)``, or on ``path`` its per-row

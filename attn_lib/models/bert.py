@@ -1,5 +1,6 @@
-"""A BERT checkpoint in a Hugging Face folder (all-MiniLM-L6-v2's family): its config read
-through its record's allow-list (:data:`attn_lib.models.families.FAMILIES`), the tensors it declares
+"""A BERT checkpoint in a Hugging Face folder (all-MiniLM-L6-v2's family, or another read as
+one): its config read through the allow-list of the record its ``model_type`` names
+(:data:`attn_lib.models.families.FAMILIES`, reader ``bert``), the tensors it declares
 compared with the safetensors headers, then read and laid out as Flax parameters for
 :class:`attn_lib.models.minilm.MiniLM`."""
 
@@ -12,16 +13,26 @@ import numpy as np
 from attn_lib.checks import shown
 from attn_lib.models import contract, families, hf_files
 from attn_lib.models.base import stacked
+from attn_lib.models.families import Family
 
 
-def read_config(folder: Path, config: dict | None = None) -> dict:
-    """The folder's BERT ``config.json`` (or ``config``, read from it) through its
-    record's allow-list."""
-    family = families.FAMILIES["bert"]
+def family_of(folder: Path, config: dict) -> Family:
+    """The record of the family the folder's ``config`` (its ``config.json``) names by its
+    ``model_type``: one read as a BERT (reader ``bert``)."""
+    family = families.by_model_type(config.get("model_type"))
+    if family is None or family.reader != "bert":
+        bert_like = [f.model_type for f in families.FAMILIES.values() if f.reader == "bert"]
+        raise ValueError(
+            f"{folder / 'config.json'}: model_type {shown(config.get('model_type'))}; not a "
+            f"BERT (read as one: {', '.join(bert_like)})"
+        )
+    return family
+
+
+def read_config(folder: Path, family: Family, config: dict) -> dict:
+    """The folder's ``config`` (its ``config.json``) through the allow-list of its
+    ``family`` (:func:`family_of`)."""
     where = str(folder / "config.json")
-    config = hf_files.read_json(folder, "config.json") if config is None else config
-    if config.get("model_type") != family.model_type:
-        raise ValueError(f"{where}: model_type {shown(config.get('model_type'))}; not a BERT")
     found = contract.read(config, family.allowlist, where)
     if found["hidden_size"] % found["num_attention_heads"]:
         raise ValueError(
@@ -113,7 +124,8 @@ def read(path: Path) -> tuple[dict, dict, object]:
     """``(params, config, tokenizer)`` of the BERT folder ``path`` (the tokenizer None
     without a ``tokenizer.json``). The config is read through its allow-list and the
     tensors' headers are compared with it before any tensor is read."""
-    config = read_config(path)
+    config = hf_files.read_json(path, "config.json")
+    config = read_config(path, family_of(path, config), config)
     index = hf_files.tensor_index(path)
     prefix = hf_files.prefix_of(index, "embeddings.word_embeddings.weight")
     expected = {prefix + name: shape for name, shape in shapes(config).items()}

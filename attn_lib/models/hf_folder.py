@@ -160,7 +160,7 @@ def _checkpoint_reader(plan, read, source) -> Reader:
 
 
 def _bert_shape(folder: Path, family: Family, config: dict) -> tuple[int, int, int]:
-    found = bert.read_config(folder, config)
+    found = bert.read_config(folder, family, config)
     return found["num_hidden_layers"], found["num_attention_heads"], found["num_attention_heads"]
 
 
