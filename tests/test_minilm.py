@@ -27,7 +27,7 @@ def sentence():
 def test_tokens_and_padding_match_transformers(reference):
     source = minilm.MiniLM.create(reference["sentences"].tolist())
     np.testing.assert_array_equal(source.ids, reference["input_ids"])
-    np.testing.assert_array_equal(source.visible()[:, 0, 0, :], reference["attention_mask"] == 1)
+    np.testing.assert_array_equal(source.mask()[:, 0, 0, :], reference["attention_mask"] == 1)
 
 
 def test_weights_and_hidden_states_match_transformers(reference):

@@ -148,7 +148,7 @@ def test_scores_equal_the_dense_maps_and_are_read_back(tiny, monkeypatch):
         over = tiny.replace(ids=jnp.asarray(row))
         dense = all_weights(over, None, modify_layer=0)
         np.testing.assert_allclose(
-            expected, metrics.first_token_score(dense, over.visible()), atol=1e-6
+            expected, metrics.first_token_score(dense, over.mask()), atol=1e-6
         )
     # α_k: key k's weight averaged over the rows t ≥ k that may see it (Gu et al.)
     dense = all_weights(tiny.replace(ids=jnp.asarray(ids[1])), None, modify_layer=0)

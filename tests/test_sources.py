@@ -102,7 +102,7 @@ def test_build_is_the_one_way_and_names_what_it_refuses(toy):
     source = models.build("toy", seq_len=3)
     assert source.tokens == ("t0", "t1", "t2")
     assert (
-        models.build("synthetic", causal=True).visible().tolist()
+        models.build("synthetic", causal=True).mask().tolist()
         == np.tril(np.ones((10, 10), bool)).tolist()
     )
     with pytest.raises(ValueError, match="source must be one of 'synthetic'"):
@@ -130,7 +130,7 @@ def test_sources_that_share_a_parameter_must_agree_on_its_default(monkeypatch):
 
 
 def test_the_mask_is_the_sources_own(toy):
-    assert models.build("toy").visible() is None
+    assert models.build("toy").mask() is None
     causal = models.build("synthetic", causal=True)
     params = panels.validate_panel_parameters({**panels.PANEL_DEFAULTS, "causal": True})
     np.testing.assert_array_equal(

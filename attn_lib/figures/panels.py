@@ -198,7 +198,7 @@ def compute_panel(params: dict, source=None, *, every_layer: bool = True) -> dic
         every = {}
         layers["observe_layer"] = params["observe_layer"]
         weights = np.asarray(observed_weights(source, modification, **layers))
-    visible = source.visible()
+    visible = source.mask()
     shape = weights.shape[-2:]
     return {
         "weights": weights[params["observe_head"]],

@@ -16,7 +16,7 @@ from attn_lib.checks import shown
 from attn_lib.models import gemma3, gguf_file, hf_folder, minilm, smollm2, synthetic
 from attn_lib.models.base import Source
 from attn_lib.models.decoder import Decoder
-from attn_lib.models.entry import Entry, TextParams
+from attn_lib.models.entry import Entry
 
 SOURCES: dict[str, Entry] = {
     entry.name: entry for entry in (synthetic.ENTRY, minilm.ENTRY, smollm2.ENTRY, gemma3.ENTRY)
@@ -50,7 +50,7 @@ def _checkpoint(path: str) -> Entry:
         shape = (config.layers, config.heads, config.kv_heads, True)  # GGUFs are decoders
     else:
         shape = hf_folder.describe(Path(path))
-    return Entry(path, TextParams, lambda params: load(path, text=params.text), *shape)
+    return Entry.reading_text(path, lambda text: load(path, text=text), *shape)
 
 
 def build(name: str, **params) -> Source:

@@ -112,9 +112,9 @@ class Source:
         window = 0 if layer is None else self.window(layer)
         return Visibility(self.seq_len, self.causal, window, self.padding())
 
-    def visible(self, layer=None) -> jax.Array | None:
-        """Which keys each query may see, True where it may: ``(T, T)`` or, with padding,
-        ``(..., 1, T, T)``; None where every query sees every key (panels read it)."""
+    def mask(self, layer=None) -> jax.Array | None:
+        """:meth:`visibility` as an array, True where a query may see a key: ``(T, T)``
+        or, with padding, ``(..., 1, T, T)``; None where every query sees every key."""
         return self.visibility(layer).dense()
 
     def first_seen(self) -> jax.Array:
@@ -129,7 +129,7 @@ class Source:
         """Every layer's mask, shaped to broadcast against the weights ``(layers, ...,
         heads, T, T)`` (metrics read it: a windowed row's entropy is over its window);
         None where every query sees every key."""
-        masks = [self.visible(i) for i in range(self.layers)]
+        masks = [self.mask(i) for i in range(self.layers)]
         if masks[0] is None:
             return None
         stack = jnp.stack(masks)

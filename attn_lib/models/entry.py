@@ -34,6 +34,13 @@ class Entry:
     causal: bool | None = None
     model: str = ""
 
+    @classmethod
+    def reading_text(cls, name: str, create: Callable[[str], Source], *shape, **known) -> "Entry":
+        """The entry of a source that reads a text (:class:`TextParams`): ``create(text)``
+        builds it; ``shape`` is ``layers, heads, kv_heads`` (and ``causal``), ``known``
+        the other attributes."""
+        return cls(name, TextParams, lambda params: create(params.text), *shape, **known)
+
     def parameters(self, **params) -> object:
         """``params`` as this source's checked parameters (the others at their defaults);
         a ``ValueError`` names an unknown or bad one."""

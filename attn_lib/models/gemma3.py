@@ -20,7 +20,7 @@ from pathlib import Path
 from attn_lib.files import atomic_path, sha256
 from attn_lib.models import gguf_file
 from attn_lib.models.decoder import Decoder
-from attn_lib.models.entry import Entry, TextParams
+from attn_lib.models.entry import Entry
 from attn_lib.models.weights import cache_dir, file_sha256, package_path
 
 FILE = "gemma-3-270m-q4_k_m.gguf"
@@ -66,13 +66,5 @@ def create(text: str | None = None, *, ids=None, bos: bool | None = None) -> Dec
     return Decoder.create(gguf_file.load(str(package_file()), SHA256), text, ids=ids, bos=bos)
 
 
-ENTRY = Entry(
-    "gemma3",
-    TextParams,
-    lambda p: create(p.text),
-    LAYERS,
-    HEADS,
-    KV_HEADS,
-    causal=True,
-    model="Gemma-3-270M (Q4_K_M GGUF, dequantised)",
-)
+MODEL = "Gemma-3-270M (Q4_K_M GGUF, dequantised)"  # as a caption names it
+ENTRY = Entry.reading_text("gemma3", create, LAYERS, HEADS, KV_HEADS, causal=True, model=MODEL)

