@@ -254,3 +254,13 @@ def test_an_image_of_one_column_gets_an_integer_tick():
                                          ax.xaxis.set_major_locator(MaxNLocator(integer=True)),
                                          style.integer_ticks(ax.yaxis)))  # fmt: skip
     assert problems and "ticks between integers" in problems[0]
+
+
+def test_a_composed_setting_is_not_drawn_as_the_unmodified_one():
+    labels, components = ["none", "q", "q+k"], ["", "query", "query+key"]
+    colours = style.component_colours(labels, components)
+    assert colours["none"] == style.UNMODIFIED
+    assert colours["q"] == style.shades(style.COMPONENTS["query"], 1)[0]
+    assert colours["q+k"] == style.shades(style.COMPOSED, 1)[0]
+    # counter-example: an unknown single component stays black, as the unmodified line
+    assert style.component_colours(["x"], ["other"])["x"] == style.UNMODIFIED

@@ -6,8 +6,9 @@
 - **Fonts.** 10 pt text, 11 pt titles, 12 pt figure titles, 9 pt ticks, legends (:data:`RC`).
 - **Colours mean one thing each.** Query, Key and Value are always
   :data:`COMPONENTS` (blue, orange, green); the kinds of input (natural, random,
-  repeated) are :data:`INPUTS` (grey, purple, magenta), never those three; a model's own
-  unmodified state is black; layers run along :data:`LAYERS` (a sequential map, always
+  repeated) are :data:`INPUTS` (grey, purple, magenta), never those three; several
+  components modified at once are :data:`COMPOSED` (brown); a model's own unmodified
+  state is black; layers run along :data:`LAYERS` (a sequential map, always
   with a colour bar); attention weights are ``RdBu_r`` (``plot.CMAP``).
 - **ε** is written as the seed writes it (:func:`attn_lib.modification.format_epsilon`);
   the seed's three ε are dotted grey lines labelled with their value (:func:`mark_epsilons`).
@@ -43,6 +44,7 @@ RC = {
 COMPONENTS = {"query": "#2166ac", "key": "#e08214", "value": "#1b7837"}
 INPUTS = {"natural": "#525252", "random": "#8073ac", "repeated": "#c51b7d"}
 UNMODIFIED = "black"
+COMPOSED = "#8c510a"  # several components modified at once (e.g. "query+key")
 LAYERS = "viridis"
 MARK = {"color": "0.45", "ls": ":", "lw": 1.0}
 SPARSE = 16  # a line with at most this many points is drawn with markers
@@ -120,11 +122,12 @@ def shades(colour: str, count: int) -> list:
 
 def component_colours(labels, components) -> dict[str, tuple]:
     """Each of ``labels``' colour, lower-cased as :func:`lines` reads it: shades of
-    its component's colour (``components``, in order: light first), black for none
-    (unmodified)."""
+    its component's colour (``components``, in order: light first), of :data:`COMPOSED`
+    for several at once ("query+key"), black for none (unmodified)."""
     colours = {label.lower(): UNMODIFIED for label in labels}
-    for component, colour in COMPONENTS.items():
-        named = [label for label, c in zip(labels, components, strict=True) if c == component]
+    of = [COMPOSED if "+" in str(c) else COMPONENTS.get(c, UNMODIFIED) for c in components]
+    for colour in (*COMPONENTS.values(), COMPOSED):
+        named = [label for label, c in zip(labels, of, strict=True) if c == colour]
         colours |= dict(zip(map(str.lower, named), shades(colour, len(named)), strict=True))
     return colours
 
