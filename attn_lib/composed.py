@@ -106,7 +106,8 @@ def members(modification) -> tuple[Modification, ...]:
 
 
 def single(where: str, modification, why: str) -> None:
-    """Refuse by name a tuple, list or :class:`Modifications` where ``where`` takes one."""
+    """Refuse by name anything but one :class:`Modification` where ``where`` takes one."""
     if isinstance(modification, tuple | list):
-        why = f"modification= takes one Modification here, not a tuple ({why})"
-        raise ValueError(f"{where}: {why}")
+        raise ValueError(f"{where}: modification= takes one Modification, not a tuple ({why})")
+    if not isinstance(modification, Modification):
+        raise TypeError(f"{where}: modification= must be a Modification, got {modification!r}")

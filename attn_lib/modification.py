@@ -257,8 +257,9 @@ jax.tree_util.register_dataclass(
 
 
 def check_head(modification: Modification | None, heads: int) -> None:
-    """Refuse a ``modification`` of one head outside the ``heads`` of its component."""
-    if modification is not None and modification.head is not None:
+    """Refuse a ``modification`` of one head outside its component's ``heads`` (traced: not)."""
+    head = None if modification is None else modification.head
+    if head is not None and not isinstance(head, jax.core.Tracer):
         check_index(f"head (of the {modification.component})", modification.head, heads)
 
 
@@ -278,7 +279,5 @@ def first_affected_layer(component: str | tuple[str, ...], modify_layer: int) ->
 
 def format_epsilon(epsilon: float) -> str:
     """ε as the seed figure writes it: 0.5 → '5e-1', 1e-10 → '1e-10', 0 → '0'."""
-    if epsilon == 0:
-        return "0"
     mantissa, exponent = f"{epsilon:.0e}".split("e")
-    return f"{mantissa}e{int(exponent)}"
+    return "0" if epsilon == 0 else f"{mantissa}e{int(exponent)}"

@@ -143,3 +143,28 @@ def test_a_store_with_chunks_to_compute_is_refused_by_its_metrics_first(store, m
     monkeypatch.setitem(metrics.METRICS, "off_sink", OFF_SINK)
     with pytest.raises(ValueError, match="holds no off_sink; it was made before"):
         atlas.load(store)
+
+
+def test_a_store_is_refused_by_its_metrics_before_the_unmodified_run(
+    store, registered, monkeypatch
+):
+    def never(*args, **kwargs):
+        pytest.fail("the unmodified run was computed before the refusal")
+
+    monkeypatch.setattr(atlas, "all_weights", never)
+    with pytest.raises(ValueError, match=r"missing \['off_sink'\]"):
+        _build(store)
+
+
+def test_a_registry_in_another_order_is_refused_by_name_unless_overwritten(tmp_path, monkeypatch):
+    """Each chunk's sha256 is over the metrics in the registry's order: kept, the store
+    would read as "chunks not complete" and compute every chunk again."""
+    store = tmp_path / "a.zarr"
+    _build(store)
+    monkeypatch.setattr(metrics, "METRICS", dict(reversed(metrics.METRICS.items())))
+    with pytest.raises(ValueError, match="holds its metrics in the order"):
+        atlas.load(store)
+    with pytest.raises(ValueError, match=r"missing \[\], extra \[\], in the order"):
+        _build(store)
+    assert _build(store, overwrite=True)["chunks_now"] == 1
+    assert atlas.load(store).attrs["metrics"] == json.dumps(list(atlas_store.metric_names()))

@@ -7,6 +7,7 @@ fewer heads than a Query), and a tuple of heads is refused on construction."""
 
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -17,7 +18,7 @@ from attn_lib.flax import attention_fn
 FAMILIES = Path(__file__).parent / "reference" / "families"
 QUARTER = Modification("query", "scale", 0.25)
 HALVES = (Modification("query", "scale", 0.5), Modification("key", "scale", 0.5))
-ONE_ONLY = "modification= takes one Modification here, not a tuple"
+ONE_ONLY = "modification= takes one Modification, not a tuple"
 
 
 @pytest.fixture
@@ -78,6 +79,22 @@ def test_the_calls_of_one_modification_refuse_a_tuple_by_name_before_any_work(
         sinks.under_modification(llama, ids, given, [0.5], modify_layer=0)
     with pytest.raises(ValueError, match=f"finite_difference_check: {ONE_ONLY}"):
         calibrate.finite_difference_check(llama, given, [0.5])
+
+
+def test_the_calls_of_one_modification_refuse_none_by_name(llama):
+    ids = sinks.inputs(llama, "natural", count=2, seq_len=6)
+    with pytest.raises(TypeError, match="sensitivity: modification= must be a Modification"):
+        metrics.sensitivity(llama, None, modify_layer=0)
+    with pytest.raises(TypeError, match="under_modification: modification= must be a Mod"):
+        sinks.under_modification(llama, ids, None, [0.5], modify_layer=0)
+
+
+def test_sensitivity_runs_inside_a_callers_jit(llama):
+    """A traced head cannot be checked: it is left to the caller, as before the check."""
+    query = Modification("query", "scale", 0.5, head=3)
+    jitted = jax.jit(lambda m: metrics.sensitivity(llama, m, modify_layer=0)[0])(query)
+    expected = metrics.sensitivity(llama, query, modify_layer=0)[0]  # compiled otherwise
+    np.testing.assert_allclose(jitted, expected, atol=1e-5)
 
 
 def test_the_calls_of_one_modification_take_one(llama):

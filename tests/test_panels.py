@@ -11,6 +11,7 @@ from attn_lib.figures import execute, jobs, panels, plot
 from attn_lib.figures.paths import NOTEBOOKS, REPO
 from attn_lib.figures.spec import load_spec, panel_grid
 from attn_lib.files import atomic_path, save_npz
+from attn_lib.modification import format_epsilon
 
 PANEL = NOTEBOOKS / "panel.ipynb"
 
@@ -23,7 +24,7 @@ def _defaults():
     ("epsilon", "text"), [(0.5, "5e-1"), (1e-3, "1e-3"), (1e-10, "1e-10"), (0.0, "0"), (2.0, "2e0")]
 )
 def test_format_epsilon(epsilon, text):
-    assert plot.format_epsilon(epsilon) == text
+    assert format_epsilon(epsilon) == text
 
 
 def test_notebook_declares_exactly_the_validated_parameters_and_defaults():

@@ -262,5 +262,7 @@ def test_a_composed_setting_is_not_drawn_as_the_unmodified_one():
     assert colours["none"] == style.UNMODIFIED
     assert colours["q"] == style.shades(style.COMPONENTS["query"], 1)[0]
     assert colours["q+k"] == style.shades(style.COMPOSED, 1)[0]
-    # counter-example: an unknown single component stays black, as the unmodified line
-    assert style.component_colours(["x"], ["other"])["x"] == style.UNMODIFIED
+    # counter-example: a component no setting has is refused, not drawn as the unmodified
+    for wrong in ("Query", "query+other", "None"):
+        with pytest.raises(ValueError, match="components"):
+            style.component_colours(["x"], [wrong])

@@ -124,12 +124,7 @@ def build(
     if blockwise:  # a metric the blockwise path cannot give: refused before any work
         metrics.check_blockwise(metric_names())
     edges = log_bins(source.seq_len, bins) if blockwise else None
-    if blockwise:  # the unmodified run's Query, Key and row normalisers, O(T·d)
-        base = Blockwise(BLOCK_SIZE, reference=reference(source, block_size=BLOCK_SIZE))
-        layers, heads = base.reference["top"].shape[:2]
-    else:
-        base = all_weights(source, None, modify_layer=0)
-        layers, heads = base.shape[:2]
+    layers, heads = source.layers, source.head_count("query")
     attrs = {
         "parameters": json.dumps(parameters, sort_keys=True),
         "grid": json.dumps(dataclasses.asdict(grid), sort_keys=True),
@@ -148,6 +143,11 @@ def build(
             from jax.experimental import multihost_utils
 
             multihost_utils.sync_global_devices("attn_lib.analysis.atlas template")
+        # the store is as asked (or refused) before the unmodified run is computed
+        if blockwise:  # the unmodified run's Query, Key and row normalisers, O(T·d)
+            base = Blockwise(BLOCK_SIZE, reference=reference(source, block_size=BLOCK_SIZE))
+        else:
+            base = all_weights(source, None, modify_layer=0)
         shape = (layers, heads)
         return _fill(source, store, grid, base, edges, shape, process, processes, progress)
 

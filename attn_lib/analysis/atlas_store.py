@@ -61,7 +61,9 @@ def held(dataset) -> tuple[str, ...]:
     or, in a store made before they were recorded, its variables over :data:`DIMS`."""
     if "metrics" in dataset.attrs:
         return tuple(json.loads(dataset.attrs["metrics"]))
-    return tuple(name for name, variable in dataset.data_vars.items() if variable.dims == DIMS)
+    found = {name for name, variable in dataset.data_vars.items() if variable.dims == DIMS}
+    ours = tuple(name for name in metric_names() if name in found)  # their order unknown
+    return ours + tuple(sorted(found - set(ours)))
 
 
 def check_holds(dataset, names) -> None:
@@ -84,6 +86,12 @@ def check_metrics(dataset) -> None:
         raise ValueError(
             f"{dataset.encoding.get('source', 'the atlas')} holds {extra}, no longer "
             "registered (attn_lib.metrics.METRICS): re-make it with --overwrite"
+        )
+    if held(dataset) != metric_names():  # each chunk's sha256 is over them in this order
+        raise ValueError(
+            f"{dataset.encoding.get('source', 'the atlas')} holds its metrics in the order "
+            f"{list(held(dataset))}, the registry's is {list(metric_names())}: re-make it "
+            "with --overwrite"
         )
 
 

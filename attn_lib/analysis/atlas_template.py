@@ -98,12 +98,15 @@ def prepare(
         same = all(found.get(k) == attrs[k] for k in ("parameters", "grid", "effects"))
         missing = [name for name in metric_names() if name not in metrics]
         extra = [name for name in metrics if name not in metric_names()]
-        if same and not missing and not extra:
+        if same and metrics == metric_names():  # in order: each chunk's sha256 is in it
             return
         if not overwrite:
             other = [] if same else ["an atlas of other parameters, settings or effects"]
-            if missing or extra:
-                other.append(f"other metrics than the registry's: missing {missing}, extra {extra}")
+            if metrics != metric_names():
+                other.append(
+                    f"other metrics than the registry's: missing {missing}, extra {extra}, "
+                    f"in the order {list(metrics)}"
+                )
             raise ValueError(
                 f"{store} holds {' and '.join(other)}; "
                 "pass overwrite=True (--overwrite) to replace it"

@@ -28,7 +28,14 @@ from attn_lib.figures import plot
 from attn_lib.figures.paths import resolve
 from attn_lib.figures.spec import panel_grid
 from attn_lib.files import save_npz
-from attn_lib.modification import COMPONENTS, KINDS, MAX_SEED, Modification, check_epsilon
+from attn_lib.modification import (
+    COMPONENTS,
+    KINDS,
+    MAX_SEED,
+    Modification,
+    check_epsilon,
+    format_epsilon,
+)
 
 DEFAULT_TITLE = "Modifying {Component} with ε = {eps}"
 # What a heatmap can show: at the panel's 150 dpi a 256-token map has 2 pixels a cell
@@ -131,7 +138,7 @@ def validate_panel_parameters(params: dict) -> dict:
 
 def panel_title(params: dict) -> str:
     """The panel's title: its template (or :data:`DEFAULT_TITLE`) filled in."""
-    eps = plot.format_epsilon(params["epsilon"])
+    eps = format_epsilon(params["epsilon"])
     template = params["title"] or DEFAULT_TITLE
     return template.format(Component=params["component"].capitalize(), eps=eps, **params)
 

@@ -14,9 +14,6 @@ import numpy as np
 from attn_lib.figures import style, style_check
 from attn_lib.figures.style import DPI, plain
 from attn_lib.files import atomic_path
-from attn_lib.modification import format_epsilon
-
-__all__ = ["format_epsilon", "plain"]  # re-exported: notebooks write plot.format_epsilon
 
 CMAP = "RdBu_r"
 COLORBAR_LABEL = "Attention Weight"

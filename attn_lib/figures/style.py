@@ -125,11 +125,19 @@ def component_colours(labels, components) -> dict[str, tuple]:
     its component's colour (``components``, in order: light first), of :data:`COMPOSED`
     for several at once ("query+key"), black for none (unmodified)."""
     colours = {label.lower(): UNMODIFIED for label in labels}
-    of = [COMPOSED if "+" in str(c) else COMPONENTS.get(c, UNMODIFIED) for c in components]
+    of = [_colour_of(str(c)) for c in components]
     for colour in (*COMPONENTS.values(), COMPOSED):
         named = [label for label, c in zip(labels, of, strict=True) if c == colour]
         colours |= dict(zip(map(str.lower, named), shades(colour, len(named)), strict=True))
     return colours
+
+
+def _colour_of(component: str) -> str:
+    """One setting's colour: none (unmodified), a component's, or several at once."""
+    parts = [part for part in component.split("+") if part]
+    if not all(part in COMPONENTS for part in parts):
+        raise ValueError(f"components: {component!r} is not a modified setting's component")
+    return UNMODIFIED if not parts else COMPONENTS[component] if len(parts) == 1 else COMPOSED
 
 
 def line_tolerance(ax, values: Sequence[np.ndarray]) -> float:
