@@ -194,7 +194,10 @@ def test_effects_are_kept_per_setting_when_asked_for(tmp_path):
     expected = effects(source, Modification("value", "scale", 1.0), [0.0, 0.5], modify_layer=1)
     for name in ("kl", "loss", "loss_reference", "agreement"):
         got = data[name].sel(component="value", kind="scale", modify_layer=1).values
-        np.testing.assert_allclose(got, np.broadcast_to(expected[name], (2,)), rtol=1e-5)
+        # atol: Gemma-2's norm after attention undoes Value scale 0.5, so its KL is 0 up
+        # to float32's rounding, whose sign and size vary with the threads' order
+        expected_value = np.broadcast_to(expected[name], (2,))
+        np.testing.assert_allclose(got, expected_value, rtol=1e-5, atol=1e-6)
     # a chunk's record covers its effects: one changed value makes it incomplete
     zarr.open_group(str(store), mode="r+")["kl"][0, 0, 0, 0] = 99.0
     with pytest.raises(ValueError, match=r"1 of 8 chunks are not complete"):

@@ -161,8 +161,8 @@ def _fill(source, store: Path, grid: Grid, base, edges, shape, process, processe
     ident = atlas_id(store)
     chunks = [c for i, c in enumerate(grid.chunks()) if i % processes == process]
     with xr.open_zarr(store) as dataset:
-        todo = [c for c in chunks if not is_complete(store, ident, grid, dataset, c)]
         names = kept(dataset)
+        todo = [c for c in chunks if not is_complete(store, ident, grid, dataset, names, c)]
     # every layer's mask, (layers, 1, T, T), or None where every key is seen; the
     # blockwise path has its masks as rules
     mask = None if edges is not None else source.masks()

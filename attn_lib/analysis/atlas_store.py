@@ -77,22 +77,35 @@ def check_holds(dataset, names) -> None:
         raise ValueError(f"{store} holds no {name}; {why}")
 
 
+def other_metrics(metrics: tuple[str, ...]) -> str:
+    """How a store's ``metrics`` (:func:`held`) differ from :func:`metric_names`, in
+    words: ``""`` where they are the same in the same order (each chunk's sha256 is over
+    them in order)."""
+    names = metric_names()
+    if metrics == names:
+        return ""
+    missing = [name for name in names if name not in metrics]
+    extra = [name for name in metrics if name not in names]
+    return f"missing {missing}, extra {extra}, in the order {list(metrics)}"
+
+
 def check_metrics(dataset) -> None:
     """Refuse, by name, a store ``dataset`` whose metrics are not :func:`metric_names`:
-    one registered since it was made, or one no longer registered (its chunks' sha256
-    covers it)."""
+    one registered since it was made, one no longer registered, or another order."""
+    found = held(dataset)
+    if not other_metrics(found):
+        return
     check_holds(dataset, metric_names())
-    if extra := [name for name in held(dataset) if name not in metric_names()]:
+    store = dataset.encoding.get("source", "the atlas")
+    if extra := [name for name in found if name not in metric_names()]:
         raise ValueError(
-            f"{dataset.encoding.get('source', 'the atlas')} holds {extra}, no longer "
-            "registered (attn_lib.metrics.METRICS): re-make it with --overwrite"
+            f"{store} holds {extra}, no longer registered (attn_lib.metrics.METRICS): "
+            "re-make it with --overwrite"
         )
-    if held(dataset) != metric_names():  # each chunk's sha256 is over them in this order
-        raise ValueError(
-            f"{dataset.encoding.get('source', 'the atlas')} holds its metrics in the order "
-            f"{list(held(dataset))}, the registry's is {list(metric_names())}: re-make it "
-            "with --overwrite"
-        )
+    raise ValueError(
+        f"{store} holds its metrics in the order {list(found)}, the registry's is "
+        f"{list(metric_names())}: re-make it with --overwrite"
+    )
 
 
 def kept(dataset) -> tuple[str, ...]:
@@ -179,16 +192,15 @@ def digest(values: dict) -> str:
     return digest.hexdigest()
 
 
-def is_complete(store: Path, ident: str, grid: Grid, dataset, chunk) -> bool:
+def is_complete(store: Path, ident: str, grid: Grid, dataset, names, chunk) -> bool:
     """Whether ``chunk``'s record is there and names this store, this chunk and the
-    values its region holds now."""
+    values its region holds now of the variables ``names`` (:func:`kept`)."""
     try:
         record = json.loads(record_path(store, chunk).read_text())
         if record["store"] != ident or record["chunk"] != list(chunk):
             return False
     except (OSError, ValueError, KeyError, TypeError):
         return False  # no record, an empty or corrupt one: not done
-    names = kept(dataset)
     values = dataset[list(names)].isel(region(grid, chunk))
     return record["sha256"] == digest({name: values[name].values for name in names})
 
@@ -239,10 +251,10 @@ def load(store: str | Path, *, complete: bool = True):
     if ident is None:
         raise ValueError(f"{store} is not an atlas (no Zarr group with the atlas's mark)")
     dataset = xr.open_zarr(store)
-    check_metrics(dataset)
+    names = kept(dataset)  # refuses a store of other metrics (check_metrics)
     fields = json.loads(dataset.attrs["grid"])
     grid = Grid(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
-    missing = [c for c in grid.chunks() if not is_complete(store, ident, grid, dataset, c)]
+    missing = [c for c in grid.chunks() if not is_complete(store, ident, grid, dataset, names, c)]
     if missing and complete:
         raise ValueError(
             f"{store}: {len(missing)} of {len(grid.chunks())} chunks are not complete "
@@ -252,7 +264,7 @@ def load(store: str | Path, *, complete: bool = True):
     if missing:
         dataset = dataset.load()
         for chunk in missing:
-            for name in kept(dataset):
+            for name in names:
                 dataset[name][region(grid, chunk)] = np.nan
         dataset.attrs["missing"] = json.dumps(missing)
     return dataset

@@ -27,6 +27,7 @@ from attn_lib.analysis.atlas_store import (
     curve_names,
     held,
     metric_names,
+    other_metrics,
 )
 
 
@@ -96,17 +97,13 @@ def prepare(
             found = {"effects": "[]", **dataset.attrs}  # a store older than the effects has none
             metrics = held(dataset)
         same = all(found.get(k) == attrs[k] for k in ("parameters", "grid", "effects"))
-        missing = [name for name in metric_names() if name not in metrics]
-        extra = [name for name in metrics if name not in metric_names()]
-        if same and metrics == metric_names():  # in order: each chunk's sha256 is in it
+        differ = other_metrics(metrics)
+        if same and not differ:
             return
         if not overwrite:
             other = [] if same else ["an atlas of other parameters, settings or effects"]
-            if metrics != metric_names():
-                other.append(
-                    f"other metrics than the registry's: missing {missing}, extra {extra}, "
-                    f"in the order {list(metrics)}"
-                )
+            if differ:
+                other.append(f"other metrics than the registry's: {differ}")
             raise ValueError(
                 f"{store} holds {' and '.join(other)}; "
                 "pass overwrite=True (--overwrite) to replace it"

@@ -202,14 +202,16 @@ def up_to_date(job: Job, record: dict) -> bool:
         return False  # missing or corrupt: the job runs again
 
 
+def judge(job: Job, spec: dict, library: str) -> tuple[dict, bool]:
+    """What ``job``'s outputs are made from now (its :func:`record`; a grid's holds its
+    panels' outputs as they are now), and whether they are :func:`up_to_date`."""
+    made_from = record(job, spec[job.figure], library)
+    return made_from, up_to_date(job, made_from)
+
+
 def all_up_to_date(spec: dict, figures: list[tuple[list[Job], Job]], library: str) -> bool:
-    """Whether every job of ``figures`` (:func:`expand`) is :func:`up_to_date`, each
-    grid judged on its panels' outputs as they are now."""
-    return all(
-        up_to_date(job, record(job, spec[job.figure], library))
-        for panels, grid in figures
-        for job in (*panels, grid)
-    )
+    """Whether every job of ``figures`` (:func:`expand`) is up to date (:func:`judge`)."""
+    return all(judge(job, spec, library)[1] for panels, grid in figures for job in (*panels, grid))
 
 
 def land(job: Job, record: dict) -> None:

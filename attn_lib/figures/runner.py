@@ -15,7 +15,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from attn_lib.checks import check_integer
-from attn_lib.figures.jobs import STAGING, Job, expand, land, record, up_to_date
+from attn_lib.figures.jobs import STAGING, Job, expand, judge, land, record
 from attn_lib.figures.paths import BUILD, SPEC, resolve
 from attn_lib.figures.spec import load_spec
 from attn_lib.files import exclusive, library_hash
@@ -70,17 +70,18 @@ def run(
     # Two runners on one folder would do the work twice and delete each other's files.
     busy = f"another runner is drawing into {out}; wait for it to finish, or use another --out"
 
-    def judge(job: Job) -> tuple[dict, bool]:
-        """What ``job``'s outputs are made from now, and whether they are up to date
-        (never with ``force``: then no output is hashed)."""
-        made_from = record(job, spec[job.figure], library)
-        return made_from, not force and up_to_date(job, made_from)
+    def judge_now(job: Job) -> tuple[dict, bool]:
+        """:func:`~attn_lib.figures.jobs.judge`; never up to date with ``force`` (then no
+        output is hashed)."""
+        if force:
+            return record(job, spec[job.figure], library), False
+        return judge(job, spec, library)
 
     with exclusive(out / LOCK, busy):
         every = [job for panels, grid in figures for job in (*panels, grid)]
-        judged = {} if force else {job.record: judge(job) for job in every}
+        judged = {} if force else {job.record: judge_now(job) for job in every}
         if force or not all(fresh for _, fresh in judged.values()):
-            tally = _draw(figures, judged, judge, build, jobs)
+            tally = _draw(figures, judged, judge_now, build, jobs)
         else:  # nothing to run: no kernel, and no papermill to import
             tally = Tally(up_to_date=total)
         shutil.rmtree(out / STAGING, ignore_errors=True)
@@ -102,13 +103,13 @@ def run(
 def _draw(
     figures: list[tuple[list[Job], Job]],
     judged: dict[Path, tuple[dict, bool]],
-    judge: Callable[[Job], tuple[dict, bool]],
+    judge_now: Callable[[Job], tuple[dict, bool]],
     build: Path,
     workers: int,
 ) -> Tally:
     """Run the jobs of ``figures`` that are not up to date on ``workers`` threads, each
     figure's grid once its panels are done. A job is as ``judged`` (by its record's path)
-    found it before the run, or judged when it would start (``judge``) if it was not
+    found it before the run, or judged when it would start (``judge_now``) if it was not
     (``force``) or if it is a grid whose panels ran: its record holds their outputs as
     they are now."""
     from tqdm.auto import tqdm
@@ -124,7 +125,7 @@ def _draw(
         if job.record in judged and all(judged[p.record][1] for p in its_panels):
             made_from, fresh = judged[job.record]
         else:
-            made_from, fresh = judge(job)
+            made_from, fresh = judge_now(job)
         if fresh:
             return False
         shutil.rmtree(job.stage, ignore_errors=True)  # what a killed run left
