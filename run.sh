@@ -4,7 +4,9 @@
 #   ./run.sh test      set up a fresh virtual environment and pass every test
 #   ./run.sh lab       open the notebooks in JupyterLab (setting up the environment first
 #                      if it has no JupyterLab); extra arguments go to `jupyter lab`
-# figures and test print how long every stage took.
+#   ./run.sh site      build the collection as a static site into build/site (setting up
+#                      the environment first if it has no Sphinx)
+# figures, test and site print how long every stage took.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -38,14 +40,21 @@ figures() {
     stage "draw every figure" env JAX_PLATFORMS=cpu "$VENV/bin/python" -m attn_lib figures
 }
 
-lab() {
-    [ -x "$VENV/bin/jupyter-lab" ] || stage "set up the environment" setup lab
+lab() {  # lab and site share one environment: neither clears the other's
+    [ -x "$VENV/bin/jupyter-lab" ] || stage "set up the environment" setup lab,site
     local root=()
     [ "$(id -u)" = 0 ] && root=(--allow-root)  # Jupyter refuses root without it
     # attn_lib.lab: TCP_NODELAY on the kernels' websockets (the explorer's redraw: ~30 ms less)
     exec "$VENV/bin/jupyter" lab --ServerApp.root_dir=. \
         --ServerApp.kernel_websocket_connection_class=attn_lib.lab.NoDelayConnection \
         --LabApp.default_url=/lab/tree/notebooks/explore.ipynb "${root[@]}" "$@"
+}
+
+site() {
+    [ -x "$VENV/bin/sphinx-build" ] || stage "set up the environment" setup lab,site
+    stage "build the site into build/site" \
+        env JAX_PLATFORMS=cpu "$VENV/bin/python" site/build.py build/site
+    echo "size: $(du -sh build/site | cut -f1)"
 }
 
 browser() {  # Debian's Chromium and its driver, for tests/test_browser.py
@@ -79,19 +88,25 @@ test_all() {
     stage "browser (Debian's Chromium)" browser
     stage "lint" lint
     # --durations: the slowest tests, printed each run, for when the stage must make room
-    stage "unit tests" "$VENV/bin/python" -m pytest -n 2 --durations=25 tests --ignore tests/test_browser.py
+    local browser_tests=(tests/test_browser.py tests/test_site.py tests/test_site_explorer.py)
+    stage "unit tests" "$VENV/bin/python" -m pytest -n 2 --durations=25 tests \
+        "${browser_tests[@]/#/--ignore=}"
     rm -rf "$produced"
     stage "draw every figure into $produced" "$VENV/bin/python" -m attn_lib figures --out "$produced"
     stage "compare with the committed figures" "$VENV/bin/python" -m attn_lib compare "$produced"
     # loadfile keeps each notebook's cells on one worker, in order.
     stage "notebooks (nbval)" "$VENV/bin/python" -m pytest -n 2 --dist loadfile \
         --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg notebooks
-    stage "browser (JupyterLab in Chromium)" "$VENV/bin/python" -m pytest tests/test_browser.py
+    # one process: the site is built once (tests/conftest.py), its explorer's maps
+    # compiled once
+    stage "browser (JupyterLab and the site in Chromium)" "$VENV/bin/python" -m pytest \
+        "${browser_tests[@]}"
 }
 
 case "${1:-}" in
     figures) figures ;;
     test) test_all ;;
     lab) shift; lab "$@" ;;
-    *) echo "usage: $0 figures|test|lab" >&2; exit 2 ;;
+    site) site ;;
+    *) echo "usage: $0 figures|test|lab|site" >&2; exit 2 ;;
 esac
