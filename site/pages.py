@@ -74,10 +74,10 @@ def gallery(figures: list[Figure]) -> str:
     for figure in figures:
         lines = figure.caption.strip().splitlines()
         parts.append(f"## {escaped(figure.name)}\n")
-        parts.append("\\\n".join(escaped(line) for line in lines) + "\n")
+        alt = " ".join(line.strip() for line in lines)  # its line breaks are the plot's
+        parts.append(escaped(alt) + "\n")
         if figure.formula:
             parts.append(f"**Formula:** {escaped(figure.formula)}\n")
-        alt = " ".join(line.strip() for line in lines)
         parts += [f"```{{image}} {image}\n:alt: {alt}\n```\n" for image in figure.images]
         files = ", ".join(f"[{path.rsplit('/', 1)[1]}]({path})" for path in figure.data)
         parts.append(f"**Data:** {files}\n")

@@ -6,9 +6,13 @@ from pathlib import Path
 
 # The tests' programs are small and each compiled once: XLA's backend optimisation
 # (LLVM's) costs more than it saves there (test_blockwise, test_attention and
-# test_report: 212 s with it, 151 s without, on 2 cores). Read when the backend starts,
-# so set before any test computes; the figure stage and nbval compile as users do.
-os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
+# test_report: 212 s with it, 151 s without, on 2 cores), and so do XLA's newer fusion
+# emitters (24 programs of the tiny families: 27.8 s of compiling with them, 14.9 s
+# without; benchmarks/RESULTS.md). Read when the backend starts, so set before any test
+# computes; the figure stage and nbval compile as users do.
+os.environ.setdefault(
+    "XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
+)
 
 import jax
 import numpy as np

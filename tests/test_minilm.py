@@ -1,5 +1,6 @@
 """all-MiniLM-L6-v2 in JAX against Hugging Face transformers (PyTorch), and its errors."""
 
+import functools
 import json
 import shutil
 
@@ -56,13 +57,16 @@ def test_a_modification_stays_in_its_layer_and_head(sentence):
     base = attn_lib.all_weights(sentence, None, modify_layer=2)
     modification = attn_lib.Modification("query", "inverse", 1e-3, head=5)
     modified = attn_lib.all_weights(sentence, modification, modify_layer=2)
-    np.testing.assert_array_equal(modified[:2], base[:2])  # layers below: untouched
+    # untouched: within float32's rounding (1e-6), which XLA may do otherwise in another
+    # program; what moves, moves by more than 1e-2
+    untouched = functools.partial(np.testing.assert_allclose, rtol=0, atol=1e-6)
+    untouched(modified[:2], base[:2])  # layers below
     others = [h for h in range(12) if h != 5]
-    np.testing.assert_array_equal(modified[2, others], base[2, others])
-    assert not np.allclose(modified[2, 5], base[2, 5])
-    assert not np.allclose(modified[3], base[3])  # the residual stream carries it on
+    untouched(modified[2, others], base[2, others])
+    assert np.abs(modified[2, 5] - base[2, 5]).max() > 1e-2
+    assert np.abs(modified[3] - base[3]).max() > 1e-2  # the residual stream carries it on
     value = attn_lib.Modification("value", "inverse", 1e-3)
-    np.testing.assert_array_equal(attn_lib.all_weights(sentence, value, modify_layer=2)[2], base[2])
+    untouched(attn_lib.all_weights(sentence, value, modify_layer=2)[2], base[2])
 
 
 def test_sweep_equals_single_calls_and_reuses_the_layers_below(sentence):

@@ -62,8 +62,10 @@ def test_a_kv_head_reaches_its_three_query_heads(fox):
     def changed(component, head):
         modification = attn_lib.Modification(component, "inverse", 1e-3, head=head)
         modified = np.asarray(attn_lib.all_weights(fox, modification, modify_layer=5))
-        np.testing.assert_array_equal(modified[:5], base[:5])  # layers below: untouched
-        return [h for h in range(9) if not np.array_equal(modified[5, h], base[5, h])]
+        # untouched: within float32's rounding, which XLA may do otherwise in another program
+        np.testing.assert_allclose(modified[:5], base[:5], rtol=0, atol=1e-6)  # layers below
+        moved = np.abs(modified[5] - base[5]).max((1, 2))
+        return [h for h in range(9) if moved[h] > 1e-6]
 
     assert changed("key", 1) == [3, 4, 5]
     assert changed("query", 4) == [4]
