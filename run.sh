@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The project's two entry points, on a machine with Python 3.11 and pip:
+# The project's entry points, on a machine with Python 3.11 and pip (figures and test
+# are the README's two commands):
 #   ./run.sh figures   set up a fresh virtual environment and draw every figure
 #   ./run.sh test      set up a fresh virtual environment and pass every test
 #   ./run.sh lab       open the notebooks in JupyterLab (setting up the environment first
@@ -62,7 +63,7 @@ browser() {  # Debian's Chromium and its driver, for tests/test_browser.py
         return
     fi
     if [ "$(id -u)" != 0 ]; then
-        echo "tests/test_browser.py needs Debian's chromium and chromium-driver:" \
+        echo "the browser tests need Debian's chromium and chromium-driver:" \
             "sudo apt-get install -y chromium chromium-driver" >&2
         return 1
     fi
@@ -97,8 +98,8 @@ test_all() {
     # loadfile keeps each notebook's cells on one worker, in order.
     stage "notebooks (nbval)" "$VENV/bin/python" -m pytest -n 2 --dist loadfile \
         --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg notebooks
-    # one process: the site is built once (tests/conftest.py), its explorer's maps
-    # compiled once
+    # one process: the explorer's maps, computed for the site's page and its own test,
+    # compile once
     stage "browser (JupyterLab and the site in Chromium)" "$VENV/bin/python" -m pytest \
         "${browser_tests[@]}"
 }
@@ -107,6 +108,7 @@ case "${1:-}" in
     figures) figures ;;
     test) test_all ;;
     lab) shift; lab "$@" ;;
-    site) site ;;
+    site) [ $# -eq 1 ] || { echo "usage: $0 site (it builds into build/site)" >&2; exit 2; }
+          site ;;
     *) echo "usage: $0 figures|test|lab|site" >&2; exit 2 ;;
 esac

@@ -26,6 +26,7 @@ from types import ModuleType
 
 from attn_lib.figures.paths import NOTEBOOKS, REPO
 from attn_lib.figures.spec import load_spec
+from attn_lib.files import exclusive
 
 SITE = Path(__file__).resolve().parent
 DEFAULT_OUT = REPO / "build" / "site"
@@ -148,9 +149,10 @@ def sphinx(src: Path, out: Path, doctrees: Path) -> list[str]:
 
 def build(out: Path = DEFAULT_OUT) -> None:
     """Build the site into ``out``, whole: a Sphinx warning raises ``RuntimeError`` (with
-    the warnings) and leaves ``out`` as it was. A folder ``out`` that holds anything but
-    an earlier build (Sphinx's ``.buildinfo``) is refused with ``ValueError`` before any
-    work: it would be replaced.
+    the warnings) and leaves ``out`` as it was. A folder ``out`` that is neither empty
+    nor an earlier build (it has no Sphinx ``.buildinfo``) is refused with ``ValueError``
+    before any work: it would be replaced; so is a second build into ``out`` while one
+    runs (a lock beside it).
 
     Everything is made in ``<out>-src`` beside it (the source tree, Sphinx's doctrees,
     myst-nb's output folder, the HTML), which is removed after a build and kept after a
@@ -161,17 +163,19 @@ def build(out: Path = DEFAULT_OUT) -> None:
     if out.exists() and not replaceable:
         raise ValueError(f"{out} is not a site this script built (it has no .buildinfo): kept")
     work = out.parent / f"{out.name}-src"
-    shutil.rmtree(work, ignore_errors=True)
-    source_tree(work / "src")
-    warnings = sphinx(work / "src", work / "html", work / "doctrees")
-    if warnings:
-        raise RuntimeError(f"{len(warnings)} Sphinx warnings:\n" + "\n".join(warnings))
-    for source_map in (work / "html").rglob("*.map"):  # the theme's, for its developers
-        source_map.unlink()
-    if out.exists():
-        out.rename(work / "old")
-    (work / "html").rename(out)
-    shutil.rmtree(work)
+    busy = f"another build is writing {out}; wait for it to finish"
+    with exclusive(out.parent / f".{out.name}.lock", busy):
+        shutil.rmtree(work, ignore_errors=True)
+        source_tree(work / "src")
+        warnings = sphinx(work / "src", work / "html", work / "doctrees")
+        if warnings:
+            raise RuntimeError(f"{len(warnings)} Sphinx warnings:\n" + "\n".join(warnings))
+        for source_map in (work / "html").rglob("*.map"):  # the theme's, for its developers
+            source_map.unlink()
+        if out.exists():
+            out.rename(work / "old")
+        (work / "html").rename(out)
+        shutil.rmtree(work)
 
 
 def main(argv: list[str]) -> int:

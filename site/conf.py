@@ -11,6 +11,7 @@ myst_heading_anchors = 3  # the README's and docs' links to a section (#what-the
 # No math ($…$ is text, myst's dollarmath being off): Sphinx adds MathJax, from its CDN,
 # only to a page with math, and tests/test_site.py fails a page that fetches from the network.
 exclude_patterns = ["_static"]
+smartquotes = False  # text as written: a shape's 'layers heads T T', a caption's stack's
 
 autodoc_typehints = "description"  # jaxtyping's shapes read as text beside each parameter
 autodoc_member_order = "bysource"

@@ -20,9 +20,18 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pytest
+
 import attn_lib.lab
 from attn_lib.figures.paths import REPO
 
+# A test of the browser skips where Debian's chromium and chromium-driver are missing,
+# and fails there under ./run.sh test (ATTN_LIB_REQUIRE_BROWSER=1).
+requires_browser = pytest.mark.skipif(
+    not (shutil.which("chromium") and shutil.which("chromedriver"))
+    and not os.environ.get("ATTN_LIB_REQUIRE_BROWSER"),
+    reason="Debian's chromium and chromium-driver are not installed",
+)
 WAIT = 120  # seconds for anything a kernel does (the first MiniLM load is ~8 s here)
 CHROMIUM_FLAGS = (  # as root, and without the network this machine does not have
     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

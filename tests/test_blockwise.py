@@ -284,6 +284,16 @@ def test_minilm_with_padding_blockwise_equals_dense():
     assert_source_equal(source, Modification("query", "scale", 1e-3), 2, 4)
 
 
+@pytest.mark.parametrize("case", ["gemma2", "gemma3"])
+def test_a_value_change_crosses_the_norms_after_attention_blockwise(case):
+    """Value in layer 0 reaches layer 1 through Gemma's norms after attention and after
+    the MLP, blockwise as densely (Value mean: a norm after attention would undo a
+    scale)."""
+    source = models.load(FAMILIES / case, text=TEXT)
+    rows = assert_source_equal(source, Modification("value", "mean", 0.0), 0, 4)
+    assert float(rows["total_variation"][1].max()) > 1e-2
+
+
 # The real models take their tiny families' code paths above: SmolLM2 the llama one,
 # Gemma-3 the gemma3 one (local and global windows, QK-norm, norms after attention and
 # the MLP). Their own checks cost 40 s (SmolLM2) and 40 s (Gemma-3) of CI, removed to

@@ -8,9 +8,7 @@ ATTN_LIB_REQUIRE_BROWSER=1: there a missing browser fails, not skips.
 """
 
 import difflib
-import os
 import re
-import shutil
 import subprocess
 
 import lab
@@ -19,11 +17,7 @@ import pytest
 
 from attn_lib.figures.paths import NOTEBOOKS, REPO
 
-pytestmark = pytest.mark.skipif(
-    not (shutil.which("chromium") and shutil.which("chromedriver"))
-    and not os.environ.get("ATTN_LIB_REQUIRE_BROWSER"),
-    reason="Debian's chromium and chromium-driver are not installed",
-)
+pytestmark = lab.requires_browser
 
 
 def _repository_state() -> str:

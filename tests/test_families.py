@@ -149,7 +149,7 @@ def test_a_modification_reaches_a_family_source():
     key = Modification("key", "scale", 1e-3, head=1)  # KV head 1 serves query heads 2, 3
     moved = np.abs(np.asarray(all_weights(source, key, modify_layer=1)) - base).max((2, 3))
     # untouched: within float32's rounding, which XLA may do otherwise in another program
-    assert moved[0].max() < 1e-6 and moved[1, :2].max() < 1e-6 and moved[1, 2:].min() > 0.01
+    assert moved[0].max() < 1e-5 and moved[1, :2].max() < 1e-5 and moved[1, 2:].min() > 0.01
 
 
 def test_ids_need_no_tokenizer_and_bos_is_the_checkpoints_choice(tmp_path):

@@ -57,9 +57,9 @@ def test_a_modification_stays_in_its_layer_and_head(sentence):
     base = attn_lib.all_weights(sentence, None, modify_layer=2)
     modification = attn_lib.Modification("query", "inverse", 1e-3, head=5)
     modified = attn_lib.all_weights(sentence, modification, modify_layer=2)
-    # untouched: within float32's rounding (1e-6), which XLA may do otherwise in another
+    # untouched: within float32's rounding (1e-5), which XLA may do otherwise in another
     # program; what moves, moves by more than 1e-2
-    untouched = functools.partial(np.testing.assert_allclose, rtol=0, atol=1e-6)
+    untouched = functools.partial(np.testing.assert_allclose, rtol=0, atol=1e-5)
     untouched(modified[:2], base[:2])  # layers below
     others = [h for h in range(12) if h != 5]
     untouched(modified[2, others], base[2, others])

@@ -26,7 +26,7 @@ EXCEPTIONS = {  # a command that cannot run in a test: why, and what covers it
     "./run.sh lab": "a server waiting for a browser: tests/test_browser.py drives one",
     "./run.sh site": "sets up .venv's site extra; tests/test_site.py builds the site the "
     "same way (site/build.py)",
-    "python -m http.server -d build/site": "a server that waits for a browser: "
+    "python -m http.server -d build/site --bind 127.0.0.1": "a server that waits for a browser: "
     "tests/test_site.py serves the site it builds so, at a port the system chooses",
     "python -m attn_lib figures": "the whole build: CI's figure stage runs it",
     "python -m attn_lib notebooks": "about 5 minutes: tests/test_notebooks.py re-makes "

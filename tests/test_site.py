@@ -10,7 +10,6 @@ page for every notebook. The build's pure parts are checked without a browser.
 import functools
 import html
 import importlib.util
-import os
 import re
 import shutil
 import subprocess
@@ -24,6 +23,7 @@ from markdown_it import MarkdownIt
 
 from attn_lib.figures.paths import NOTEBOOKS, REPO
 from attn_lib.figures.spec import load_spec
+from attn_lib.files import exclusive
 
 BUILD_SCRIPT = REPO / "site" / "build.py"
 ON_SITE = ("data:", "blob:", "about:")  # what a page may load that is not a file of the site
@@ -35,11 +35,7 @@ _spec.loader.exec_module(build)
 pages = build.pages
 served = build._sibling("explorer").served  # the site's folder over HTTP, at port 0
 
-browser = pytest.mark.skipif(
-    not (shutil.which("chromium") and shutil.which("chromedriver"))
-    and not os.environ.get("ATTN_LIB_REQUIRE_BROWSER"),
-    reason="Debian's chromium and chromium-driver are not installed",
-)
+browser = lab.requires_browser
 
 
 @pytest.fixture(scope="session")
@@ -99,6 +95,8 @@ images.forEach((image) => { image.loading = 'eager'; });
 Promise.allSettled(images.map((image) => image.decode())).then(() => done({
   undecoded: images.filter((i) => !(i.complete && i.naturalWidth > 0))
     .map((i) => (i.getAttribute('src') || '').slice(0, 80)),
+  unlabelled: images.filter((i) => !i.alt.trim())
+    .map((i) => (i.getAttribute('src') || '').slice(0, 80)),
   hrefs: [...document.querySelectorAll('a[href]')].map((a) => a.getAttribute('href')),
   resources: [
     ...[...document.querySelectorAll('script[src], img[src], iframe[src], source[src]')]
@@ -122,16 +120,21 @@ def driver():
 
 def problems(driver, site: Path, url: str, page: Path) -> list[str]:
     """What is wrong with ``page`` of ``site`` (served at ``url``) in ``driver``: its
-    console errors, images that do not decode, broken links and off-site resources."""
+    console errors, images that do not decode or have no alternative text, broken links
+    and off-site resources."""
     name, base = page.relative_to(site).as_posix(), url + "/"
     driver.get(base + name)
     ready = "return document.readyState === 'complete'"
     lab.wait(driver, lambda: driver.execute_script(ready), f"{name} to load")
+    if driver.execute_script("return !!document.getElementById('attn-explorer')"):
+        # the explorer fetches its data and paints after the load: its errors come later
+        lab.wait(driver, lambda: lab.explorer_view(driver)[0], f"{name}'s explorer to paint")
     seen = driver.execute_async_script(LOOK)
     errors = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     return [
         *(f"{name}: console: {message}" for message in errors),
         *(f"{name}: image not decoded: {src}" for src in seen["undecoded"]),
+        *(f"{name}: image without alternative text: {src}" for src in seen["unlabelled"]),
         *broken_links(site, page, seen["hrefs"]),
         *(f"{name}: off-site: {resource}" for resource in off_site(seen["resources"], base)),
     ]
@@ -154,6 +157,7 @@ def test_a_page_with_each_fault_is_caught(tmp_path, driver):
     page = tmp_path / "bad.html"
     page.write_text(
         '<img src="gone.png" alt="a"><img src="data:image/png;base64,AAAA" alt="b">'
+        '<img src="data:image/png;base64,AAAA">'
         '<a href="gone.html">c</a><script>console.error("boom")</script>'
         '<script src="https://cdn.example.org/m.js"></script>'
     )
@@ -164,6 +168,7 @@ def test_a_page_with_each_fault_is_caught(tmp_path, driver):
         ERR_NAME_NOT_RESOLVED
         image not decoded: gone.png
         image not decoded: data:image/png;base64,AAAA
+        image without alternative text: data:image/png;base64,AAAA
         'gone.html' names no file
         off-site: https://cdn.example.org/m.js"""
     assert [f for f in map(str.strip, faults.splitlines()) if f not in found] == [], found
@@ -277,11 +282,15 @@ def test_a_warning_fails_the_build_and_leaves_the_site_as_it_was(tmp_path, monke
     with pytest.raises(RuntimeError, match=r"1 Sphinx warnings:\n.*image file not found"):
         build.build(out)
     assert (out / "index.html").read_text() == "the last whole build"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "site", "site-src"]  # kept
+    kept = [".site.lock", "a_file", "site", "site-src"]  # the failure's work is kept
+    assert sorted(p.name for p in tmp_path.iterdir()) == kept
     monkeypatch.setattr(build, "sphinx", sphinx(None))
+    with exclusive(tmp_path / ".site.lock", "held"):  # a build running: a second is refused
+        with pytest.raises(ValueError, match="another build is writing"):
+            build.build(out)
     build.build(out)
     assert (out / "index.html").read_text() == "a new build"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "site"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".site.lock", "a_file", "site"]
 
 
 # sphinx-book-theme 1.4 reads an attribute Sphinx 11 will remove: not this test's concern

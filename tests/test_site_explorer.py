@@ -6,10 +6,9 @@ hatched. The page is the raw HTML of site/explorer.md on its own, served over HT
 port the system chooses; it does not depend on the site's build."""
 
 import base64
+import copy
 import importlib.util
 import json
-import os
-import shutil
 
 import lab
 import numpy as np
@@ -24,11 +23,7 @@ from attn_lib.figures.paths import REPO
 from attn_lib.figures.spec import load_spec
 from attn_lib.modification import format_epsilon
 
-browser = pytest.mark.skipif(
-    not (shutil.which("chromium") and shutil.which("chromedriver"))
-    and not os.environ.get("ATTN_LIB_REQUIRE_BROWSER"),
-    reason="Debian's chromium and chromium-driver are not installed",
-)
+browser = lab.requires_browser
 FEW = (1e-10, 1e-3, 0.5, 1.0)  # the seed's three and the unmodified map
 
 
@@ -71,6 +66,12 @@ def test_the_settings_are_the_figures_rows_and_the_epsilons_the_sliders_stops():
     figure = {"kind": "inverse", "seq_len": 10, "two_scale": True, "gain": 1.0}
     assert value == {**figure, "modify_layer": 0, "observe_layer": 1, "observe_head": 0}
     assert found["minilm"]["components"]["query"]["observe_head"] == 9
+    assert found["synthetic"]["label"] == "synthetic two-scale stack, inverse (figures/qkv_grid)"
+    assert found["synthetic-causal"]["label"].endswith(", scale (figures/qkv_grid_scale)")
+    spec = copy.deepcopy(load_spec())
+    spec["qkv_grid"]["panel"]["kind"] = "scale"  # the counter-example: the label follows it
+    relabelled = figure_settings(["synthetic"], spec)["synthetic"]["label"]
+    assert relabelled == "synthetic two-scale stack, scale (figures/qkv_grid)"
     assert len(EPSILONS) == 31 and list(EPSILONS) == sorted(EPSILONS)
     assert set(SEED_EPSILONS) <= set(EPSILONS)
     labels = [format_epsilon(epsilon) for epsilon in EPSILONS]

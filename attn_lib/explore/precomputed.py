@@ -17,16 +17,14 @@ from attn_lib.figures import panels
 from attn_lib.figures.spec import load_spec, panel_grid
 from attn_lib.modification import COMPONENTS, format_epsilon
 
-# The settings the page offers: its name → (the figure whose rows it takes, its label).
-# The seed's grid on the two-scale stack, the same under scale on a causal stack (its
-# future keys hatched), and MiniLM: the headline figure and a real model.
+# The settings the page offers: its name → (the figure whose rows it takes, what its
+# stack or model is). The seed's grid on the two-scale stack, a causal stack with a sink
+# (its future keys hatched), and MiniLM: the headline figure and a real model. The
+# label adds the figure's kind, read from the figure.
 SETTINGS = {
-    "synthetic": ("qkv_grid", "synthetic two-scale stack, inverse (figures/qkv_grid)"),
-    "synthetic-causal": (
-        "qkv_grid_scale",
-        "synthetic causal stack with a sink, scale (figures/qkv_grid_scale)",
-    ),
-    "minilm": ("qkv_grid_minilm", "all-MiniLM-L6-v2, inverse (figures/qkv_grid_minilm)"),
+    "synthetic": ("qkv_grid", "synthetic two-scale stack"),
+    "synthetic-causal": ("qkv_grid_scale", "synthetic causal stack with a sink"),
+    "minilm": ("qkv_grid_minilm", "all-MiniLM-L6-v2"),
 }
 # 1, 2 and 5 in each decade from 1e-10 to 1: 31 ε, roughly log-spaced, the seed's three
 # among them, and each written exactly by the titles' one significant digit.
@@ -47,7 +45,7 @@ def figure_settings(names=tuple(SETTINGS), spec: dict | None = None) -> dict[str
     for name in names:
         if name not in SETTINGS:
             raise ValueError(f"no setting {name!r}; the settings are {sorted(SETTINGS)}")
-        figure, label = SETTINGS[name]
+        figure, what = SETTINGS[name]
         if figure not in spec:
             raise ValueError(f"setting {name!r}: the spec has no figure {figure!r}")
         components = {}
@@ -67,6 +65,8 @@ def figure_settings(names=tuple(SETTINGS), spec: dict | None = None) -> dict[str
                 f"({', '.join(COMPONENTS)}); its rows are {rows}"
             )
         ordered = {component: components[component][0] for component in COMPONENTS}
+        kinds = sorted({p.get("kind", panels.PANEL_DEFAULTS["kind"]) for p in ordered.values()})
+        label = f"{what}, {' and '.join(kinds)} (figures/{figure})"
         found[name] = {"label": label, "figure": figure, "components": ordered}
     return found
 
@@ -82,8 +82,8 @@ def precompute(settings: dict[str, dict], epsilons=EPSILONS) -> dict:
     Returns ``{"epsilons": (E,) floats, "epsilon_labels": [E], "settings": {name:
     {"label", "figure", "components": {component: {"weights": float32 (E, rows,
     columns), "mask": uint8 (rows, columns), 1 where a query cannot look, "tokens",
-    "titles": [E], "alts": [E], "parameters": the explorer's, ε aside, "note": what
-    the explorer says of the view, or ""}}}}}``.
+    "titles": [E], "alts": [E], "note": what the explorer says of the view, or
+    ""}}}}}``.
     """
     epsilons = tuple(epsilons)
     for name, setting in settings.items():
@@ -120,7 +120,6 @@ def precompute(settings: dict[str, dict], epsilons=EPSILONS) -> dict:
                 "tokens": list(view.tokens),
                 "titles": titles,
                 "alts": alts,
-                "parameters": {k: v for k, v in explorer.params.items() if k != "epsilon"},
                 "note": explorer.note,
             }
         drawn[name] = {**{k: setting[k] for k in ("label", "figure")}, "components": components}
