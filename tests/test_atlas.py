@@ -191,13 +191,17 @@ def test_effects_are_kept_per_setting_when_asked_for(tmp_path):
     atlas.build(source, store, grid, parameters={"source": "gemma2"}, progress=False, effects=True)
     data = atlas.load(store)
     assert data["kl"].dims == atlas_store.SETTING_DIMS
-    expected = effects(source, Modification("value", "scale", 1.0), [0.0, 0.5], modify_layer=1)
-    for name in ("kl", "loss", "loss_reference", "agreement"):
-        got = data[name].sel(component="value", kind="scale", modify_layer=1).values
-        # atol: Gemma-2's norm after attention undoes Value scale 0.5, so its KL is 0 up
-        # to float32's rounding, whose sign and size vary with the threads' order
-        expected_value = np.broadcast_to(expected[name], (2,))
-        np.testing.assert_allclose(got, expected_value, rtol=1e-5, atol=1e-6)
+    # Value: Gemma-2's norm after attention undoes scale 0.5, so its KL is 0 up to
+    # float32's rounding (atol); Query at 0.5 is not undone, and tells the layers apart
+    for component, layer in (("value", 1), ("query", 1), ("query", 0)):
+        modification = Modification(component, "scale", 1.0)
+        expected = effects(source, modification, [0.0, 0.5], modify_layer=layer)
+        for name in ("kl", "loss", "loss_reference", "agreement"):
+            got = data[name].sel(component=component, kind="scale", modify_layer=layer).values
+            expected_value = np.broadcast_to(expected[name], (2,))
+            np.testing.assert_allclose(got, expected_value, rtol=1e-5, atol=1e-6)
+    query_kl = data["kl"].sel(component="query", kind="scale", epsilon=0.5).values
+    assert abs(query_kl[0] - query_kl[1]) > 1e-4, "the two layers' Query effects differ"
     # a chunk's record covers its effects: one changed value makes it incomplete
     zarr.open_group(str(store), mode="r+")["kl"][0, 0, 0, 0] = 99.0
     with pytest.raises(ValueError, match=r"1 of 8 chunks are not complete"):
