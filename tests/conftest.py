@@ -2,6 +2,7 @@ import importlib.util
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 # The tests' programs are small and each compiled once: XLA's backend optimisation
@@ -23,6 +24,20 @@ from attn_lib.models import gemma3, minilm, smollm2
 # Mixed-dtype arithmetic must be deliberate in the library (strict promotion, as in
 # Equinox's tests).
 jax.config.update("jax_numpy_dtype_promotion", "strict")
+
+
+@pytest.fixture(scope="session")
+def site(tmp_path_factory) -> Path:
+    """The site, built once a session by the script ``./run.sh site`` runs
+    (``site/build.py``), from the committed notebooks (``tests/test_site.py`` and
+    ``tests/test_site_explorer.py`` open it)."""
+    out = tmp_path_factory.mktemp("site") / "site"
+    script = Path(__file__).resolve().parents[1] / "site" / "build.py"
+    done = subprocess.run(
+        [sys.executable, str(script), str(out)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr[-5000:]
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -38,17 +38,6 @@ served = build._sibling("explorer").served  # the site's folder over HTTP, at po
 browser = lab.requires_browser
 
 
-@pytest.fixture(scope="session")
-def site(tmp_path_factory) -> Path:
-    """The site, built by the command ``./run.sh site`` runs."""
-    out = tmp_path_factory.mktemp("site") / "site"
-    done = subprocess.run(
-        [sys.executable, str(BUILD_SCRIPT), str(out)], cwd=REPO, capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr[-5000:]
-    return out
-
-
 def missing_pages(site: Path, notebooks: list[str]) -> list[str]:
     """The ``notebooks`` (stems) that have no page in ``site``."""
     return [stem for stem in notebooks if not (site / "notebooks" / f"{stem}.html").is_file()]

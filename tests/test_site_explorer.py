@@ -2,8 +2,8 @@
 attn_lib/explore/precomputed.py): its maps are the notebook explorer's, and in headless
 Chromium (tests/lab.py, as tests/test_browser.py) the slider and the menus repaint the
 canvas in the colour table's entry for each weight, with the future keys of a causal map
-hatched. The page is the raw HTML of site/explorer.md on its own, served over HTTP at a
-port the system chooses; it does not depend on the site's build."""
+hatched. The page is the built site's (the session's one build, tests/conftest.py),
+served over HTTP at a port the system chooses."""
 
 import base64
 import copy
@@ -163,20 +163,19 @@ def _errors(driver) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def page(tmp_path_factory):
-    """The page (its folder, served), its data as it reads them, and a Chromium driver."""
-    site = _site_explorer()
-    folder = tmp_path_factory.mktemp("site-explorer")
-    site.standalone(folder)
+def page(site):
+    """The explorer's page in the built site (its folder, served), its data as it reads
+    them, and a Chromium driver."""
+    explorer = _site_explorer()
     heatmap = REPO / "attn_lib" / "explore" / "heatmap.js"
-    assert (folder / "_static" / "heatmap.js").read_bytes() == heatmap.read_bytes()
-    data = json.loads((folder / "_static" / site.DATA).read_text())
-    with site.served(folder) as url, lab.chromium() as driver:
-        yield folder, url, data, driver
+    assert (site / "_static" / "heatmap.js").read_bytes() == heatmap.read_bytes()
+    data = json.loads((site / "_static" / explorer.DATA).read_text())
+    with explorer.served(site) as url, lab.chromium() as driver:
+        yield site, url, data, driver
 
 
 def _open(driver, url: str) -> None:
-    driver.get(f"{url}/index.html")
+    driver.get(f"{url}/explorer.html")
     lab.wait(driver, lambda: lab.explorer_view(driver)[0], "the explorer's map", 30)
 
 
@@ -303,11 +302,11 @@ def test_a_page_without_its_data_says_so_and_logs_an_error(page, tmp_path):
     folder, _, _, driver = page
     site = _site_explorer()
     (tmp_path / "_static").mkdir()
-    for name in ("index.html", "_static/explorer.js", "_static/heatmap.js"):  # no data
+    for name in ("explorer.html", "_static/explorer.js", "_static/heatmap.js"):  # no data
         (tmp_path / name).write_bytes((folder / name).read_bytes())
     _errors(driver)  # what came before
     with site.served(tmp_path) as url:
-        driver.get(f"{url}/index.html")
+        driver.get(f"{url}/explorer.html")
         lab.wait(driver, lambda: "could not start" in driver.page_source, "the message", 30)
         assert "explorer-data.json: 404" in driver.page_source
     assert any("explorer-data.json" in error for error in _errors(driver))
