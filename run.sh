@@ -98,8 +98,7 @@ test_all() {
     # loadfile keeps each notebook's cells on one worker, in order.
     stage "notebooks (nbval)" "$VENV/bin/python" -m pytest -n 2 --dist loadfile \
         --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg notebooks
-    # one process: the explorer's maps, computed for the site's page and its own test,
-    # compile once
+    # one process: the site is built once for its two test files (tests/conftest.py)
     stage "browser (JupyterLab and the site in Chromium)" "$VENV/bin/python" -m pytest \
         "${browser_tests[@]}"
 }
