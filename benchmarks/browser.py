@@ -4,10 +4,10 @@ clock, for the canvas view (the page paints the numbers the kernel sends) and th
 view (the kernel draws a picture), side by side, on synthetic (T = 10), MiniLM (T = 16)
 and SmolLM2 at T = 256 (the panel's limit); and the first load of each real source.
 Beside it, the site's explorer page (site/explorer.py, no kernel): the time from the ε
-slider's 'input' to the new map, on the page tests/test_site_explorer.py opens.
+slider's 'input' to the new map, on the explorer's page alone (site/explorer.py's
+standalone()).
 Needs Debian's chromium and chromium-driver."""
 
-import importlib.util
 import sys
 import tempfile
 import time
@@ -194,9 +194,7 @@ def _site_case(moves: int) -> dict:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
-    spec = importlib.util.spec_from_file_location("attn_site_explorer", REPO / "site/explorer.py")
-    site = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(site)
+    site = lab.site_module("explorer")
     latencies, tokens = {}, {}
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()

@@ -12,6 +12,7 @@ nothing. A Sphinx warning (a link that does not resolve, an image that is missin
 the build.
 """
 
+import functools
 import importlib.util
 import io
 import json
@@ -33,6 +34,7 @@ DEFAULT_OUT = REPO / "build" / "site"
 DOCUMENTS = ("docs", "benchmarks/RESULTS.md")  # the pages beside the notebooks, as in the repo
 
 
+@functools.cache
 def _sibling(name: str) -> ModuleType:
     """``site/<name>.py``, imported by its path (``site/`` is run, not installed)."""
     spec = importlib.util.spec_from_file_location(f"attn_site_{name}", SITE / f"{name}.py")

@@ -7,6 +7,8 @@ chromedriver with selenium (Playwright's own browser cannot be downloaded here).
 """
 
 import contextlib
+import functools
+import importlib.util
 import json
 import os
 import secrets
@@ -19,6 +21,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -32,6 +35,18 @@ requires_browser = pytest.mark.skipif(
     and not os.environ.get("ATTN_LIB_REQUIRE_BROWSER"),
     reason="Debian's chromium and chromium-driver are not installed",
 )
+
+
+@functools.cache
+def site_module(name: str) -> ModuleType:
+    """``site/<name>.py``, imported once by its path: ``site/`` is run, not installed (and
+    a folder named ``site`` is no package: Python has a module of that name)."""
+    spec = importlib.util.spec_from_file_location(f"attn_site_{name}", REPO / "site" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 WAIT = 120  # seconds for anything a kernel does (the first MiniLM load is ~8 s here)
 CHROMIUM_FLAGS = (  # as root, and without the network this machine does not have
     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -9,7 +9,6 @@ page for every notebook. The build's pure parts are checked without a browser.
 
 import functools
 import html
-import importlib.util
 import re
 import shutil
 import subprocess
@@ -25,15 +24,12 @@ from attn_lib.figures.paths import NOTEBOOKS, REPO
 from attn_lib.figures.spec import load_spec
 from attn_lib.files import exclusive
 
-BUILD_SCRIPT = REPO / "site" / "build.py"
 ON_SITE = ("data:", "blob:", "about:")  # what a page may load that is not a file of the site
 OFFLINE = "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"
 
-_spec = importlib.util.spec_from_file_location("attn_site_build", BUILD_SCRIPT)
-build = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(build)
+build = lab.site_module("build")
 pages = build.pages
-served = build._sibling("explorer").served  # the site's folder over HTTP, at port 0
+served = lab.site_module("explorer").served  # the site's folder over HTTP, at port 0
 
 browser = lab.requires_browser
 

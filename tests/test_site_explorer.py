@@ -7,7 +7,6 @@ served over HTTP at a port the system chooses."""
 
 import base64
 import copy
-import importlib.util
 import json
 
 import lab
@@ -25,16 +24,6 @@ from attn_lib.modification import format_epsilon
 
 browser = lab.requires_browser
 FEW = (1e-10, 1e-3, 0.5, 1.0)  # the seed's three and the unmodified map
-
-
-def _site_explorer():
-    """site/explorer.py (a folder named ``site`` is no package: Python's own is)."""
-    spec = importlib.util.spec_from_file_location(
-        "attn_site_explorer", REPO / "site" / "explorer.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _check_maps(found: dict, epsilons) -> None:
@@ -129,7 +118,7 @@ def test_a_figure_that_is_no_setting_is_refused():
 
 
 def test_the_page_data_decodes_to_the_maps():
-    site = _site_explorer()
+    site = lab.site_module("explorer")
     found = precompute(figure_settings(["synthetic-causal"]), (1e-3, 0.5))
     data = json.loads(json.dumps(site.page_data(found)))  # as the page reads it
     assert base64.b64decode(data["colours"]) == colour_table()
@@ -145,7 +134,7 @@ def test_the_page_data_decodes_to_the_maps():
 
 
 def test_the_page_is_its_one_raw_html_block(tmp_path):
-    site = _site_explorer()
+    site = lab.site_module("explorer")
     assert '<script type="module" src="_static/explorer.js">' in site.raw_html()
     assert 'id="attn-explorer"' in site.raw_html()
     two = tmp_path / "two.md"
@@ -166,7 +155,7 @@ def _errors(driver) -> list[str]:
 def page(site):
     """The explorer's page in the built site (its folder, served), its data as it reads
     them, and a Chromium driver."""
-    explorer = _site_explorer()
+    explorer = lab.site_module("explorer")
     heatmap = REPO / "attn_lib" / "explore" / "heatmap.js"
     assert (site / "_static" / "heatmap.js").read_bytes() == heatmap.read_bytes()
     data = json.loads((site / "_static" / explorer.DATA).read_text())
@@ -300,7 +289,7 @@ def test_the_pages_model_refuses_what_it_does_not_hold(page):
 def test_a_page_without_its_data_says_so_and_logs_an_error(page, tmp_path):
     """The counter-example of the console check above: it sees a failing page."""
     folder, _, _, driver = page
-    site = _site_explorer()
+    site = lab.site_module("explorer")
     (tmp_path / "_static").mkdir()
     for name in ("explorer.html", "_static/explorer.js", "_static/heatmap.js"):  # no data
         (tmp_path / name).write_bytes((folder / name).read_bytes())
