@@ -66,6 +66,17 @@ def test_no_single_scale_gives_three_distinct_columns_with_a_visible_5e_1(calibr
     assert calibrate.three_distinct_columns(fake)["gains"].size == 1
 
 
+def test_the_calibration_holds_still_under_a_rounding_sized_change_of_the_gain(monkeypatch):
+    """Gains 1e-7 apart (float32's rounding of a gain) give the same distances: another
+    CPU's rounding cannot move the figure. In float32 (the counter-example) one of them
+    moves the Value row's distance at gain 0.013 from 0.899 to 0.889."""
+    gains = calibrate.GAINS[1] * (1 + np.arange(-8, 9) * 1e-7)
+    spread = lambda: np.ptp(calibrate.calibration(gains)["apart"], axis=0).max()  # noqa: E731
+    assert spread() < 1e-6
+    monkeypatch.setattr(calibrate, "float64", lambda source: source)
+    assert spread() > 1e-3
+
+
 def test_the_seed_grid_uses_the_most_distinct_gain(calibrated):
     gain, closest = calibrate.three_distinct_columns(calibrated)["most distinct"]
     assert closest > report.DISTINCT

@@ -205,6 +205,34 @@ def test_the_effects_drawings_pass_the_checks():
             assert style_check.check(fig) == []
 
 
+def test_the_twins_axes_hold_still_when_the_data_move_by_another_cpus_rounding(monkeypatch):
+    """The twin's y limits depend on no digit that rounding decides: moved by what two
+    CPUs measured apart (7.5e-4 relative, 5.7e-6 absolute, a 0 by 1e-8 of either sign), the
+    committed Gemma-3 twin keeps every axis; with the data's own limits (the
+    counter-example) it does not."""
+    from attn_lib.analysis import effects
+
+    with np.load(ROOT / "figures" / "effects" / "twin_gemma3.npz") as data:
+        flat = {k: data[k] for k in data.files if k != "parameters"}
+    rng = np.random.default_rng(0)
+    moved = {
+        k: v
+        if k.startswith("epsilons")
+        else v * (1 + rng.choice([-7.5e-4, 7.5e-4], v.shape))
+        + rng.uniform(-5.7e-6, 5.7e-6, v.shape)
+        for k, v in flat.items()
+    }
+
+    def limits(flat):
+        curves = effects.unflatten(flat)
+        fig = effect_plots.twin(curves, curves.pop("epsilons"), title="twin")
+        return [ax.get_ylim() for ax in fig.axes]
+
+    assert limits(flat) == limits(moved)
+    monkeypatch.setattr(style, "symlog_limits", lambda values, linthresh: None)
+    assert limits(flat) != limits(moved)
+
+
 def figure_files():
     spec = load_spec(ROOT / "figures" / "figures.yaml")
     for figure, entry in spec.items():

@@ -253,13 +253,14 @@ def check_all(seed: dict, masked=None, checks: dict = OBSERVATIONS) -> list[dict
 
 
 def markdown(rows: list[dict], name: str = "check") -> str:
-    """Rows of :func:`check_all` as a Markdown table, every text in full."""
+    """Rows of :func:`check_all` as a Markdown table, every text in full (a number
+    below float32's rounding as "0 ± 1e-5", :func:`attn_lib.metrics.format_measured`)."""
     lines = ["| | holds? | number | standard | evidence |", "|---|---|---|---|---|"]
     for row in rows:
         cells = (
             f"**{row[name]}** {row['statement']}",
             row["verdict"],
-            f"{row['number']:.4g}",
+            metrics.format_measured(row["number"], ".4g"),
             row["standard"],
             row["evidence"],
         )

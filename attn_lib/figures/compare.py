@@ -1,8 +1,9 @@
 """Figure regression: what a figures run produced against the committed figures.
 
 Panel data (``.npz``) must agree with equal parameters: attention weights within
-:data:`WEIGHTS_ATOL`, any other number within rtol 1e-4 and atol 1e-5 (a NaN only
-where the committed one has a NaN). Every PNG must
+:data:`WEIGHTS_ATOL`, float32's central differences within :data:`CANCELLATION_RTOL`,
+any other number within :data:`RTOL` and :data:`ATOL` (a NaN only where the committed
+one has a NaN). Every PNG must
 match within an RMS of 2 (of 255) by ``matplotlib.testing.compare.compare_images``. A
 failing PNG's diff image is kept. Only regular files are opened.
 """
@@ -14,9 +15,13 @@ from pathlib import Path
 import numpy as np
 
 # The numbers beside a notebook's figures (KL, losses, rates, means over thousands of
-# float32 rows) carry the same machine-to-machine rounding, summed: a tenth of a
-# thousandth, relative, is far below anything a figure or a stated number shows.
-RTOL, ATOL = 1e-4, 1e-5
+# float32 rows) carry the machine-to-machine rounding summed: measured between two
+# machines (AMD EPYC AVX-512 and CI's earlier one), at most 7.5e-4 relative on a value
+# above 1e-3 (Gemma-3's head-ablation KLs, a sum over 262,144 logits) and 5.7e-6 absolute
+# on a value near 0 (a loss change that is 0 in exact arithmetic). 2e-3 relative and
+# 3e-5 absolute pass every number measured by a factor of 2.5, and are still below the
+# third significant digit that a figure or a stated number shows.
+RTOL, ATOL = 2e-3, 3e-5
 # Attention weights lie in [0, 1] and are drawn on 256 colours. XLA's CPU code is not
 # the same from machine to machine, and float32 rounding differs with it; a panel can
 # amplify it (an inverse Value at 1e-3 multiplies it by 1000; SmolLM2 adds 30 layers):
@@ -24,7 +29,17 @@ RTOL, ATOL = 1e-4, 1e-5
 # sixteenth of a colour step, 2.4e-4, passes these with a margin of 4 and still catches
 # whatever could change one colour of a picture 16 times over.
 WEIGHTS_ATOL = 1 / 256 / 16
-TOLERANCES = {"weights": (0.0, WEIGHTS_ATOL), "all_weights": (0.0, WEIGHTS_ATOL)}
+# A central difference in float32 is limited by cancellation, which is what the report's
+# sensitivity figure shows: one unit in the last place of the diagonal mass (7.5e-9),
+# over the step (0.1 % of ε), is 1.1 % of the derivative at its smallest ε, 1.5e-3. Two
+# machines differed by one such unit at a few points (up to 1e-3 relative where ε is
+# larger). 5 % lets four units through and still catches a derivative that changed.
+CANCELLATION_RTOL = 5e-2
+TOLERANCES = {
+    "weights": (0.0, WEIGHTS_ATOL),
+    "all_weights": (0.0, WEIGHTS_ATOL),
+    "finite_difference_float32": (CANCELLATION_RTOL, ATOL),
+}
 PNG_TOLERANCE = 2.0  # RMS over 0..255 pixel values
 
 

@@ -7,6 +7,7 @@ from matplotlib.figure import Figure
 
 from attn_lib.figures import style
 
+LINTHRESH = 1e-3  # the twin's y axes are linear within ±1e-3 nats, logarithmic beyond
 MEASURES = {"kl": "KL(unmodified ‖ modified), nats", "delta_loss": "Δ next-token loss, nats"}
 
 
@@ -22,10 +23,11 @@ def twin(curves: dict, epsilons: dict[str, np.ndarray], *, marks=(), title: str)
             for col, (measure, label) in enumerate(MEASURES.items()):
                 ax = axes[row, col]
                 lines = {c.capitalize(): curves[(c, kind)][measure] for c in style.COMPONENTS}
-                style.lines(ax, values, lines, style.COMPONENTS)
+                ax.set_yscale("symlog", linthresh=LINTHRESH)
+                ylim = style.symlog_limits(list(lines.values()), LINTHRESH)
+                style.lines(ax, values, lines, style.COMPONENTS, ylim=ylim)
                 style.mark_epsilons(ax, marks)
                 ax.set_xscale("log")
-                ax.set_yscale("symlog", linthresh=1e-3)
                 ax.axhline(0, color="0.7", lw=0.8)
                 ax.set_xlabel(f"ε ({kind})")
                 ax.set_ylabel(label)

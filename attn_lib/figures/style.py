@@ -111,6 +111,21 @@ def lines(
         drawn.setdefault(label, v)
 
 
+def symlog_limits(values: Sequence[np.ndarray], linthresh: float) -> tuple[float, float]:
+    """y limits for a symlog axis that stand still when the data move by rounding: each
+    end at the decade beyond the data's extreme on its side (a decade further where the
+    extreme is within 12 % of one), and never inside ±``linthresh``, so that what
+    float32 leaves of a 0 (1e-8, of either sign) cannot move the axes, and with them
+    every line of the figure, from one CPU to another."""
+    finite = np.concatenate([np.ravel(v)[np.isfinite(np.ravel(v))] for v in values] or [[0.0]])
+    finite = finite if finite.size else np.zeros(1)
+
+    def edge(extreme: float) -> float:
+        return linthresh if extreme <= linthresh else 10.0 ** np.ceil(np.log10(extreme) + 0.05)
+
+    return -edge(max(-float(finite.min()), 0.0)), edge(max(float(finite.max()), 0.0))
+
+
 def shades(colour: str, count: int) -> list:
     """``count`` shades of ``colour``, light to dark (one component at several ε)."""
     from matplotlib.colors import to_rgb
