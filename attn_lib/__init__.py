@@ -26,6 +26,7 @@ _HOMES = {
     "sweep": "compute",
     "effects": "outputs",
     "head_effects": "outputs",
+    "patch": "patching",
     "metrics": None,  # the module itself
     "flax": None,  # attention_fn for a Flax model of your own
 }

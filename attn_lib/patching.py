@@ -1,0 +1,250 @@
+"""Activation patching of one head's Query, Key or Value: :func:`patch`.
+
+Two runs of one model, a clean and a corrupted input of equal length: put one head's
+Query, Key or Value of the clean run into the corrupted run, and measure how much of the
+clean answer returns, as the change of a metric of the last position (by default the
+logit difference, logit[clean answer] − logit[corrupted answer]). Three methods
+(:data:`METHODS`):
+
+- ``exact``: every head patched in turn, at every position; the layers below each
+  patched layer run once, and a layer's heads run as one batch (``jax.lax.map``).
+- ``atp``: attribution patching, the first-order estimate
+  ``Σ (a_clean − a_corrupted) · ∂metric/∂a`` over positions and the head's features, with
+  the gradient of the corrupted run: one forward on each input and one backward.
+- ``atp*``: AtP with the QK fix (Kramár et al. 2024): for a Query or Key, the head's
+  pattern is recomputed exactly with the clean Query (Key) and only the step after it is
+  linearised, ``Σᵢⱼ (A_patched − A_corrupted) · ∂metric/∂A`` (for a KV head, over the
+  query heads that share it); the Value as in ``atp``.
+
+Patches act where the attention reads Q, K and V: after QK-norm and RoPE, which for two
+runs of one length is the same as at the projection's output (:mod:`attn_lib.patch_paths`).
+AtP linearises there too (after Gemma-3's QK-norm, not before it).
+"""
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from attn_lib.checks import check_choice, check_integer, shown
+from attn_lib.modification import COMPONENTS
+from attn_lib.outputs import Outputs, _even
+from attn_lib.patch_paths import METRICS, Patch, Tap, answer_ids, check_pair
+
+
+@dataclasses.dataclass(frozen=True)
+class Patching:
+    """What :func:`patch` found. ``query`` ``(layers, heads)``, ``key`` and ``value``
+    ``(layers, kv_heads)`` (None where not asked): the change of the metric from the
+    corrupted run when that head is patched from the clean run. ``ld_clean`` and
+    ``ld_corrupt``: the metric of the two runs. ``answers``: the two token ids. Read a
+    field as an attribute or as ``result["query"]``."""
+
+    method: str
+    metric: str
+    answers: tuple[int, int]
+    ld_clean: float
+    ld_corrupt: float
+    query: np.ndarray | None
+    key: np.ndarray | None
+    value: np.ndarray | None
+    kv_heads: int
+
+    def __getitem__(self, name: str):
+        if name not in {f.name for f in dataclasses.fields(self)} | {"normalised"}:
+            raise KeyError(name)
+        return getattr(self, name)
+
+    @property
+    def components(self) -> tuple[str, ...]:
+        return tuple(c for c in COMPONENTS if self[c] is not None)
+
+    @property
+    def normalised(self) -> dict[str, np.ndarray]:
+        """Each component's change / (ld_clean − ld_corrupt): 1 is fully restored."""
+        gap = self.ld_clean - self.ld_corrupt
+        if gap == 0:
+            raise ValueError(
+                f"the clean and corrupted runs have one {self.metric} ({self.ld_clean:.6g}): "
+                "nothing to restore, so no normalised effect"
+            )
+        return {c: self[c] / gap for c in self.components}
+
+    def sharing(self, kv_head: int) -> list[int]:
+        """The query heads that read KV head ``kv_head`` (grouped-query attention)."""
+        heads = self.query.shape[1] if self.query is not None else None
+        if heads is None:
+            raise ValueError("sharing: the query heads were not patched, so their count is unknown")
+        group = heads // self.kv_heads
+        return list(range(kv_head * group, (kv_head + 1) * group))
+
+
+def _run(source, offsets, answers, *, metric: str, weights: bool, block_size: int):
+    """The metric of ``source``'s run and every layer's recorded Q, K, V (and weights)."""
+    last, recorded = source.run(None, modify_layer=0, path=Tap(offsets, weights, block_size))
+    return METRICS[metric](source, source.readout(last)[..., -1, :], answers), recorded
+
+
+@partial(jax.jit, static_argnames=("metric", "block_size"))
+def _recorded(source, answers, *, metric, block_size):
+    return _run(source, None, answers, metric=metric, weights=False, block_size=block_size)
+
+
+@partial(jax.jit, static_argnames=("metric", "weights", "block_size"))
+def _gradients(source, answers, *, metric, weights, block_size):
+    """The corrupted run's metric, its record and the metric's gradient at each record."""
+    run = partial(_run, metric=metric, weights=weights, block_size=block_size)
+    shapes = jax.eval_shape(lambda: run(source, None, answers)[1])
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    (value, recorded), grads = jax.value_and_grad(
+        lambda offsets: run(source, offsets, answers), has_aux=True
+    )(zeros)
+    return value, recorded, grads
+
+
+@partial(jax.jit, static_argnames=("component", "metric", "heads", "batch_size", "block_size"))
+def _exact_layer(
+    source, clean, layer, answers, *, component, metric, heads, batch_size, block_size
+):
+    path = Outputs(block_size)
+    h, below = source.below(layer, path)  # the layers below run once for all heads
+
+    def one(head):
+        patched = Patch({component: clean}, head)
+        last, _ = source.above(h, below, patched, modify_layer=layer, path=path)
+        return METRICS[metric](source, source.readout(last)[..., -1, :], answers)
+
+    every = jnp.minimum(jnp.arange(-(-heads // batch_size) * batch_size), heads - 1)  # padded
+    return jax.lax.map(one, every, batch_size=batch_size)[:heads]
+
+
+@partial(jax.jit, static_argnames="component")
+def _patched_weights(source, clean, layer, *, component):
+    """Layer ``layer``'s weights with every head of ``component`` patched: each query
+    head's pattern with its own Query (or its KV head's Key) from the clean run."""
+    h, _ = source.below(layer, Outputs())
+    return source._layer(layer, h, Patch({component: clean}), Tap(weights=True))[1]["weights"]
+
+
+def _exact(clean, corrupted, answers, components, options) -> dict:
+    found = {}
+    batch_size, progress = options.pop("batch_size"), options.pop("progress")
+    for component in components:
+        heads = corrupted.head_count(component)
+        batch = _even(heads, heads if batch_size is None else batch_size)
+        rows = [
+            _exact_layer(
+                corrupted,
+                clean[component][layer],
+                jnp.int32(layer),
+                answers,
+                component=component,
+                heads=heads,
+                batch_size=batch,
+                **options,
+            )
+            for layer in (progress or iter)(range(corrupted.layers))
+        ]
+        found[component] = jnp.stack(rows)
+    return found
+
+
+def _attribution(clean, corrupted, answers, components, options, *, fix: bool) -> dict:
+    options.pop("batch_size")
+    progress = options.pop("progress")
+    _, recorded, grads = _gradients(corrupted, answers, weights=fix, **options)
+    found = {}
+    for component in components:
+        if fix and component != "value":
+            patched = [
+                _patched_weights(
+                    corrupted, clean[component][layer], jnp.int32(layer), component=component
+                )
+                for layer in (progress or iter)(range(corrupted.layers))
+            ]
+            change = (jnp.stack(patched) - recorded["weights"]) * grads["weights"]
+            per_query_head = change.sum((-2, -1))  # (layers, heads)
+            heads = corrupted.head_count(component)
+            found[component] = per_query_head.reshape(corrupted.layers, heads, -1).sum(-1)
+        else:
+            change = (clean[component] - recorded[component]) * grads[component]
+            found[component] = change.sum((-2, -1))
+    return found
+
+
+# A method: (clean record, corrupted source, answers, components, options) → component →
+# (layers, heads) changes of the metric.
+METHODS: dict[str, Callable] = {
+    "exact": _exact,
+    "atp": partial(_attribution, fix=False),
+    "atp*": partial(_attribution, fix=True),
+}
+
+
+def patch(
+    clean,
+    corrupted,
+    *,
+    answers: Sequence,
+    components: Sequence[str] | str = COMPONENTS,
+    method: str = "exact",
+    metric: str = "logit_difference",
+    batch_size: int | None = None,
+    block_size: int = 512,
+    progress: Callable | None = None,
+) -> Patching:
+    """Patch each head's Query, Key or Value of ``clean`` into ``corrupted`` (two
+    sources of one model, inputs of one length; see the module docstring).
+
+    Args:
+      clean, corrupted: e.g. ``models.load(path, text=…)`` twice, or
+        ``models.build("smollm2", text=…)``; a source that gives logits.
+      answers: (clean answer, corrupted answer): token ids, or texts of exactly one token.
+      components: which of ``query``, ``key`` and ``value`` to patch.
+      method: ``exact``, ``atp`` or ``atp*`` (:data:`METHODS`).
+      metric: of the last position (:data:`attn_lib.patch_paths.METRICS`).
+      batch_size: how many heads of a layer run together (``exact``; default: all).
+      block_size: the longest text attended densely (``exact``, ``atp``).
+      progress: wraps the layers (e.g. ``tqdm.auto.tqdm``).
+
+    Everything is checked before any work; a ``ValueError`` names what is wrong.
+    """
+    check_choice("method", method, tuple(METHODS))
+    check_choice("metric", metric, tuple(METRICS))
+    components = _checked_components(components)
+    if batch_size is not None:
+        check_integer("batch_size", batch_size, 1)
+    check_integer("block_size", block_size, 1)
+    check_pair(clean, corrupted)
+    ids = jnp.asarray(answer_ids(clean, answers), jnp.int32)
+    options = {"metric": metric, "block_size": block_size}
+    ld_clean, recorded = _recorded(clean, ids, **options)
+    ld_corrupt, _ = _recorded(corrupted, ids, **options)
+    options |= {"batch_size": batch_size, "progress": progress}
+    found = METHODS[method](recorded, corrupted, ids, components, options)
+    if method == "exact":  # the exact patch gives the patched run's metric: its change
+        found = {c: v - ld_corrupt for c, v in found.items()}
+    return Patching(
+        method=method,
+        metric=metric,
+        answers=tuple(int(i) for i in ids),
+        ld_clean=float(ld_clean),
+        ld_corrupt=float(ld_corrupt),
+        **{c: np.asarray(found[c], np.float64) if c in found else None for c in COMPONENTS},
+        kv_heads=corrupted.head_count("key"),
+    )
+
+
+def _checked_components(components) -> tuple[str, ...]:
+    chosen = (components,) if isinstance(components, str) else components
+    if not isinstance(chosen, Sequence) or not chosen or len(set(chosen)) != len(chosen):
+        raise ValueError(
+            f"components must be some of {', '.join(COMPONENTS)}, each once; "
+            f"got {shown(components)}"
+        )
+    for component in chosen:
+        check_choice("components", component, COMPONENTS)
+    return tuple(c for c in COMPONENTS if c in chosen)

@@ -1,0 +1,167 @@
+"""Activation patching (attn_lib.patch): the exact patch and AtP against transformers with
+forward hooks on tiny random checkpoints of each causal family
+(``tests/reference/make_patching_references.py``), the identities the maths
+guarantees, and every refusal."""
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import struct
+
+import attn_lib
+from attn_lib import models
+from attn_lib.flax import modify_and_attend
+from attn_lib.models.base import Labels, Source
+from attn_lib.patch_paths import Patch, Tap
+
+FAMILIES = Path(__file__).parent / "reference" / "families"
+
+
+def reference(case: str) -> dict:
+    with np.load(FAMILIES / f"{case}_patching.npz") as data:
+        return {key: data[key] for key in data.files}
+
+
+def pair(case: str, expected: dict):
+    return [models.load(FAMILIES / case, ids=expected[x].tolist()) for x in ("clean", "corrupted")]
+
+
+@pytest.mark.parametrize("case", ["llama", "qwen2", "gemma3", "gpt2"])
+def test_every_heads_patch_and_its_atp_match_transformers_with_hooks(case):
+    """Each head's patched run as transformers computes it, one forward a head, within
+    1e-4 nats; AtP within 1e-4 where the projection's output and the attention's input
+    are a linear map apart (every case but Gemma-3's QK-normed Query and Key)."""
+    expected = reference(case)
+    clean, corrupted = pair(case, expected)
+    answers = tuple(expected["answers"].tolist())
+    exact = attn_lib.patch(clean, corrupted, answers=answers)
+    assert exact.ld_clean == pytest.approx(float(expected["ld_clean"]), abs=1e-4)
+    assert exact.ld_corrupt == pytest.approx(float(expected["ld_corrupt"]), abs=1e-4)
+    estimated = attn_lib.patch(clean, corrupted, answers=answers, method="atp")
+    for component in ("query", "key", "value"):
+        np.testing.assert_allclose(exact[component], expected[f"exact_{component}"], atol=1e-4)
+        if case != "gemma3" or component == "value":
+            np.testing.assert_allclose(
+                estimated[component], expected[f"atp_{component}"], atol=1e-4
+            )
+    moved = np.abs(np.concatenate([exact[c].ravel() for c in ("query", "key", "value")]))
+    assert moved.max() > 0.1  # the fixture's heads do move the answer
+
+
+def test_clean_into_clean_changes_nothing_and_a_layers_q_and_k_make_the_clean_patterns():
+    expected = reference("llama")
+    clean, corrupted = pair("llama", expected)
+    same = attn_lib.patch(clean, clean, answers=(5, 7))
+    assert max(np.abs(same[c]).max() for c in same.components) < 1e-5
+    layer = 1
+    clean_run = clean.run(None, modify_layer=0, path=Tap(weights=True))[1]
+    h, _ = corrupted.below(layer)
+
+    def patterns(*components):
+        patch = Patch({c: clean_run[c][layer] for c in components})
+        return corrupted._layer(layer, h, patch, Tap(weights=True))[1]["weights"]
+
+    np.testing.assert_allclose(patterns("query", "key"), clean_run["weights"][layer], atol=1e-6)
+    assert np.abs(patterns("query") - clean_run["weights"][layer]).max() > 1e-2  # one is not
+
+
+@struct.dataclass
+class AttentionOnly(Source):
+    """One causal attention layer, no norm, logits linear in the attention's output: the
+    model where a Value's AtP, and every component's AtP*, are exact."""
+
+    params: dict
+    ids: jax.Array
+    causal = True
+    output = "logits"
+    layers = 1
+    logit_softcap = None
+
+    @property
+    def seq_len(self):
+        return self.ids.shape[-1]
+
+    @property
+    def tokens(self):
+        return Labels(map(str, self.ids.tolist()))
+
+    def embed(self):
+        return self.params["embedding"][self.ids]
+
+    def layer(self, i, h, modification, path=None):
+        q, k, v = (jnp.swapaxes((h @ self.params[c]).reshape(-1, 2, 4), 0, 1) for c in "qkv")
+        out, w = modify_and_attend(q, k, v, self.visibility(i), modification, path)
+        return h + jnp.swapaxes(out, 0, 1).reshape(-1, 8) @ self.params["o"], w
+
+    def readout(self, h):
+        return h
+
+    def unembedding(self):
+        return self.params["embedding"]
+
+
+def attention_only(ids) -> AttentionOnly:
+    keys = jax.random.split(jax.random.key(3), 5)
+    params = {c: jax.random.normal(k, (8, 8)) for c, k in zip("qkvo", keys, strict=False)}
+    params["embedding"] = jax.random.normal(keys[4], (11, 8))
+    return AttentionOnly(params, jnp.asarray(ids))
+
+
+def test_atp_is_exact_where_the_logits_are_linear_in_what_it_linearises():
+    clean, corrupted = attention_only([1, 2, 3, 4, 5]), attention_only([1, 6, 7, 4, 8])
+    found = {
+        m: attn_lib.patch(clean, corrupted, answers=(3, 9), method=m)
+        for m in ("exact", "atp", "atp*")
+    }
+    assert min(np.abs(found["exact"][c]).max() for c in found["exact"].components) > 0.1
+    np.testing.assert_allclose(found["atp"]["value"], found["exact"]["value"], atol=1e-5)
+    for component in ("query", "key", "value"):  # AtP*: the pattern exact, then linear
+        np.testing.assert_allclose(found["atp*"][component], found["exact"][component], atol=1e-5)
+    # the counter-example: AtP linearises the softmax, which is not linear
+    assert np.abs(found["atp"]["query"] - found["exact"]["query"]).max() > 1e-2
+
+
+def test_the_result_reads_by_name_normalises_and_names_who_shares_a_kv_head():
+    expected = reference("llama")
+    clean, corrupted = pair("llama", expected)
+    found = attn_lib.patch(clean, corrupted, answers=(5, 7), method="atp")
+    assert found["key"] is found.key and found.key.shape == (2, 2) and found.query.shape == (2, 4)
+    gap = found.ld_clean - found.ld_corrupt
+    np.testing.assert_allclose(found.normalised["value"], found.value / gap)
+    assert found.sharing(1) == [2, 3]
+    with pytest.raises(KeyError):
+        found["weights"]
+    level = attn_lib.patch(clean, clean, answers=(5, 7), method="atp")
+    with pytest.raises(ValueError, match="nothing to restore"):
+        _ = level.normalised
+
+
+def test_every_refusal_names_what_is_wrong_before_any_work(monkeypatch):
+    from attn_lib import patching
+
+    monkeypatch.setattr(patching, "_recorded", lambda *a, **k: pytest.fail("work began"))
+    expected = reference("llama")
+    clean, corrupted = pair("llama", expected)
+
+    def refused(match, *sources, **options):
+        with pytest.raises(ValueError, match=match):
+            attn_lib.patch(*(sources or (clean, corrupted)), **({"answers": (5, 7)} | options))
+
+    refused("method", method="atp**")
+    refused("metric", metric="kl")
+    refused("components", components=("query", "query"))
+    refused("components", components=("values",))
+    refused("batch_size", batch_size=0)
+    refused("two different models", clean, models.load(FAMILIES / "qwen2", ids=[19] * 7))
+    other = clean.replace(params=jax.tree.map(lambda x: x * 1.01, clean.params))
+    refused("their weights differ", other, corrupted)
+    refused("clean has 7 tokens, corrupted 6", clean, models.load(FAMILIES / "llama", ids=[1] * 6))
+    encoder = models.build("minilm", text="the cat sat")
+    refused("gives no logits", encoder, encoder)
+    refused(r"' the cat' is 2 tokens \['the', 'cat'\]", answers=(" the cat", 5))
+    refused("are one token", answers=(5, 5))
+    refused("answers must be an integer", answers=(5, 60))
+    refused("answers must be", answers=(5,))
