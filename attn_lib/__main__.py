@@ -3,6 +3,8 @@
 python -m attn_lib figures [--jobs N] [--force] [--only NAME] [--out DIR] [--spec FILE]
 python -m attn_lib compare PRODUCED [--committed figures] [--diffs DIR] [--spec FILE] [--only NAME]
 python -m attn_lib notebooks [NAME ...]
+python -m attn_lib patch --source NAME --clean T --corrupted T --answers A B --out F.nc
+    [--components ...] [--method exact|atp|atp*] [--metric logit_difference|log_probability]
 python -m attn_lib atlas --source NAME [its parameters: --text T, --seq-len N, …] --out STORE
     [--text-file F] [--max-tokens N] [--components ...] [--kinds ...] [--effects]
     [--epsilons ...] [--layers ...] [--eps-chunk N] [--overwrite]
@@ -82,6 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=120.0,
         help="seconds for every process to join the coordinator (default 120)",
     )
+    from attn_lib import patch_command
+
+    patch_command.add_arguments(
+        commands.add_parser("patch", help="activation patching of every head's Q, K or V")
+    )
     notebooks = commands.add_parser(
         "notebooks",
         help="re-execute notebooks/ in place with default parameters, metadata stripped",
@@ -126,6 +133,11 @@ def _command(args) -> int:
 
     if args.command == "atlas":
         return _atlas(args)
+
+    if args.command == "patch":
+        from attn_lib import patch_command
+
+        return patch_command.run(args)
 
     if args.command == "notebooks":
         from attn_lib.figures import notebooks

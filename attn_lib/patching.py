@@ -73,6 +73,42 @@ class Patching:
             )
         return {c: self[c] / gap for c in self.components}
 
+    def to_dataset(self, **attrs):
+        """An ``xarray.Dataset``: ``effect`` and ``normalised`` over (component, layer,
+        head), NaN on a Key or Value head beyond the KV heads (and ``normalised`` all NaN
+        where the two runs' metric is one); the metric of both runs, the method, metric,
+        answers and ``attrs`` in its attributes."""
+        import xarray as xr
+
+        heads = max(self[c].shape[1] for c in self.components)
+        gap = self.ld_clean - self.ld_corrupt
+        effect = np.full((len(self.components), self[self.components[0]].shape[0], heads), np.nan)
+        for i, component in enumerate(self.components):
+            effect[i, :, : self[component].shape[1]] = self[component]
+        return xr.Dataset(
+            {
+                "effect": (("component", "layer", "head"), effect),
+                "normalised": (
+                    ("component", "layer", "head"),
+                    effect / gap if gap else effect * np.nan,
+                ),
+            },
+            coords={
+                "component": list(self.components),
+                "layer": np.arange(effect.shape[1]),
+                "head": np.arange(heads),
+            },
+            attrs={
+                "method": self.method,
+                "metric": self.metric,
+                "answer_ids": np.asarray(self.answers, np.int32),
+                "ld_clean": self.ld_clean,
+                "ld_corrupt": self.ld_corrupt,
+                "kv_heads": self.kv_heads,
+                **attrs,
+            },
+        )
+
     def sharing(self, kv_head: int) -> list[int]:
         """The query heads that read KV head ``kv_head`` (grouped-query attention)."""
         heads = self.query.shape[1] if self.query is not None else None
@@ -212,9 +248,7 @@ def patch(
 
     Everything is checked before any work; a ``ValueError`` names what is wrong.
     """
-    check_choice("method", method, tuple(METHODS))
-    check_choice("metric", metric, tuple(METRICS))
-    components = _checked_components(components)
+    components = checked_options(method, metric, components)
     if batch_size is not None:
         check_integer("batch_size", batch_size, 1)
     check_integer("block_size", block_size, 1)
@@ -238,7 +272,11 @@ def patch(
     )
 
 
-def _checked_components(components) -> tuple[str, ...]:
+def checked_options(method: str, metric: str, components) -> tuple[str, ...]:
+    """Refuse a method, metric or components :func:`patch` does not know, by name; the
+    components in the order of :data:`~attn_lib.modification.COMPONENTS`."""
+    check_choice("method", method, tuple(METHODS))
+    check_choice("metric", metric, tuple(METRICS))
     chosen = (components,) if isinstance(components, str) else components
     if not isinstance(chosen, Sequence) or not chosen or len(set(chosen)) != len(chosen):
         raise ValueError(

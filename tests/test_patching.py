@@ -165,3 +165,31 @@ def test_every_refusal_names_what_is_wrong_before_any_work(monkeypatch):
     refused("are one token", answers=(5, 5))
     refused("answers must be an integer", answers=(5, 60))
     refused("answers must be", answers=(5,))
+
+
+def test_the_command_line_writes_the_functions_result_and_refuses_what_it_refuses(tmp_path, capsys):
+    import xarray as xr
+
+    from attn_lib.__main__ import main
+
+    llama = str(FAMILIES / "llama")
+    texts = ["--clean", "the cat sat on the mat", "--corrupted", "the dog sat on the log"]
+    out = tmp_path / "ioi.nc"
+    common = ["patch", "--source", llama, *texts, "--answers", "5", "7"]
+    assert main([*common, "--method", "atp", "--components", "value", "--out", str(out)]) == 0
+    clean, corrupted = (models.load(llama, text=t) for t in texts[1::2])
+    expected = attn_lib.patch(clean, corrupted, answers=(5, 7), method="atp", components="value")
+    with xr.open_dataset(out) as found:
+        np.testing.assert_allclose(found.effect.sel(component="value"), expected.value)
+        assert found.attrs["method"] == "atp" and found.attrs["ld_clean"] == expected.ld_clean
+        assert list(found.component.values) == ["value"]
+    for wrong, says in (
+        (["--method", "atp**"], "method must be one of"),
+        (["--components", "values"], "components must be one of"),
+        (["--out", str(tmp_path / "x.zarr")], "must name a netCDF file"),
+    ):
+        options = {"--method": "exact", "--out": str(tmp_path / "y.nc")}
+        options.update(zip(wrong[::2], wrong[1::2], strict=True))
+        assert main([*common, *[x for kv in options.items() for x in kv]]) == 2
+        assert says in capsys.readouterr().err
+    assert not (tmp_path / "y.nc").exists()
