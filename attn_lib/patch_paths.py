@@ -29,11 +29,15 @@ class Patch:
     """Head ``head`` (None: every head) of each component of ``replacements``
     (component → ``(heads, T, d)``, another run's, as the attention reads it) put in
     place of this run's, at the positions where ``positions`` (``(T,)`` bool; None: all)
-    is True. Called as a modification is: ``patch(query, key, value, causal=...)``."""
+    is True; with ``which`` (the component's index in
+    :data:`~attn_lib.modification.COMPONENTS`, maybe traced), of that component only, so
+    that one program patches a head of any component. Called as a modification is:
+    ``patch(query, key, value, causal=...)``."""
 
     replacements: dict
     head: object = None
     positions: object = None
+    which: object = None
 
     def __call__(self, query, key, value, *, causal: bool = False):
         qkv = {"query": query, "key": key, "value": value}
@@ -41,16 +45,19 @@ class Patch:
             x = qkv[component]
             if self.head is None:
                 new, old = replacement, x
-            else:
-                new, old = replacement[self.head], jnp.take(x, self.head, axis=-3)
+            else:  # a head beyond this component's (of another component) patches none
+                head = jnp.minimum(self.head, x.shape[-3] - 1)
+                new, old = replacement[head], jnp.take(x, head, axis=-3)
             if self.positions is not None:
                 new = jnp.where(self.positions[:, None], new, old)
-            qkv[component] = new if self.head is None else x.at[..., self.head, :, :].set(new)
+            new = new if self.head is None else x.at[..., head, :, :].set(new)
+            chosen = self.which is None or self.which == COMPONENTS.index(component)
+            qkv[component] = jnp.where(chosen, new, x)
         return qkv["query"], qkv["key"], qkv["value"]
 
 
 jax.tree_util.register_dataclass(
-    Patch, data_fields=["replacements", "head", "positions"], meta_fields=[]
+    Patch, data_fields=["replacements", "head", "positions", "which"], meta_fields=[]
 )
 
 

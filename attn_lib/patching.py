@@ -141,20 +141,19 @@ def _gradients(source, answers, *, metric, weights, block_size):
     return value, recorded, grads
 
 
-@partial(jax.jit, static_argnames=("component", "metric", "heads", "batch_size", "block_size"))
-def _exact_layer(
-    source, clean, layer, answers, *, component, metric, heads, batch_size, block_size
-):
+@partial(jax.jit, static_argnames=("metric", "batch_size", "block_size"))
+def _exact_layer(source, clean, layer, which, heads, answers, *, metric, batch_size, block_size):
+    """The patched runs' metric for each (component ``which``, ``head``) of one layer:
+    one program for every component, the layers below run once."""
     path = Outputs(block_size)
-    h, below = source.below(layer, path)  # the layers below run once for all heads
+    h, below = source.below(layer, path)
 
-    def one(head):
-        patched = Patch({component: clean}, head)
+    def one(at):
+        patched = Patch(clean, at[1], which=at[0])
         last, _ = source.above(h, below, patched, modify_layer=layer, path=path)
         return METRICS[metric](source, source.readout(last)[..., -1, :], answers)
 
-    every = jnp.minimum(jnp.arange(-(-heads // batch_size) * batch_size), heads - 1)  # padded
-    return jax.lax.map(one, every, batch_size=batch_size)[:heads]
+    return jax.lax.map(one, jnp.stack([which, heads], -1), batch_size=batch_size)
 
 
 @partial(jax.jit, static_argnames="component")
@@ -166,25 +165,28 @@ def _patched_weights(source, clean, layer, *, component):
 
 
 def _exact(clean, corrupted, answers, components, options) -> dict:
-    found = {}
     batch_size, progress = options.pop("batch_size"), options.pop("progress")
-    for component in components:
-        heads = corrupted.head_count(component)
-        batch = _even(heads, heads if batch_size is None else batch_size)
-        rows = [
-            _exact_layer(
-                corrupted,
-                clean[component][layer],
-                jnp.int32(layer),
-                answers,
-                component=component,
-                heads=heads,
-                batch_size=batch,
-                **options,
-            )
-            for layer in (progress or iter)(range(corrupted.layers))
-        ]
-        found[component] = jnp.stack(rows)
+    at = [(COMPONENTS.index(c), h) for c in components for h in range(corrupted.head_count(c))]
+    batch = _even(len(at), len(at) if batch_size is None else batch_size)
+    at += at[-1:] * (-len(at) % batch)  # whole batches: one trace
+    which, heads = (jnp.asarray(x, jnp.int32) for x in zip(*at, strict=True))
+    rows = [
+        _exact_layer(
+            corrupted,
+            {c: clean[c][layer] for c in components},
+            jnp.int32(layer),
+            which,
+            heads,
+            answers,
+            batch_size=batch,
+            **options,
+        )
+        for layer in (progress or iter)(range(corrupted.layers))
+    ]
+    found, rows, start = {}, jnp.stack(rows), 0
+    for component in components:  # ``at`` holds them in order, each head once, then padding
+        count = corrupted.head_count(component)
+        found[component], start = rows[:, start : start + count], start + count
     return found
 
 
