@@ -10,7 +10,7 @@ from attn_lib.figures.spec import panel_grid
 # The notebook pages in reading order: the studies, then the tools; a notebook not named
 # here comes after them (it still gets its page).
 NOTEBOOK_ORDER = (
-    *("report", "sinks", "long_context", "effects", "atlas", "own_model"),
+    *("report", "sinks", "long_context", "effects", "patching", "atlas", "own_model"),
     *("explore", "panel", "grid"),
 )
 # What a notebook's page says after its first cell (title, introduction): where the page
