@@ -68,6 +68,20 @@ def test_clean_into_clean_changes_nothing_and_a_layers_q_and_k_make_the_clean_pa
     assert np.abs(patterns("query") - clean_run["weights"][layer]).max() > 1e-2  # one is not
 
 
+def test_the_blockwise_path_and_a_batch_size_bound_memory_and_change_no_patch():
+    """Above ``block_size`` tokens the layers attend blockwise (and AtP differentiates
+    through it); ``batch_size`` heads run together: the patches are the dense ones."""
+    expected = reference("llama")
+    clean, corrupted = pair("llama", expected)
+    for method in ("exact", "atp"):
+        dense = attn_lib.patch(clean, corrupted, answers=(5, 7), method=method)
+        bounded = attn_lib.patch(
+            clean, corrupted, answers=(5, 7), method=method, block_size=3, batch_size=2
+        )
+        for c in dense.components:
+            np.testing.assert_allclose(bounded[c], dense[c], atol=1e-5)
+
+
 @struct.dataclass
 class AttentionOnly(Source):
     """One causal attention layer, no norm, logits linear in the attention's output: the
