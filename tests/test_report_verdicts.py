@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from attn_lib.analysis import report, verdicts
+from attn_lib.analysis.numbers import format_measured
 from attn_lib.figures import report_plots, style_check
 
 
@@ -203,3 +204,13 @@ def test_each_report_figure_passes_the_house_checks_on_tiny_data():
     assert style_check.check(fig) == []
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert labels[1:] == ["central difference, float64 (= jax.jvp)", "central difference, float32"]
+
+
+def test_a_number_below_float32s_rounding_reads_the_same_on_every_cpu():
+    """1.7e-7 and 1.9e-7 (an untouched map's response on two CPUs) print alike, with
+    their sign gone; a number above the noise keeps its digits, NaN included."""
+    shown = {format_measured(v, ".1e") for v in (1.7e-7, 1.9e-7, -1.8e-7, 0.0)}
+    assert shown == {"0 ± 1e-5"}
+    assert format_measured(2e-5, ".1e") == "2.0e-05"  # the counter-example
+    assert format_measured(-0.9194, ".4g") == "-0.9194"
+    assert format_measured(float("nan")) == "nan"

@@ -19,6 +19,7 @@ import dataclasses
 import numpy as np
 
 from attn_lib import metrics
+from attn_lib.analysis.numbers import format_measured
 
 STEP = 1 / 256  # one colour step of the weight colour map
 SIZE = (8, 12)  # "about 10x10": the tokens a side a panel may have
@@ -254,13 +255,13 @@ def check_all(seed: dict, masked=None, checks: dict = OBSERVATIONS) -> list[dict
 
 def markdown(rows: list[dict], name: str = "check") -> str:
     """Rows of :func:`check_all` as a Markdown table, every text in full (a number
-    below float32's rounding as "0 ± 1e-5", :func:`attn_lib.metrics.format_measured`)."""
+    below float32's rounding as "0 ± 1e-5", :func:`attn_lib.analysis.numbers.format_measured`)."""
     lines = ["| | holds? | number | standard | evidence |", "|---|---|---|---|---|"]
     for row in rows:
         cells = (
             f"**{row[name]}** {row['statement']}",
             row["verdict"],
-            metrics.format_measured(row["number"], ".4g"),
+            format_measured(row["number"], ".4g"),
             row["standard"],
             row["evidence"],
         )
