@@ -17,10 +17,11 @@ the last position. attn_lib runs :func:`attn_lib.patch` (``exact``): compiled fi
 
 Before any time is reported the two tables must agree within :data:`AGREE` nats. Each
 row: the length, the seconds of each (the fastest of ``--repeats``), ``ratio`` = peer /
-attn_lib (warm and cold), and for ``atp`` and ``atp*`` their seconds, the Spearman rank
-correlation of each component's estimates with the exhaustive patch, and where each
-ranks the head with the largest exact effect. On two shared cores, judge ratios from a
-quiet machine.
+attn_lib (warm and cold), and for ``atp`` and ``atp*`` their seconds and, per component,
+how they rank the heads against the exhaustive patch
+(:func:`attn_lib.analysis.patching_study.agreement`: Spearman's rank correlation, where
+each ranks the exact patch's largest head, and which of its top 5 it misses). On two
+shared cores, judge ratios from a quiet machine.
 """
 
 import argparse
@@ -98,22 +99,6 @@ def peer(model, clean: list[int], corrupted: list[int], answers: list[int]) -> d
     return {"effects": found, "seconds": seconds}
 
 
-def ranked(exact: np.ndarray, estimate: np.ndarray) -> dict:
-    """The Spearman rank correlation of ``estimate`` with ``exact`` (average ranks for
-    ties), and where ``estimate`` ranks the head of the largest |exact| effect (1: first)."""
-
-    def ranks(x):
-        order = np.argsort(x, kind="stable")
-        r = np.empty(x.size)
-        r[order] = np.arange(x.size)
-        return r
-
-    x, y = exact.ravel(), estimate.ravel()
-    rho = float(np.corrcoef(ranks(x), ranks(y))[0, 1])
-    top = int(np.argmax(np.abs(x)))
-    return {"spearman": rho, "rank_of_top": int(np.sum(np.abs(y) > np.abs(y[top]))) + 1}
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="smollm2", choices=("smollm2", "gemma3"))
@@ -125,6 +110,7 @@ def main(argv=None) -> int:
 
     import attn_lib
     from attn_lib import models
+    from attn_lib.analysis import patching_study
 
     _, model = getattr(hf_reference, args.model)()
     probe = models.build(args.model, text=PAIR[0])
@@ -166,8 +152,8 @@ def main(argv=None) -> int:
             start = time.perf_counter()
             estimate = attn_lib.patch(clean, corrupted, answers=answers, method=method)
             row[f"{method}_s"] = time.perf_counter() - start
-            for c in PROJECTIONS:
-                row[f"{method}_{c}"] = ranked(exact[c], estimate[c])
+            for c, found in patching_study.agreement(exact, estimate).items():
+                row[f"{method}_{c}"] = found
         rows.append(row)
         print(json.dumps(row), flush=True)
     return 0
