@@ -12,22 +12,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--clean", required=True, help="the clean text")
     parser.add_argument("--corrupted", required=True, help="the corrupted text, of one length")
-    parser.add_argument(
-        "--answers",
-        nargs=2,
-        required=True,
-        metavar=("CLEAN", "CORRUPTED"),
-        help="the two answers, each one token (a text, or a token id as an integer)",
+    answers = parser.add_mutually_exclusive_group(required=True)
+    answers.add_argument(
+        "--answers", nargs=2, metavar=("CLEAN", "CORRUPTED"), help="two texts of one token each"
+    )
+    answers.add_argument(
+        "--answer-ids", nargs=2, type=int, metavar=("CLEAN", "CORRUPTED"), help="two token ids"
     )
     parser.add_argument("--components", nargs="+", help="of query, key, value (default: all)")
-    parser.add_argument("--method", default="exact", help="exact, atp or atp* (default: exact)")
-    parser.add_argument("--metric", default="logit_difference", help="of the last position")
+    parser.add_argument(
+        "--method", default="exact", help="of attn_lib.patching.METHODS (default: exact)"
+    )
+    parser.add_argument(
+        "--metric", default="logit_difference", help="of attn_lib.patch_paths.METRICS"
+    )
     parser.add_argument("--out", required=True, help="the netCDF file, e.g. build/ioi.nc")
 
 
 def run(args) -> int:
     """Check every argument, patch, and write the dataset atomically."""
-    import xarray as xr  # noqa: F401 (a missing xarray fails here, before any work)
     from tqdm.auto import tqdm
 
     from attn_lib import models
@@ -39,7 +42,7 @@ def run(args) -> int:
     components = checked_options(args.method, args.metric, given)
     if not str(args.out).endswith(".nc"):
         raise ValueError(f"--out must name a netCDF file ending in .nc, got {args.out!r}")
-    answers = [int(a) if a.lstrip("-").isdigit() else a for a in args.answers]
+    answers = args.answers or args.answer_ids
     clean, corrupted = (models.build(args.source, text=t) for t in (args.clean, args.corrupted))
     found = patch(
         clean,
@@ -54,7 +57,7 @@ def run(args) -> int:
         source=str(args.source),
         clean=args.clean,
         corrupted=args.corrupted,
-        answers=json.dumps(args.answers),  # netCDF keeps no list of texts
+        answers=json.dumps(answers),  # netCDF keeps no list of texts
     )
     with atomic_path(Path(args.out)) as tmp:
         dataset.to_netcdf(tmp, engine="scipy")

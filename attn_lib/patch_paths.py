@@ -18,9 +18,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from attn_lib.blockwise import Visibility, attend, dense
-from attn_lib.checks import check_integer, shown
+from attn_lib.blockwise import Visibility, dense
+from attn_lib.checks import check_choice, check_integer, shown
 from attn_lib.modification import COMPONENTS
+from attn_lib.outputs import Outputs
 from attn_lib.softmax import float32_products, soft_capped
 
 
@@ -28,36 +29,34 @@ from attn_lib.softmax import float32_products, soft_capped
 class Patch:
     """Head ``head`` (None: every head) of each component of ``replacements``
     (component → ``(heads, T, d)``, another run's, as the attention reads it) put in
-    place of this run's, at the positions where ``positions`` (``(T,)`` bool; None: all)
-    is True; with ``which`` (the component's index in
-    :data:`~attn_lib.modification.COMPONENTS`, maybe traced), of that component only, so
-    that one program patches a head of any component. Called as a modification is:
-    ``patch(query, key, value, causal=...)``."""
+    place of this run's; with ``which`` (the component's index in
+    :data:`~attn_lib.modification.COMPONENTS`, maybe traced; -1: none) of that component
+    only, so that one program patches a head of any component. A ``head`` beyond a
+    component's heads (a query head's index on the KV heads) patches none of it. Called
+    as a modification is: ``patch(query, key, value, causal=...)``."""
 
     replacements: dict
     head: object = None
-    positions: object = None
     which: object = None
 
     def __call__(self, query, key, value, *, causal: bool = False):
         qkv = {"query": query, "key": key, "value": value}
         for component, replacement in self.replacements.items():
-            x = qkv[component]
+            x, chosen = qkv[component], True
             if self.head is None:
-                new, old = replacement, x
-            else:  # a head beyond this component's (of another component) patches none
-                head = jnp.minimum(self.head, x.shape[-3] - 1)
-                new, old = replacement[head], jnp.take(x, head, axis=-3)
-            if self.positions is not None:
-                new = jnp.where(self.positions[:, None], new, old)
-            new = new if self.head is None else x.at[..., head, :, :].set(new)
-            chosen = self.which is None or self.which == COMPONENTS.index(component)
+                new = replacement
+            else:
+                head = jnp.minimum(self.head, x.shape[-3] - 1)  # in range; ``chosen`` decides
+                new = x.at[..., head, :, :].set(replacement[head])
+                chosen = self.head < x.shape[-3]
+            if self.which is not None:
+                chosen = chosen & (self.which == COMPONENTS.index(component))
             qkv[component] = jnp.where(chosen, new, x)
         return qkv["query"], qkv["key"], qkv["value"]
 
 
 jax.tree_util.register_dataclass(
-    Patch, data_fields=["replacements", "head", "positions", "which"], meta_fields=[]
+    Patch, data_fields=["replacements", "head", "which"], meta_fields=[]
 )
 
 
@@ -67,7 +66,8 @@ class Tap:
     ``{"query", "key", "value"}`` as its attention reads them, and ``"weights"`` where
     ``weights`` is set; ``offsets`` (the same names, each with a leading layer axis)
     are added to them first, a weight's offset to the attention's output through its
-    Value. Without weights, a text longer than ``block_size`` is attended blockwise."""
+    Value. Without weights it attends as :class:`~attn_lib.outputs.Outputs` does
+    (blockwise above ``block_size`` tokens)."""
 
     offsets: dict | None = None
     weights: bool = False
@@ -84,18 +84,14 @@ class Tap:
             for c, qkv in zip(COMPONENTS, (query, key, value), strict=True)
         )
         recorded = {"query": query, "key": key, "value": value}
-        if self.weights or query.shape[-2] <= self.block_size:
-            out, weights = dense(query, key, value, visible, softcap=softcap)
-        else:
-            out, _ = attend(
-                query, key, value, visible, block_size=self.block_size, columns=1, softcap=softcap
-            )
+        if not self.weights:
+            out, _ = Outputs(self.block_size)(query, key, value, visible, softcap)
+            return out, recorded
+        out, recorded["weights"] = dense(query, key, value, visible, softcap=softcap)
         if "weights" in offsets:
             grouped = jnp.repeat(value, query.shape[-3] // value.shape[-3], axis=-3)
             with float32_products():
                 out = out + offsets["weights"] @ grouped
-        if self.weights:
-            recorded["weights"] = weights
         return out, recorded
 
 
@@ -194,3 +190,17 @@ def answer_ids(source, answers) -> list[int]:
             "logit difference is 0 on every run"
         )
     return ids
+
+
+def checked_components(components) -> tuple[str, ...]:
+    """Some of :data:`~attn_lib.modification.COMPONENTS`, each once (one may be given as
+    a text), in that order; anything else is refused by name."""
+    chosen = (components,) if isinstance(components, str) else components
+    if not isinstance(chosen, Sequence) or not chosen or len(set(chosen)) != len(chosen):
+        raise ValueError(
+            f"components must be some of {', '.join(COMPONENTS)}, each once; "
+            f"got {shown(components)}"
+        )
+    for component in chosen:
+        check_choice("components", component, COMPONENTS)
+    return tuple(c for c in COMPONENTS if c in chosen)

@@ -29,19 +29,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from attn_lib.checks import check_choice, check_integer, shown
+from attn_lib.checks import check_choice, check_integer
 from attn_lib.modification import COMPONENTS
 from attn_lib.outputs import Outputs, _even
-from attn_lib.patch_paths import METRICS, Patch, Tap, answer_ids, check_pair
+from attn_lib.patch_paths import METRICS, Patch, Tap, answer_ids, check_pair, checked_components
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Patching:
     """What :func:`patch` found. ``query`` ``(layers, heads)``, ``key`` and ``value``
-    ``(layers, kv_heads)`` (None where not asked): the change of the metric from the
+    ``(layers, kv_heads)`` (None where not asked; ``heads`` and ``kv_heads`` their
+    counts): the change of the metric from the
     corrupted run when that head is patched from the clean run. ``ld_clean`` and
-    ``ld_corrupt``: the metric of the two runs. ``answers``: the two token ids. Read a
-    field as an attribute or as ``result["query"]``."""
+    ``ld_corrupt``: the metric of the two runs (the logit difference unless ``metric``
+    says otherwise). ``answers``: the two token ids. Read a field as an attribute or as
+    ``result["query"]``; :meth:`arrays` and :meth:`from_arrays` keep it as arrays."""
 
     method: str
     metric: str
@@ -51,12 +53,31 @@ class Patching:
     query: np.ndarray | None
     key: np.ndarray | None
     value: np.ndarray | None
+    heads: int
     kv_heads: int
 
     def __getitem__(self, name: str):
         if name not in {f.name for f in dataclasses.fields(self)} | {"normalised"}:
             raise KeyError(name)
         return getattr(self, name)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every number as an array (all but ``method`` and ``metric``): what a file keeps,
+        and :meth:`from_arrays` reads back."""
+        names = [f.name for f in dataclasses.fields(self) if f.name not in ("method", "metric")]
+        return {k: np.asarray(self[k]) for k in names if self[k] is not None}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict, method: str, metric: str) -> "Patching":
+        """The :class:`Patching` whose :meth:`arrays` these are."""
+        return cls(
+            method=method,
+            metric=metric,
+            answers=tuple(int(i) for i in arrays["answers"]),
+            **{k: float(arrays[k]) for k in ("ld_clean", "ld_corrupt")},
+            **{k: int(arrays[k]) for k in ("heads", "kv_heads")},
+            **{c: np.asarray(arrays[c], np.float64) if c in arrays else None for c in COMPONENTS},
+        )
 
     @property
     def components(self) -> tuple[str, ...]:
@@ -76,45 +97,32 @@ class Patching:
     def to_dataset(self, **attrs):
         """An ``xarray.Dataset``: ``effect`` and ``normalised`` over (component, layer,
         head), NaN on a Key or Value head beyond the KV heads (and ``normalised`` all NaN
-        where the two runs' metric is one); the metric of both runs, the method, metric,
-        answers and ``attrs`` in its attributes."""
+        where the two runs' metric is one); the other fields (the answers as
+        ``answer_ids``) and ``attrs`` in its attributes."""
         import xarray as xr
 
-        heads = max(self[c].shape[1] for c in self.components)
-        gap = self.ld_clean - self.ld_corrupt
-        effect = np.full((len(self.components), self[self.components[0]].shape[0], heads), np.nan)
+        shape = (len(self.components), self[self.components[0]].shape[0], self.heads)
+        effect = np.full(shape, np.nan)
         for i, component in enumerate(self.components):
             effect[i, :, : self[component].shape[1]] = self[component]
+        gap, dims = self.ld_clean - self.ld_corrupt, ("component", "layer", "head")
+        fields = {k: v.item() if v.ndim == 0 else v for k, v in self.arrays().items()}
+        fields |= {"method": self.method, "metric": self.metric}
+        fields["answer_ids"] = fields.pop("answers").astype(np.int32)  # netCDF3: no int64
         return xr.Dataset(
             {
-                "effect": (("component", "layer", "head"), effect),
-                "normalised": (
-                    ("component", "layer", "head"),
-                    effect / gap if gap else effect * np.nan,
-                ),
+                "effect": (dims, effect),
+                "normalised": (dims, effect / gap if gap else effect * np.nan),
             },
-            coords={
-                "component": list(self.components),
-                "layer": np.arange(effect.shape[1]),
-                "head": np.arange(heads),
-            },
-            attrs={
-                "method": self.method,
-                "metric": self.metric,
-                "answer_ids": np.asarray(self.answers, np.int32),
-                "ld_clean": self.ld_clean,
-                "ld_corrupt": self.ld_corrupt,
-                "kv_heads": self.kv_heads,
-                **attrs,
-            },
+            coords=dict(
+                zip(dims, (list(self.components), *map(np.arange, shape[1:])), strict=True)
+            ),
+            attrs={k: v for k, v in fields.items() if k not in COMPONENTS} | attrs,
         )
 
     def sharing(self, kv_head: int) -> list[int]:
         """The query heads that read KV head ``kv_head`` (grouped-query attention)."""
-        heads = self.query.shape[1] if self.query is not None else None
-        if heads is None:
-            raise ValueError("sharing: the query heads were not patched, so their count is unknown")
-        group = heads // self.kv_heads
+        group = self.heads // self.kv_heads
         return list(range(kv_head * group, (kv_head + 1) * group))
 
 
@@ -143,8 +151,9 @@ def _gradients(source, answers, *, metric, weights, block_size):
 
 @partial(jax.jit, static_argnames=("metric", "batch_size", "block_size"))
 def _exact_layer(source, clean, layer, which, heads, answers, *, metric, batch_size, block_size):
-    """The patched runs' metric for each (component ``which``, ``head``) of one layer:
-    one program for every component, the layers below run once."""
+    """The patched runs' metric for each (component ``which``, ``head``) of one layer
+    (``which`` -1: the unpatched run): one program for every component, the layers below
+    run once."""
     path = Outputs(block_size)
     h, below = source.below(layer, path)
 
@@ -157,16 +166,26 @@ def _exact_layer(source, clean, layer, which, heads, answers, *, metric, batch_s
 
 
 @partial(jax.jit, static_argnames="component")
-def _patched_weights(source, clean, layer, *, component):
-    """Layer ``layer``'s weights with every head of ``component`` patched: each query
-    head's pattern with its own Query (or its KV head's Key) from the clean run."""
-    h, _ = source.below(layer, Outputs())
-    return source._layer(layer, h, Patch({component: clean}), Tap(weights=True))[1]["weights"]
+def _patched_patterns(source, clean, *, component):
+    """Every layer's weights with every head of ``component`` patched (each query head's
+    pattern with its own Query, or its KV head's Key, from the clean run), the layers
+    run once: ``(layers, heads, T, T)``."""
+
+    def layer(h, i):
+        patched = Patch({component: clean[i]})
+        weights = source._layer(i, h, patched, Tap(weights=True))[1]["weights"]
+        return source._layer(i, h, None, Outputs())[0], weights
+
+    return jax.lax.scan(layer, source.embed(), jnp.arange(source.layers))[1]
 
 
-def _exact(clean, corrupted, answers, components, options) -> dict:
+def _exact(clean, corrupted, answers, components, options) -> tuple[dict, float]:
+    """Every head of ``components`` patched in turn, and the unpatched run, in one batch
+    a layer: each change is from the unpatched run of the same program."""
     batch_size, progress = options.pop("batch_size"), options.pop("progress")
-    at = [(COMPONENTS.index(c), h) for c in components for h in range(corrupted.head_count(c))]
+    at = [(-1, 0)] + [
+        (COMPONENTS.index(c), h) for c in components for h in range(corrupted.head_count(c))
+    ]
     batch = _even(len(at), len(at) if batch_size is None else batch_size)
     at += at[-1:] * (-len(at) % batch)  # whole batches: one trace
     which, heads = (jnp.asarray(x, jnp.int32) for x in zip(*at, strict=True))
@@ -183,38 +202,36 @@ def _exact(clean, corrupted, answers, components, options) -> dict:
         )
         for layer in (progress or iter)(range(corrupted.layers))
     ]
-    found, rows, start = {}, jnp.stack(rows), 0
-    for component in components:  # ``at`` holds them in order, each head once, then padding
+    rows = np.asarray(jnp.stack(rows), np.float64)
+    found, start = {}, 1  # ``at``: the unpatched run, each head in order, then padding
+    for component in components:
         count = corrupted.head_count(component)
-        found[component], start = rows[:, start : start + count], start + count
-    return found
+        found[component], start = rows[:, start : start + count] - rows[:, :1], start + count
+    return found, float(rows[0, 0])
 
 
-def _attribution(clean, corrupted, answers, components, options, *, fix: bool) -> dict:
-    options.pop("batch_size")
-    progress = options.pop("progress")
-    _, recorded, grads = _gradients(corrupted, answers, weights=fix, **options)
+def _attribution(clean, corrupted, answers, components, options, *, fix: bool):
+    """AtP (``fix`` False) or AtP* from one forward and backward of the corrupted run
+    (and for AtP*'s Query and Key, one run through each layer patched)."""
+    for unused in ("batch_size", "progress"):
+        options.pop(unused)
+    ld_corrupt, recorded, grads = _gradients(corrupted, answers, weights=fix, **options)
     found = {}
     for component in components:
         if fix and component != "value":
-            patched = [
-                _patched_weights(
-                    corrupted, clean[component][layer], jnp.int32(layer), component=component
-                )
-                for layer in (progress or iter)(range(corrupted.layers))
-            ]
-            change = (jnp.stack(patched) - recorded["weights"]) * grads["weights"]
+            patched = _patched_patterns(corrupted, clean[component], component=component)
+            change = (patched - recorded["weights"]) * grads["weights"]
             per_query_head = change.sum((-2, -1))  # (layers, heads)
             heads = corrupted.head_count(component)
             found[component] = per_query_head.reshape(corrupted.layers, heads, -1).sum(-1)
         else:
             change = (clean[component] - recorded[component]) * grads[component]
             found[component] = change.sum((-2, -1))
-    return found
+    return found, float(ld_corrupt)
 
 
-# A method: (clean record, corrupted source, answers, components, options) → component →
-# (layers, heads) changes of the metric.
+# A method: (clean record, corrupted source, answers, components, options) → (component →
+# (layers, heads) changes of the metric, the corrupted run's metric).
 METHODS: dict[str, Callable] = {
     "exact": _exact,
     "atp": partial(_attribution, fix=False),
@@ -258,18 +275,16 @@ def patch(
     ids = jnp.asarray(answer_ids(clean, answers), jnp.int32)
     options = {"metric": metric, "block_size": block_size}
     ld_clean, recorded = _recorded(clean, ids, **options)
-    ld_corrupt, _ = _recorded(corrupted, ids, **options)
     options |= {"batch_size": batch_size, "progress": progress}
-    found = METHODS[method](recorded, corrupted, ids, components, options)
-    if method == "exact":  # the exact patch gives the patched run's metric: its change
-        found = {c: v - ld_corrupt for c, v in found.items()}
+    found, ld_corrupt = METHODS[method](recorded, corrupted, ids, components, options)
     return Patching(
         method=method,
         metric=metric,
         answers=tuple(int(i) for i in ids),
         ld_clean=float(ld_clean),
-        ld_corrupt=float(ld_corrupt),
+        ld_corrupt=ld_corrupt,
         **{c: np.asarray(found[c], np.float64) if c in found else None for c in COMPONENTS},
+        heads=corrupted.head_count("query"),
         kv_heads=corrupted.head_count("key"),
     )
 
@@ -279,12 +294,4 @@ def checked_options(method: str, metric: str, components) -> tuple[str, ...]:
     components in the order of :data:`~attn_lib.modification.COMPONENTS`."""
     check_choice("method", method, tuple(METHODS))
     check_choice("metric", metric, tuple(METRICS))
-    chosen = (components,) if isinstance(components, str) else components
-    if not isinstance(chosen, Sequence) or not chosen or len(set(chosen)) != len(chosen):
-        raise ValueError(
-            f"components must be some of {', '.join(COMPONENTS)}, each once; "
-            f"got {shown(components)}"
-        )
-    for component in chosen:
-        check_choice("components", component, COMPONENTS)
-    return tuple(c for c in COMPONENTS if c in chosen)
+    return checked_components(components)

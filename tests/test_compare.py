@@ -180,3 +180,25 @@ def test_float32s_central_differences_pass_cancellation_but_not_a_changed_deriva
     assert produced(finite_difference_float64=derivative * (1 + 0.011)) == [
         "finite_difference_float64[2]"
     ]
+
+
+def test_weights_in_a_file_of_many_arrays_take_the_weights_tolerance(tmp_path):
+    """An array named ``…/weights`` (a notebook's maps, several to a file) is compared as
+    attention weights; one of another name beside it, as any other number."""
+    for side in ("committed", "produced"):
+        (tmp_path / side / "patching").mkdir(parents=True)
+    arrays = {"ioi/key/3/1/clean/weights": np.full((4, 4), 0.25), "ioi/runs": np.array([0.25])}
+    save_npz(tmp_path / "committed" / "patching" / "maps.npz", arrays)
+    folders = (tmp_path / "produced", tmp_path / "committed", tmp_path / "diffs", ["patching"])
+
+    def produced(**moved):
+        save_npz(tmp_path / "produced" / "patching" / "maps.npz", arrays | moved)
+        return [line.split(": ")[1] for line in compare_figures(*folders)]
+
+    assert (
+        produced(**{"ioi/key/3/1/clean/weights": arrays["ioi/key/3/1/clean/weights"] + 6e-5}) == []
+    )
+    assert produced(**{"ioi/runs": arrays["ioi/runs"] + 6e-4}) == ["ioi/runs[0]"]
+    assert produced(
+        **{"ioi/key/3/1/clean/weights": arrays["ioi/key/3/1/clean/weights"] + 1e-3}
+    ) == ["ioi/key/3/1/clean/weights[0, 0]"]

@@ -58,6 +58,7 @@ def test_clean_into_clean_changes_nothing_and_a_layers_q_and_k_make_the_clean_pa
     assert max(np.abs(same[c]).max() for c in same.components) < 1e-5
     layer = 1
     clean_run = clean.run(None, modify_layer=0, path=Tap(weights=True))[1]
+    corrupted_run = corrupted.run(None, modify_layer=0, path=Tap(weights=True))[1]
     h, _ = corrupted.below(layer)
 
     def patterns(*components):
@@ -66,6 +67,12 @@ def test_clean_into_clean_changes_nothing_and_a_layers_q_and_k_make_the_clean_pa
 
     np.testing.assert_allclose(patterns("query", "key"), clean_run["weights"][layer], atol=1e-6)
     assert np.abs(patterns("query") - clean_run["weights"][layer]).max() > 1e-2  # one is not
+    # query head 3 patches no Key: the Key has 2 heads (a clamped index would patch KV 1)
+    qk = {c: clean_run[c][layer] for c in ("query", "key")}
+    query, key, _ = Patch(qk, 3)(*(corrupted_run[c][layer] for c in ("query", "key", "value")))
+    np.testing.assert_array_equal(key, corrupted_run["key"][layer])
+    np.testing.assert_array_equal(query[3], clean_run["query"][layer][3])
+    np.testing.assert_array_equal(query[:3], corrupted_run["query"][layer][:3])
 
 
 def test_the_blockwise_path_and_a_batch_size_bound_memory_and_change_no_patch():
@@ -84,8 +91,9 @@ def test_the_blockwise_path_and_a_batch_size_bound_memory_and_change_no_patch():
 
 @struct.dataclass
 class AttentionOnly(Source):
-    """One causal attention layer, no norm, logits linear in the attention's output: the
-    model where a Value's AtP, and every component's AtP*, are exact."""
+    """One causal attention layer with grouped-query heads, no norm, logits linear in the
+    attention's output: the model where a Value's AtP, and every component's AtP*
+    (a Key's summed over the two query heads that read it), are exact."""
 
     params: dict
     ids: jax.Array
@@ -105,13 +113,18 @@ class AttentionOnly(Source):
     def embed(self):
         return self.params["embedding"][self.ids]
 
-    def layer(self, i, h, modification, path=None):
-        q, k, v = (jnp.swapaxes((h @ self.params[c]).reshape(-1, 2, 4), 0, 1) for c in "qkv")
+    def layer(self, i, h, modification, path=None):  # 4 query heads, 2 KV heads, of 2
+        q, k, v = (
+            jnp.swapaxes((h @ self.params[c]).reshape(h.shape[0], -1, 2), 0, 1) for c in "qkv"
+        )
         out, w = modify_and_attend(q, k, v, self.visibility(i), modification, path)
         return h + jnp.swapaxes(out, 0, 1).reshape(-1, 8) @ self.params["o"], w
 
     def readout(self, h):
         return h
+
+    def head_count(self, component):
+        return 4 if component == "query" else 2
 
     def unembedding(self):
         return self.params["embedding"]
@@ -119,7 +132,10 @@ class AttentionOnly(Source):
 
 def attention_only(ids) -> AttentionOnly:
     keys = jax.random.split(jax.random.key(3), 5)
-    params = {c: jax.random.normal(k, (8, 8)) for c, k in zip("qkvo", keys, strict=False)}
+    params = {
+        c: jax.random.normal(k, (8, 8 if c in "qo" else 4))
+        for c, k in zip("qkvo", keys, strict=False)
+    }
     params["embedding"] = jax.random.normal(keys[4], (11, 8))
     return AttentionOnly(params, jnp.asarray(ids))
 
@@ -145,12 +161,24 @@ def test_the_result_reads_by_name_normalises_and_names_who_shares_a_kv_head():
     assert found["key"] is found.key and found.key.shape == (2, 2) and found.query.shape == (2, 4)
     gap = found.ld_clean - found.ld_corrupt
     np.testing.assert_allclose(found.normalised["value"], found.value / gap)
-    assert found.sharing(1) == [2, 3]
+    assert found.sharing(1) == [2, 3] and (found.heads, found.kv_heads) == (4, 2)
     with pytest.raises(KeyError):
         found["weights"]
+    dataset = found.to_dataset(source="llama")
+    assert np.isnan(dataset.effect.sel(component="key", head=[2, 3])).all()
+    np.testing.assert_allclose(dataset.effect.sel(component="key", head=[0, 1]), found.key)
+    np.testing.assert_allclose(
+        dataset.normalised.sel(component="value", head=[0, 1]), found.normalised["value"]
+    )
+    assert dataset.attrs["method"] == "atp" and dataset.attrs["source"] == "llama"
+    assert list(dataset.attrs["answer_ids"]) == [5, 7]
     level = attn_lib.patch(clean, clean, answers=(5, 7), method="atp")
     with pytest.raises(ValueError, match="nothing to restore"):
         _ = level.normalised
+    assert np.isnan(level.to_dataset().normalised).all()
+    again = attn_lib.patching.Patching.from_arrays(found.arrays(), "atp", "logit_difference")
+    assert all(np.array_equal(again[c], found[c]) for c in found.components)
+    assert (again.answers, again.ld_clean, again.heads) == (found.answers, found.ld_clean, 4)
 
 
 def test_every_refusal_names_what_is_wrong_before_any_work(monkeypatch):
@@ -189,12 +217,12 @@ def test_the_command_line_writes_the_functions_result_and_refuses_what_it_refuse
     llama = str(FAMILIES / "llama")
     texts = ["--clean", "the cat sat on the mat", "--corrupted", "the dog sat on the log"]
     out = tmp_path / "ioi.nc"
-    common = ["patch", "--source", llama, *texts, "--answers", "5", "7"]
+    common = ["patch", "--source", llama, *texts, "--answer-ids", "5", "7"]
     assert main([*common, "--method", "atp", "--components", "value", "--out", str(out)]) == 0
     clean, corrupted = (models.load(llama, text=t) for t in texts[1::2])
     expected = attn_lib.patch(clean, corrupted, answers=(5, 7), method="atp", components="value")
     with xr.open_dataset(out) as found:
-        np.testing.assert_allclose(found.effect.sel(component="value"), expected.value)
+        np.testing.assert_allclose(found.effect.sel(component="value", head=[0, 1]), expected.value)
         assert found.attrs["method"] == "atp" and found.attrs["ld_clean"] == expected.ld_clean
         assert list(found.component.values) == ["value"]
     for wrong, says in (
@@ -207,3 +235,9 @@ def test_the_command_line_writes_the_functions_result_and_refuses_what_it_refuse
         assert main([*common, *[x for kv in options.items() for x in kv]]) == 2
         assert says in capsys.readouterr().err
     assert not (tmp_path / "y.nc").exists()
+    words = tmp_path / "words.nc"  # answers as texts of one token, the tokenizer's ids
+    named = ["patch", "--source", llama, *texts, "--answers", "cat", "dog", "--method", "atp"]
+    assert main([*named, "--components", "query", "--out", str(words)]) == 0
+    with xr.open_dataset(words) as found:
+        ids = [clean.checkpoint.tokenizer.token_to_id(w) for w in ("cat", "dog")]
+        assert list(found.attrs["answer_ids"]) == ids

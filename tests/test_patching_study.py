@@ -16,7 +16,7 @@ PAIR = patching_study.Pair("the cat sat on the mat", "the dog sat on the log", (
 
 def made(query, method="atp") -> Patching:
     query = np.asarray(query, float)
-    return Patching(method, "logit_difference", (5, 7), 1.0, 0.0, query, None, None, 1)
+    return Patching(method, "logit_difference", (5, 7), 1.0, 0.0, query, None, None, 3, 1)
 
 
 def test_spearman_ranks_ties_by_their_mean_and_agreement_names_the_misses():

@@ -1,5 +1,6 @@
 """The report's verdicts, computed by the same library calls the notebook makes."""
 
+import jax
 import numpy as np
 import pytest
 
@@ -7,6 +8,7 @@ from attn_lib import Modification, Synthetic, all_weights
 from attn_lib.analysis import calibrate, report, verdicts
 from attn_lib.figures.spec import load_spec
 from attn_lib.models.synthetic import NEAR
+from attn_lib.patch_paths import Tap
 
 
 @pytest.fixture(scope="module")
@@ -66,15 +68,22 @@ def test_no_single_scale_gives_three_distinct_columns_with_a_visible_5e_1(calibr
     assert calibrate.three_distinct_columns(fake)["gains"].size == 1
 
 
-def test_the_calibration_holds_still_under_a_rounding_sized_change_of_the_gain(monkeypatch):
-    """Gains 1e-7 apart (float32's rounding of a gain) give the same distances: another
-    CPU's rounding cannot move the figure. In float32 (the counter-example) one of them
-    moves the Value row's distance at gain 0.013 from 0.899 to 0.889."""
+def test_the_calibration_holds_still_where_float32_cannot_tell_two_scores_apart():
+    """At gain 0.013 an inverse Value of 1e-10 makes layer 1's scores of order 1e16, and
+    each row's two largest lie 2e-7 apart, relative: two units in float32's last place,
+    which its rounding (another CPU's, too) may order either way (the counter-example,
+    computed in float64). In float64, gains 1e-7 apart give the same distances."""
     gains = calibrate.GAINS[1] * (1 + np.arange(-8, 9) * 1e-7)
-    spread = lambda: np.ptp(calibrate.calibration(gains)["apart"], axis=0).max()  # noqa: E731
-    assert spread() < 1e-6
-    monkeypatch.setattr(calibrate, "float64", lambda source: source)
-    assert spread() > 1e-3
+    assert np.ptp(calibrate.calibration(gains)["apart"], axis=0).max() < 1e-6
+    with jax.enable_x64(True):
+        source = calibrate.float64(Synthetic.create(gain=float(calibrate.GAINS[1])))
+        value = Modification("value", "inverse", 1e-10)
+        _, tapped = source.run(value, modify_layer=report.MODIFY_LAYER, path=Tap(weights=True))
+    layer = report.OBSERVED_LAYER["value"]
+    query, key = (np.asarray(tapped[c][layer, report.HEAD]) for c in ("query", "key"))
+    first, second = np.sort(query @ key.T, axis=-1)[:, :-3:-1].T
+    apart = (first - second) / np.abs(first)
+    assert np.abs(first).min() > 1e15 and apart.max() < 4 * np.finfo(np.float32).eps
 
 
 def test_the_seed_grid_uses_the_most_distinct_gain(calibrated):

@@ -12,7 +12,6 @@ import numpy as np
 
 from attn_lib import models
 from attn_lib.analysis import result_cache
-from attn_lib.modification import COMPONENTS
 from attn_lib.patch_paths import Patch, Tap
 from attn_lib.patching import METHODS, Patching, patch
 
@@ -59,21 +58,10 @@ def study(name: str, pair: Pair, methods=tuple(METHODS)) -> dict[str, Patching]:
     for method in methods:
 
         def make(method=method):
-            result = patch(clean, corrupted, answers=pair.answers, method=method)
-            arrays = {c: result[c] for c in COMPONENTS}
-            runs = [result.ld_clean, result.ld_corrupt]
-            return arrays | {"runs": np.array(runs), "answers": np.array(result.answers)}
+            return patch(clean, corrupted, answers=pair.answers, method=method).arrays()
 
         arrays = result_cache.cached("patching", clean, ids, (method, pair.answers), make)
-        found[method] = Patching(
-            method=method,
-            metric="logit_difference",
-            answers=tuple(int(a) for a in arrays["answers"]),
-            ld_clean=float(arrays["runs"][0]),
-            ld_corrupt=float(arrays["runs"][1]),
-            **{c: np.asarray(arrays[c], np.float64) for c in COMPONENTS},
-            kv_heads=int(arrays["key"].shape[1]),
-        )
+        found[method] = Patching.from_arrays(arrays, method, "logit_difference")
     return found
 
 

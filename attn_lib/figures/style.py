@@ -121,7 +121,8 @@ def symlog_limits(values: Sequence[np.ndarray], linthresh: float) -> tuple[float
     finite = finite if finite.size else np.zeros(1)
 
     def edge(extreme: float) -> float:
-        return linthresh if extreme <= linthresh else 10.0 ** np.ceil(np.log10(extreme) + 0.05)
+        above = 10.0 ** np.ceil(np.log10(extreme) + 0.05) if extreme > 0 else 0.0
+        return max(linthresh, float(above))
 
     return -edge(max(-float(finite.min()), 0.0)), edge(max(float(finite.max()), 0.0))
 
