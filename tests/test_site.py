@@ -238,7 +238,7 @@ def test_the_reference_documents_each_object_once():
     top = subprocess.run(
         [sys.executable, "-m", "attn_lib", "--help"], capture_output=True, text=True, check=True
     ).stdout
-    assert pages.subcommands(top) == ["figures", "compare", "atlas", "notebooks"]
+    assert pages.subcommands(top) == ["figures", "compare", "atlas", "patch", "notebooks"]
     with pytest.raises(ValueError, match="no subcommands"):
         pages.subcommands("usage: python -m attn_lib [-h]")
 
