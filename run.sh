@@ -91,9 +91,7 @@ test_all() {
     stage "lint" lint
     # --durations: the slowest tests, printed each run, for when the stage must make room
     local browser_tests=(tests/test_browser.py tests/test_site.py tests/test_site_explorer.py)
-    # Three workers on two cores: a third fills the time the others wait on a kernel, a
-    # subprocess or a file (the whole run averaged 1.57 busy cores with two).
-    stage "unit tests" "$VENV/bin/python" -m pytest -n 3 --durations=25 tests \
+    stage "unit tests" "$VENV/bin/python" -m pytest -n 2 --durations=25 tests \
         "${browser_tests[@]/#/--ignore=}"
     rm -rf "$produced"
     stage "draw every figure into $produced" "$VENV/bin/python" -m attn_lib figures --out "$produced"
