@@ -22,7 +22,7 @@ from attn_lib.blockwise import Visibility, dense
 from attn_lib.checks import check_choice, check_integer, shown
 from attn_lib.modification import COMPONENTS
 from attn_lib.outputs import Outputs
-from attn_lib.softmax import float32_products, soft_capped
+from attn_lib.softmax import attention, float32_products, soft_capped
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +98,38 @@ class Tap:
 jax.tree_util.register_dataclass(
     Tap, data_fields=["offsets"], meta_fields=["weights", "block_size"]
 )
+
+
+@dataclasses.dataclass(frozen=True)
+class Suffix:
+    """A path on which a source whose ``last_rows`` is set runs the last rows of its
+    input alone (:attr:`attn_lib.models.base.Source.last_rows`): each layer's keys and
+    values at the positions before them, ``key`` and ``value`` ``(layers, kv_heads, P,
+    d)`` as the attention reads them, come from a run that shares those positions, and a
+    layer gives its output only. With none before them (P = 0) it attends as
+    :class:`~attn_lib.outputs.Outputs` does."""
+
+    key: jax.Array
+    value: jax.Array
+    block_size: int = 512
+
+    def at(self, i) -> "Suffix":
+        return dataclasses.replace(self, key=self.key[i], value=self.value[i])
+
+    def __call__(self, query, key, value, visible: Visibility, softcap: float | None = None):
+        if self.key.shape[-2] == 0:
+            return Outputs(self.block_size)(query, key, value, visible, softcap)
+        repeats = query.shape[-3] // key.shape[-3]
+        key, value = (
+            jnp.repeat(jnp.concatenate([before, x], axis=-2), repeats, axis=-3)
+            for before, x in ((self.key, key), (self.value, value))
+        )
+        rows = jnp.arange(visible.seq_len - query.shape[-2], visible.seq_len)
+        seen = visible.tile(rows, jnp.arange(visible.seq_len))
+        return attention(query, key, value, mask=seen, softcap=softcap)[0], ()
+
+
+jax.tree_util.register_dataclass(Suffix, data_fields=["key", "value"], meta_fields=["block_size"])
 
 
 def _logits(source, last: jax.Array, rows: jax.Array | None = None) -> jax.Array:

@@ -6,8 +6,9 @@ clean answer returns, as the change of a metric of the last position (by default
 logit difference, logit[clean answer] − logit[corrupted answer]). Three methods
 (:data:`METHODS`):
 
-- ``exact``: every head patched in turn, at every position; the layers below each
-  patched layer run once, and a layer's heads run as one batch (``jax.lax.map``).
+- ``exact``: every head patched in turn, at every position; the unpatched run gives
+  every layer's input once, a layer's heads run as one batch (``jax.lax.map``), and the
+  leading positions where the two inputs agree run once (:func:`shared_positions`).
 - ``atp``: attribution patching, the first-order estimate
   ``Σ (a_clean − a_corrupted) · ∂metric/∂a`` over positions and the head's features, with
   the gradient of the corrupted run: one forward on each input and one backward.
@@ -21,7 +22,6 @@ runs of one length is the same as at the projection's output (:mod:`attn_lib.pat
 AtP linearises there too (after Gemma-3's QK-norm, not before it).
 """
 
-import dataclasses
 from collections.abc import Callable, Sequence
 from functools import partial
 
@@ -32,98 +32,16 @@ import numpy as np
 from attn_lib.checks import check_choice, check_integer
 from attn_lib.modification import COMPONENTS
 from attn_lib.outputs import Outputs, _even
-from attn_lib.patch_paths import METRICS, Patch, Tap, answer_ids, check_pair, checked_components
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class Patching:
-    """What :func:`patch` found. ``query`` ``(layers, heads)``, ``key`` and ``value``
-    ``(layers, kv_heads)`` (None where not asked; ``heads`` and ``kv_heads`` their
-    counts): the change of the metric from the
-    corrupted run when that head is patched from the clean run. ``ld_clean`` and
-    ``ld_corrupt``: the metric of the two runs (the logit difference unless ``metric``
-    says otherwise). ``answers``: the two token ids. Read a field as an attribute or as
-    ``result["query"]``; :meth:`arrays` and :meth:`from_arrays` keep it as arrays."""
-
-    method: str
-    metric: str
-    answers: tuple[int, int]
-    ld_clean: float
-    ld_corrupt: float
-    query: np.ndarray | None
-    key: np.ndarray | None
-    value: np.ndarray | None
-    heads: int
-    kv_heads: int
-
-    def __getitem__(self, name: str):
-        if name not in {f.name for f in dataclasses.fields(self)} | {"normalised"}:
-            raise KeyError(name)
-        return getattr(self, name)
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        """Every number as an array (all but ``method`` and ``metric``): what a file keeps,
-        and :meth:`from_arrays` reads back."""
-        names = [f.name for f in dataclasses.fields(self) if f.name not in ("method", "metric")]
-        return {k: np.asarray(self[k]) for k in names if self[k] is not None}
-
-    @classmethod
-    def from_arrays(cls, arrays: dict, method: str, metric: str) -> "Patching":
-        """The :class:`Patching` whose :meth:`arrays` these are."""
-        return cls(
-            method=method,
-            metric=metric,
-            answers=tuple(int(i) for i in arrays["answers"]),
-            **{k: float(arrays[k]) for k in ("ld_clean", "ld_corrupt")},
-            **{k: int(arrays[k]) for k in ("heads", "kv_heads")},
-            **{c: np.asarray(arrays[c], np.float64) if c in arrays else None for c in COMPONENTS},
-        )
-
-    @property
-    def components(self) -> tuple[str, ...]:
-        return tuple(c for c in COMPONENTS if self[c] is not None)
-
-    @property
-    def normalised(self) -> dict[str, np.ndarray]:
-        """Each component's change / (ld_clean − ld_corrupt): 1 is fully restored."""
-        gap = self.ld_clean - self.ld_corrupt
-        if gap == 0:
-            raise ValueError(
-                f"the clean and corrupted runs have one {self.metric} ({self.ld_clean:.6g}): "
-                "nothing to restore, so no normalised effect"
-            )
-        return {c: self[c] / gap for c in self.components}
-
-    def to_dataset(self, **attrs):
-        """An ``xarray.Dataset``: ``effect`` and ``normalised`` over (component, layer,
-        head), NaN on a Key or Value head beyond the KV heads (and ``normalised`` all NaN
-        where the two runs' metric is one); the other fields (the answers as
-        ``answer_ids``) and ``attrs`` in its attributes."""
-        import xarray as xr
-
-        shape = (len(self.components), self[self.components[0]].shape[0], self.heads)
-        effect = np.full(shape, np.nan)
-        for i, component in enumerate(self.components):
-            effect[i, :, : self[component].shape[1]] = self[component]
-        gap, dims = self.ld_clean - self.ld_corrupt, ("component", "layer", "head")
-        fields = {k: v.item() if v.ndim == 0 else v for k, v in self.arrays().items()}
-        fields |= {"method": self.method, "metric": self.metric}
-        fields["answer_ids"] = fields.pop("answers").astype(np.int32)  # netCDF3: no int64
-        return xr.Dataset(
-            {
-                "effect": (dims, effect),
-                "normalised": (dims, effect / gap if gap else effect * np.nan),
-            },
-            coords=dict(
-                zip(dims, (list(self.components), *map(np.arange, shape[1:])), strict=True)
-            ),
-            attrs={k: v for k, v in fields.items() if k not in COMPONENTS} | attrs,
-        )
-
-    def sharing(self, kv_head: int) -> list[int]:
-        """The query heads that read KV head ``kv_head`` (grouped-query attention)."""
-        group = self.heads // self.kv_heads
-        return list(range(kv_head * group, (kv_head + 1) * group))
+from attn_lib.patch_paths import (
+    METRICS,
+    Patch,
+    Suffix,
+    Tap,
+    answer_ids,
+    check_pair,
+    checked_components,
+)
+from attn_lib.patch_result import Patching
 
 
 def _run(source, offsets, answers, *, metric: str, weights: bool, block_size: int):
@@ -149,20 +67,31 @@ def _gradients(source, answers, *, metric, weights, block_size):
     return value, recorded, grads
 
 
+@partial(jax.jit, static_argnames=("start", "block_size"))
+def _inputs(source, *, start, block_size):
+    """The unpatched run's input to every layer at the positions from ``start`` on,
+    ``(layers, ..., T − start, d)``: the layers run once."""
+
+    def layer(h, i):
+        return source._layer(i, h, None, Outputs(block_size))[0], h[..., start:, :]
+
+    return jax.lax.scan(layer, source.embed(), jnp.arange(source.layers))[1]
+
+
 @partial(jax.jit, static_argnames=("metric", "batch_size", "block_size"))
-def _exact_layer(source, clean, layer, which, heads, answers, *, metric, batch_size, block_size):
+def _exact_layer(source, clean, h, before, layer, which, heads, answers, **static):
     """The patched runs' metric for each (component ``which``, ``head``) of one layer
-    (``which`` -1: the unpatched run): one program for every component, the layers below
-    run once."""
-    path = Outputs(block_size)
-    h, below = source.below(layer, path)
+    (``which`` -1: the unpatched run), from its input ``h`` at the positions the two runs
+    do not share (``before``: every layer's keys and values at those they do): one
+    program for every component."""
+    path = Suffix(before["key"], before["value"], static["block_size"])
 
     def one(at):
         patched = Patch(clean, at[1], which=at[0])
-        last, _ = source.above(h, below, patched, modify_layer=layer, path=path)
-        return METRICS[metric](source, source.readout(last)[..., -1, :], answers)
+        last, _ = source.above(h, (), patched, modify_layer=layer, path=path)
+        return METRICS[static["metric"]](source, source.readout(last)[..., -1, :], answers)
 
-    return jax.lax.map(one, jnp.stack([which, heads], -1), batch_size=batch_size)
+    return jax.lax.map(one, jnp.stack([which, heads], -1), batch_size=static["batch_size"])
 
 
 @partial(jax.jit, static_argnames="component")
@@ -181,18 +110,23 @@ def _patched_patterns(source, clean, *, component):
 
 def _exact(clean, corrupted, answers, components, options) -> tuple[dict, float]:
     """Every head of ``components`` patched in turn, and the unpatched run, in one batch
-    a layer: each change is from the unpatched run of the same program."""
-    batch_size, progress = options.pop("batch_size"), options.pop("progress")
+    a layer: each change is from the unpatched run of the same program. The positions
+    before ``start`` (which both inputs share) run once, in the unpatched run."""
+    batch_size, progress, start = (options.pop(k) for k in ("batch_size", "progress", "start"))
     at = [(-1, 0)] + [
         (COMPONENTS.index(c), h) for c in components for h in range(corrupted.head_count(c))
     ]
     batch = _even(len(at), len(at) if batch_size is None else batch_size)
     at += at[-1:] * (-len(at) % batch)  # whole batches: one trace
     which, heads = (jnp.asarray(x, jnp.int32) for x in zip(*at, strict=True))
+    inputs = _inputs(corrupted, start=start, block_size=options["block_size"])
+    before = {c: clean[c][..., :start, :] for c in ("key", "value")}
     rows = [
         _exact_layer(
             corrupted,
-            {c: clean[c][layer] for c in components},
+            {c: clean[c][layer][..., start:, :] for c in components},
+            inputs[layer],
+            before,
             jnp.int32(layer),
             which,
             heads,
@@ -213,7 +147,7 @@ def _exact(clean, corrupted, answers, components, options) -> tuple[dict, float]
 def _attribution(clean, corrupted, answers, components, options, *, fix: bool):
     """AtP (``fix`` False) or AtP* from one forward and backward of the corrupted run
     (and for AtP*'s Query and Key, one run through each layer patched)."""
-    for unused in ("batch_size", "progress"):
+    for unused in ("batch_size", "progress", "start"):
         options.pop(unused)
     ld_corrupt, recorded, grads = _gradients(corrupted, answers, weights=fix, **options)
     found = {}
@@ -275,7 +209,8 @@ def patch(
     ids = jnp.asarray(answer_ids(clean, answers), jnp.int32)
     options = {"metric": metric, "block_size": block_size}
     ld_clean, recorded = _recorded(clean, ids, **options)
-    options |= {"batch_size": batch_size, "progress": progress}
+    start = shared_positions(clean, corrupted, block_size)
+    options |= {"batch_size": batch_size, "progress": progress, "start": start}
     found, ld_corrupt = METHODS[method](recorded, corrupted, ids, components, options)
     return Patching(
         method=method,
@@ -287,6 +222,20 @@ def patch(
         heads=corrupted.head_count("query"),
         kv_heads=corrupted.head_count("key"),
     )
+
+
+def shared_positions(clean, corrupted, block_size: int = 512) -> int:
+    """How many leading positions the exact patch runs once: where the two inputs have
+    one token, a causal model's runs are alike, and a patch there changes nothing (all
+    but the last position). Only on a causal source whose layers run their last rows alone
+    (``last_rows``), and where those rows attend densely within ``block_size``² scores;
+    else 0."""
+    if not (getattr(corrupted, "last_rows", False) and corrupted.causal):
+        return 0
+    length = corrupted.seq_len
+    differ = np.flatnonzero(np.any(np.reshape(clean.ids != corrupted.ids, (-1, length)), 0))
+    start = min(int(differ[0]) if differ.size else length, length - 1)
+    return start if (length - start) * length <= block_size**2 else 0
 
 
 def checked_options(method: str, metric: str, components) -> tuple[str, ...]:

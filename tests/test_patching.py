@@ -14,8 +14,10 @@ from flax import struct
 import attn_lib
 from attn_lib import models
 from attn_lib.flax import modify_and_attend
+from attn_lib.models import decoder
 from attn_lib.models.base import Labels, Source
 from attn_lib.patch_paths import Patch, Tap
+from attn_lib.patching import shared_positions
 
 FAMILIES = Path(__file__).parent / "reference" / "families"
 
@@ -88,6 +90,43 @@ def test_the_blockwise_path_and_a_batch_size_bound_memory_and_change_no_patch():
         )
         for c in dense.components:
             np.testing.assert_allclose(bounded[c], dense[c], atol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["gemma3", "gpt2"])  # RoPE and a window; none
+def test_the_positions_both_inputs_share_run_once_and_change_no_patch(case, monkeypatch):
+    """The exact patch runs the leading positions where the two inputs agree once, and
+    the rest alone (at their own positions for RoPE; Gemma-3's window of 4 seen from
+    them): the patches of running every position. With the later rows' RoPE not moved to
+    their positions, they are not."""
+    expected = reference(case)
+    clean = models.load(FAMILIES / case, ids=expected["clean"].tolist())
+    ids = expected["clean"].tolist()
+    ids[-3] = int(expected["corrupted"][-1])  # the inputs differ from the third-last on
+    corrupted = models.load(FAMILIES / case, ids=ids)
+    length = len(ids)
+    assert shared_positions(clean, corrupted) == length - 3
+    assert shared_positions(clean, clean) == length - 1  # the last: patched
+    assert shared_positions(clean, corrupted, block_size=3) == 0  # not dense
+    shared = attn_lib.patch(clean, corrupted, answers=(5, 7))
+    with monkeypatch.context() as m:  # a query that sees later keys sees the difference
+        m.setattr(type(corrupted), "causal", False)
+        assert shared_positions(clean, corrupted) == 0
+    with monkeypatch.context() as m:
+        m.setattr(type(corrupted), "last_rows", False)
+        assert shared_positions(clean, corrupted) == 0
+        every = attn_lib.patch(clean, corrupted, answers=(5, 7))
+    for c in every.components:
+        np.testing.assert_allclose(shared[c], every[c], atol=1e-5)
+    assert max(np.abs(every[c]).max() for c in every.components) > 0.1
+    if case == "gpt2":  # learned positions, added below the first layer: nothing to move
+        return
+    rotary = decoder.rotary
+    with monkeypatch.context() as m:
+        m.setattr(decoder, "rotary", lambda x, f, start: rotary(x, f))
+        jax.clear_caches()  # the compiled layers read rotary when traced
+        unmoved = attn_lib.patch(clean, corrupted, answers=(5, 7))
+    jax.clear_caches()
+    assert max(np.abs(unmoved[c] - every[c]).max() for c in every.components) > 1e-3
 
 
 @struct.dataclass

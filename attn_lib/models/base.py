@@ -62,6 +62,10 @@ class Source:
     """
 
     causal = False  # a query sees no later key: a class attribute, or a static field
+    # A layer given the last S < seq_len rows of its input alone computes them, at
+    # positions seq_len − S …, and takes the keys and values before them from its path
+    # (attn_lib.patch_paths.Suffix): what lets the exact patch run shared positions once.
+    last_rows = False
     # What the model outputs, which :func:`attn_lib.effects` measures (None: nothing it
     # can): "logits" (next-token; the source defines ``unembedding``, ``logit_softcap``
     # and ``ids``) or "embedding" (one vector per text).

@@ -189,11 +189,12 @@ def rms_norm(x: jax.Array, scale: jax.Array, eps: float) -> jax.Array:
     return x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps) * scale
 
 
-def rotary(x: jax.Array, frequency: jax.Array) -> jax.Array:
-    """Rotary position embedding of ``x (heads, T, d)`` at ``frequency (d/2,)``, the
-    half-split layout."""
+def rotary(x: jax.Array, frequency: jax.Array, start: int = 0) -> jax.Array:
+    """Rotary position embedding of ``x (heads, T, d)``, at positions ``start`` …
+    ``start + T − 1``, at ``frequency (d/2,)``, the half-split layout."""
     d = x.shape[-1]
-    angles = jnp.arange(x.shape[-2], dtype=jnp.float32)[:, None] * frequency[None, :]
+    positions = jnp.arange(start, start + x.shape[-2], dtype=jnp.float32)
+    angles = positions[:, None] * frequency[None, :]
     cos, sin = (jnp.concatenate([f(angles)] * 2, axis=-1) for f in (jnp.cos, jnp.sin))
     rotated = jnp.concatenate([-x[..., d // 2 :], x[..., : d // 2]], axis=-1)
     return x * cos + rotated * sin
@@ -223,9 +224,9 @@ class Decoder(CheckpointSource):
             normed = c.qk_norm and part != "value"
             return rms_norm(y, p[f"{part}_norm"], c.norm_eps) if normed else y
 
-        frequency = jnp.asarray(frequencies)[i]
-        query = rotary(heads("query", c.heads), frequency) * jnp.float32(c.query_scale)
-        key = rotary(heads("key", c.kv_heads), frequency)
+        frequency, start = jnp.asarray(frequencies)[i], self.seq_len - h.shape[-2]  # last_rows
+        query = rotary(heads("query", c.heads), frequency, start) * jnp.float32(c.query_scale)
+        key = rotary(heads("key", c.kv_heads), frequency, start)
         visible = self.visibility(i)
         value = heads("value", c.kv_heads)
         out, weights = modify_and_attend(
