@@ -35,9 +35,9 @@ PAIRS = {
         (" Mary", " John"),
         "indirect object: who is given the drink",
     ),
-    "factual": Pair(
-        "The Eiffel Tower is located in the city of",
-        "The Colosseum is located in the city of",
+    "factual": Pair(  # as many tokens as "ioi" in both models: the programs are shared
+        "As every tourist knows, Montmartre is located in the city of",
+        "As every tourist knows, the Spanish Steps are located in the city of",
         (" Paris", " Rome"),
         "factual recall: a landmark's city",
     ),

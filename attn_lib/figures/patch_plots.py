@@ -7,9 +7,9 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from attn_lib.figures import plot, style
+from attn_lib.modification import COMPONENTS
 
 RESTORED = "share of the answer restored (1: all of it)"
-COMPONENTS = ("query", "key", "value")
 
 
 def effects(tables: dict[str, dict[str, np.ndarray]], *, title: str) -> Figure:
