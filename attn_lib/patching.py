@@ -70,7 +70,8 @@ def _gradients(source, answers, *, metric, weights, block_size):
 @partial(jax.jit, static_argnames=("start", "block_size"))
 def _inputs(source, *, start, block_size):
     """The unpatched run's input to every layer at the positions from ``start`` on,
-    ``(layers, ..., T − start, d)``: the layers run once."""
+    ``(layers, ..., T − start, d)``: the layers run once, and their inputs are kept
+    (for SmolLM2 at 8k tokens with nothing shared, 0.57 GB)."""
 
     def layer(h, i):
         return source._layer(i, h, None, Outputs(block_size))[0], h[..., start:, :]
@@ -79,19 +80,21 @@ def _inputs(source, *, start, block_size):
 
 
 @partial(jax.jit, static_argnames=("metric", "batch_size", "block_size"))
-def _exact_layer(source, clean, h, before, layer, which, heads, answers, **static):
+def _exact_layer(
+    source, clean, h, before, layer, which, heads, answers, *, metric, batch_size, block_size
+):
     """The patched runs' metric for each (component ``which``, ``head``) of one layer
     (``which`` -1: the unpatched run), from its input ``h`` at the positions the two runs
     do not share (``before``: every layer's keys and values at those they do): one
     program for every component."""
-    path = Suffix(before["key"], before["value"], static["block_size"])
+    path = Suffix(before["key"], before["value"], block_size)
 
     def one(at):
-        patched = Patch(clean, at[1], which=at[0])
+        patched = Patch(clean, at[1], which=at[0])  # below, (): Suffix records nothing
         last, _ = source.above(h, (), patched, modify_layer=layer, path=path)
-        return METRICS[static["metric"]](source, source.readout(last)[..., -1, :], answers)
+        return METRICS[metric](source, source.readout(last)[..., -1, :], answers)
 
-    return jax.lax.map(one, jnp.stack([which, heads], -1), batch_size=static["batch_size"])
+    return jax.lax.map(one, jnp.stack([which, heads], -1), batch_size=batch_size)
 
 
 @partial(jax.jit, static_argnames="component")
@@ -137,10 +140,11 @@ def _exact(clean, corrupted, answers, components, options) -> tuple[dict, float]
         for layer in (progress or iter)(range(corrupted.layers))
     ]
     rows = np.asarray(jnp.stack(rows), np.float64)
-    found, start = {}, 1  # ``at``: the unpatched run, each head in order, then padding
+    found, column = {}, 1  # ``at``: the unpatched run, each head in order, then padding
     for component in components:
         count = corrupted.head_count(component)
-        found[component], start = rows[:, start : start + count] - rows[:, :1], start + count
+        found[component] = rows[:, column : column + count] - rows[:, :1]
+        column += count
     return found, float(rows[0, 0])
 
 
@@ -196,7 +200,8 @@ def patch(
       method: ``exact``, ``atp`` or ``atp*`` (:data:`METHODS`).
       metric: of the last position (:data:`attn_lib.patch_paths.METRICS`).
       batch_size: how many heads of a layer run together (``exact``; default: all).
-      block_size: the longest text attended densely (``exact``, ``atp``).
+      block_size: the longest text attended densely (``exact``, ``atp``); ``exact``'s
+        rows after the shared positions attend densely up to ``block_size``² scores.
       progress: wraps the layers (e.g. ``tqdm.auto.tqdm``).
 
     Everything is checked before any work; a ``ValueError`` names what is wrong.
@@ -232,8 +237,10 @@ def shared_positions(clean, corrupted, block_size: int = 512) -> int:
     else 0."""
     if not (getattr(corrupted, "last_rows", False) and corrupted.causal):
         return 0
+    if np.ndim(corrupted.ids) != 1:  # one input each: the rows run alone are one text's
+        return 0
     length = corrupted.seq_len
-    differ = np.flatnonzero(np.any(np.reshape(clean.ids != corrupted.ids, (-1, length)), 0))
+    differ = np.flatnonzero(np.asarray(clean.ids) != np.asarray(corrupted.ids))
     start = min(int(differ[0]) if differ.size else length, length - 1)
     return start if (length - start) * length <= block_size**2 else 0
 

@@ -121,11 +121,13 @@ def test_the_positions_both_inputs_share_run_once_and_change_no_patch(case, monk
     if case == "gpt2":  # learned positions, added below the first layer: nothing to move
         return
     rotary = decoder.rotary
-    with monkeypatch.context() as m:
-        m.setattr(decoder, "rotary", lambda x, f, start: rotary(x, f))
-        jax.clear_caches()  # the compiled layers read rotary when traced
-        unmoved = attn_lib.patch(clean, corrupted, answers=(5, 7))
-    jax.clear_caches()
+    try:
+        with monkeypatch.context() as m:
+            m.setattr(decoder, "rotary", lambda x, f, start: rotary(x, f))
+            jax.clear_caches()  # the compiled layers read rotary when traced
+            unmoved = attn_lib.patch(clean, corrupted, answers=(5, 7))
+    finally:
+        jax.clear_caches()  # no program with the wrong rotary outlives the test
     assert max(np.abs(unmoved[c] - every[c]).max() for c in every.components) > 1e-3
 
 

@@ -35,7 +35,7 @@ PAIRS = {
         (" Mary", " John"),
         "indirect object: who is given the drink",
     ),
-    "factual": Pair(  # as many tokens as "ioi" in both models: the programs are shared
+    "factual": Pair(  # as many tokens as "ioi" in both models: AtP's programs serve both
         "As every tourist knows, Montmartre is located in the city of",
         "As every tourist knows, the Spanish Steps are located in the city of",
         (" Paris", " Rome"),

@@ -177,8 +177,9 @@ class Source:
         self, h: jax.Array, out, modification: Modification | None, *, modify_layer, path=None
     ) -> tuple[jax.Array, jax.Array]:
         """Run layers ``modify_layer`` onwards from ``h`` with ``modification`` in the
-        first of them: the last hidden state and ``out`` (from :meth:`below`) with those
-        layers' weights (or ``path``'s metrics) written in."""
+        first of them: the last hidden state and ``out`` (from :meth:`below`, or ``()``
+        on a path that gives nothing) with those layers' weights (or ``path``'s metrics)
+        written in."""
         h, w = self._layer(modify_layer, h, modification, path)
         return self._layers(modify_layer + 1, self.layers, h, _write(out, modify_layer, w), path)
 

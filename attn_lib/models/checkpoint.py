@@ -100,7 +100,6 @@ class CheckpointSource(Source):
     config: object = struct.field(pytree_node=False)
     checkpoint: Checkpoint = struct.field(pytree_node=False)
     causal = True
-    last_rows = True  # its families' layers: Decoder offsets RoPE, GPT-2's have no positions
     output = "logits"
 
     @classmethod

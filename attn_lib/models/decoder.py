@@ -211,6 +211,8 @@ class Decoder(CheckpointSource):
     ``Modification(..., head=g)`` indexes the heads of its own component.
     """
 
+    last_rows = True  # RoPE at the rows' own positions (seq_len − S …)
+
     def embed(self) -> jax.Array:
         return self.params["embedding"][self.ids] * jnp.float32(self.config.embed_scale)
 
@@ -224,7 +226,8 @@ class Decoder(CheckpointSource):
             normed = c.qk_norm and part != "value"
             return rms_norm(y, p[f"{part}_norm"], c.norm_eps) if normed else y
 
-        frequency, start = jnp.asarray(frequencies)[i], self.seq_len - h.shape[-2]  # last_rows
+        frequency = jnp.asarray(frequencies)[i]
+        start = self.seq_len - h.shape[-2]  # given its last rows alone (last_rows): their place
         query = rotary(heads("query", c.heads), frequency, start) * jnp.float32(c.query_scale)
         key = rotary(heads("key", c.kv_heads), frequency, start)
         visible = self.visibility(i)

@@ -110,6 +110,8 @@ def layer_norm(x, p, eps):
 class GPT2(CheckpointSource):
     """A GPT-2 checkpoint over one tokenized text (build it with ``create``). Causal."""
 
+    last_rows = True  # no positions in a layer (they are added to the embedding)
+
     def embed(self) -> jax.Array:
         return self.params["embedding"][self.ids] + self.params["position"][: self.seq_len]
 
