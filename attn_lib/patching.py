@@ -201,7 +201,7 @@ def patch(
       metric: of the last position (:data:`attn_lib.patch_paths.METRICS`).
       batch_size: how many heads of a layer run together (``exact``; default: all).
       block_size: the longest text attended densely (``exact``, ``atp``); ``exact``'s
-        rows after the shared positions attend densely up to ``block_size``² scores.
+        rows after the shared positions attend densely up to ``block_size`` squared scores.
       progress: wraps the layers (e.g. ``tqdm.auto.tqdm``).
 
     Everything is checked before any work; a ``ValueError`` names what is wrong.
@@ -233,7 +233,7 @@ def shared_positions(clean, corrupted, block_size: int = 512) -> int:
     """How many leading positions the exact patch runs once: where the two inputs have
     one token, a causal model's runs are alike, and a patch there changes nothing (all
     but the last position). Only on a causal source whose layers run their last rows alone
-    (``last_rows``), and where those rows attend densely within ``block_size``² scores;
+    (``last_rows``), and where those rows attend densely within ``block_size`` squared scores;
     else 0."""
     if not (getattr(corrupted, "last_rows", False) and corrupted.causal):
         return 0
